@@ -1,0 +1,40 @@
+# One-liners over the edgemb CLI. `make setup` is the only set-up step; `make test` runs every test.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EDGEMB := $(VENV)/bin/edgemb
+APT_PACKAGES := dataset-fashion-mnist opencv-doc
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+MODEL ?= v2_1.0
+OUT ?= build/export/$(MODEL)
+
+.PHONY: setup apt venv test lint export models clean
+
+setup: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+venv:
+	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+
+lint:
+	$(VENV)/bin/ruff check edgemb tests scripts
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+models:
+	$(EDGEMB) models
+
+export:
+	$(EDGEMB) export $(MODEL) --out $(OUT)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

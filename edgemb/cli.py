@@ -1,0 +1,135 @@
+"""Command line: thin `drive_*` shims over the library functions (the tvmc pattern).
+
+Exit codes: 0 success, 1 a measured budget failed (parity), 2 a usage or input error (EdgembError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from edgemb import __version__
+from edgemb.errors import EdgembError, ParityError
+
+Driver = Callable[[argparse.Namespace], int]
+_COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Driver]] = []
+
+EPILOG = """\
+typical use:
+  edgemb models                      list the zoo with parameter and MAC counts
+  edgemb export v2_1.0 --out build/v2    PyTorch -> ONNX -> simplified ONNX, checked in onnxruntime
+"""
+
+
+def command(name: str, help_text: str, add_arguments: Callable[[argparse.ArgumentParser], None]) -> Callable:
+    """Register a subcommand: its name, one-line help, argument set-up and driver."""
+
+    def register(driver: Driver) -> Driver:
+        _COMMANDS.append((name, help_text, add_arguments, driver))
+        return driver
+
+    return register
+
+
+def _model_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="zoo name such as v1_0.25, v2_1.0, v3l_1.0, v3s_0.75; add @R for resolution "
+                                      "R (a multiple of 32), e.g. v2_1.0@160")
+
+
+def _weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", metavar="W",
+                        help="a .pt/.pth state_dict, a .safetensors file, an https/file URL (with --sha256), or a "
+                             "named checkpoint such as imagenet1k_v1 (default: random initialisation)")
+    parser.add_argument("--sha256", metavar="HEX", help="expected sha256 (or its first >= 8 hex digits) of --weights")
+
+
+def _models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+
+@command("models", "list the MobileNet zoo with parameter and MAC counts", _models_arguments)
+def drive_models(args: argparse.Namespace) -> int:
+    """Print every zoo entry at 224x224 with its measured size and cost."""
+    from edgemb.zoo.catalog import model_table
+
+    rows = model_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<10} {'family':<18} {'alpha':>5} {'res':>4} {'params':>11} {'MACs':>9}  named weights")
+    for row in rows:
+        print(f"{row['name']:<10} {row['family']:<18} {row['alpha']:>5} {row['resolution']:>4} "
+              f"{row['params']:>11,} {row['macs'] / 1e6:>8.1f}M  {', '.join(row['weights']) or '-'}")
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgemb.export import DEFAULT_OPSET
+
+    _model_argument(parser)
+    _weights_arguments(parser)
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    parser.add_argument("--samples", type=int, default=8,
+                        help="inputs for the onnxruntime-vs-PyTorch check (default 8)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for model.onnx, model.sim.onnx, "
+                                                                 "export.json")
+
+
+@command("export", "export a zoo model to ONNX, simplify it and check it against PyTorch", _export_arguments)
+def drive_export(args: argparse.Namespace) -> int:
+    """Run the export stage and fail with exit 1 when onnxruntime disagrees with PyTorch."""
+    from edgemb.export import export_model
+    from edgemb.zoo import parse_model_name
+
+    result = export_model(parse_model_name(args.model), args.out, args.weights, args.sha256, args.opset, args.samples)
+    parity = result.report["parity"]
+    print(f"{result.report['model']}: {result.report['nodes_before']} -> {result.report['nodes_after']} nodes, "
+          f"max |onnx - torch| = {parity['max_abs_diff']:.2e} on {parity['n']} inputs, "
+          f"top-1 agreement {parity['top1_agreement']:.0%}")
+    print(f"wrote {result.onnx_path}, {result.sim_path}, {args.out / 'export.json'}")
+    if not result.passed:
+        raise ParityError(f"simplified ONNX differs from PyTorch by {parity['max_abs_diff']:.2e} > "
+                          f"{parity['tolerance']:.0e}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="edgemb", description="Deploy MobileNets to edge boards and microcontrollers, with proof of parity.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"edgemb {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text, add_arguments, driver in _COMMANDS:
+        child = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(child)
+        child.set_defaults(driver=driver)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `edgemb` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "driver", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.driver(args)
+    except EdgembError as exc:
+        print(f"edgemb: error: {exc}", file=sys.stderr)
+        return 2
+    except ParityError as exc:
+        print(f"edgemb: parity failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgemb: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

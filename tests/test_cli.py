@@ -1,0 +1,74 @@
+"""The CLI as a user meets it: a subprocess, its exit codes, its output and its help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgemb.zoo import parse_model_name
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgemb", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_models_json_lists_every_entry_with_counts():
+    result = run("models", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert len(rows) == 14
+    assert set(rows["v1_0.25"]) >= {"name", "family", "alpha", "resolution", "params", "macs"}
+    assert rows["v2_1.0"]["params"] == 3_504_872 and rows["v3s_1.0"]["family"] == "MobileNetV3-Small"
+
+
+def test_help_is_useful():
+    top = run("--help")
+    assert top.returncode == 0 and "export" in top.stdout and "models" in top.stdout
+    sub = run("export", "--help")
+    assert "--weights" in sub.stdout and "--opset" in sub.stdout and "@R" in sub.stdout
+
+
+@pytest.mark.slow
+def test_export_v3l_end_to_end(tmp_path):
+    result = run("export", "v3l_1.0", "--out", str(tmp_path / "x"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "x" / "export.json").read_text())
+    assert report["model"] == "v3l_1.0" and report["parity"]["max_abs_diff"] <= 1e-4
+    assert "max |onnx - torch|" in result.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["export", "v2_1.1", "--out", "X"], "did you mean"),
+    (["export", "v2_1.0@100", "--out", "X"], "multiple of 32"),
+    (["export", "v2_1.0", "--weights", "missing.pt", "--out", "X"], "neither an existing file"),
+])
+def test_bad_inputs_exit_2_with_one_line(tmp_path, args, needle):
+    args = [str(tmp_path / a) if a == "X" else a for a in args]
+    result = run(*args)
+    assert result.returncode == 2
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "X").exists()
+
+
+def test_wrong_checkpoint_and_wrong_hash_exit_2(tmp_path):
+    path = tmp_path / "w.pt"
+    torch.save(parse_model_name("v1_0.25").build(10).state_dict(), path)
+    wrong = run("export", "v2_1.0", "--weights", str(path), "--out", str(tmp_path / "o"))
+    assert wrong.returncode == 2 and "does not fit v2_1.0" in wrong.stderr
+    bad_hash = run("export", "v1_0.25", "--weights", path.as_uri(), "--sha256", "0" * 64, "--out", str(tmp_path / "o"))
+    assert bad_hash.returncode == 2 and "sha256 mismatch" in bad_hash.stderr
+    assert not (tmp_path / "o").exists() or not any(Path(tmp_path / "o").iterdir())
+
+
+def test_parity_failure_exits_1(tmp_path, monkeypatch):
+    from edgemb import cli, export
+
+    monkeypatch.setattr(export, "MAX_ABS_DIFF", -1.0)  # no export can meet a negative tolerance
+    code = cli.main(["export", "v1_0.25@64", "--out", str(tmp_path / "o")])
+    assert code == 1
