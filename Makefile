@@ -25,7 +25,7 @@ venv:
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 
 lint:
-	$(VENV)/bin/ruff check edgemb tests scripts
+	$(VENV)/bin/ruff check edgemb tests $(wildcard scripts)
 
 test: lint
 	$(VENV)/bin/pytest -q
