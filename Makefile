@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL ?= v2_1.0
 OUT ?= build/export/$(MODEL)
 
-.PHONY: setup apt venv test lint export models clean
+.PHONY: setup apt venv test test-fast lint export eval models reference-models readme clean
 
 setup: apt venv
 
@@ -30,8 +30,22 @@ lint:
 test: lint
 	$(VENV)/bin/pytest -q
 
+test-fast: lint
+	$(VENV)/bin/pytest -q -m "not slow"
+
 models:
 	$(EDGEMB) models
+
+# Retrain the shipped Fashion-MNIST reference models (about an hour on 2 cores), then refresh the README table.
+reference-models:
+	$(EDGEMB) train-reference $(MODELS)
+	$(MAKE) readme
+
+eval:
+	$(EDGEMB) eval $(MODEL) --weights $(or $(WEIGHTS),ref) --data $(or $(DATA),fashion-mnist:test)
+
+readme:
+	$(PY) scripts/render_readme.py
 
 export:
 	$(EDGEMB) export $(MODEL) --out $(OUT)

@@ -21,6 +21,7 @@ EPILOG = """\
 typical use:
   edgemb models                      list the zoo with parameter and MAC counts
   edgemb export v2_1.0 --out build/v2    PyTorch -> ONNX -> simplified ONNX, checked in onnxruntime
+  edgemb eval v2_1.0 --weights ref --data fashion-mnist:test    float accuracy of a reference model
 """
 
 
@@ -42,7 +43,8 @@ def _model_argument(parser: argparse.ArgumentParser) -> None:
 def _weights_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", metavar="W",
                         help="a .pt/.pth state_dict, a .safetensors file, an https/file URL (with --sha256), or a "
-                             "named checkpoint such as imagenet1k_v1 (default: random initialisation)")
+                             "named checkpoint: ref (our trained Fashion-MNIST model), imagenet1k_v1, imagenet1k_v2 "
+                             "(default: random initialisation)")
     parser.add_argument("--sha256", metavar="HEX", help="expected sha256 (or its first >= 8 hex digits) of --weights")
 
 
@@ -93,6 +95,52 @@ def drive_export(args: argparse.Namespace) -> int:
     if not result.passed:
         raise ParityError(f"simplified ONNX differs from PyTorch by {parity['max_abs_diff']:.2e} > "
                           f"{parity['tolerance']:.0e}")
+    return 0
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_argument(parser)
+    _weights_arguments(parser)
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="labelled data: fashion-mnist:test, fashion-mnist:train:512, imagefolder:DIR[:N], "
+                             "npy:X.npy+Y.npy, npz:F.npz (see calibration/README.md)")
+    parser.add_argument("--batch-size", type=int, default=250, help="images per forward pass (default 250)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+@command("eval", "measure float top-1/top-5 of a model on labelled data, with the weights' preprocessing",
+         _eval_arguments)
+def drive_eval(args: argparse.Namespace) -> int:
+    """Print float accuracy; the number every quantized artifact is compared with."""
+    from edgemb.evaluate import evaluate_model
+
+    if args.batch_size < 1:
+        raise EdgembError(f"--batch-size must be >= 1, got {args.batch_size}")
+    result = evaluate_model(args.model, args.weights, args.data, args.sha256, args.batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    top5 = f", top-5 {result['top5']:.2%}" if "top5" in result else ""
+    print(f"{result['model']} on {result['data']}: top-1 {result['top1']:.2%}{top5} (n={result['n']})")
+    return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgemb.train import REFERENCE_RECIPES
+
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help=f"reference models to train (default all: {', '.join(REFERENCE_RECIPES)})")
+
+
+@command("train-reference", "retrain the shipped Fashion-MNIST reference models from their recipes",
+         _train_arguments)
+def drive_train_reference(args: argparse.Namespace) -> int:
+    """Reproduce the reference checkpoints (minutes per model on 2 cores) and update their manifest."""
+    from edgemb.train import train_all
+
+    for entry in train_all(args.models or None):
+        print(f"{entry['model']}: top-1 {entry['accuracy']['top1']:.2%} on {entry['accuracy']['data']}, "
+              f"{entry['size_bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:16]}")
     return 0
 
 

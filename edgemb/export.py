@@ -20,7 +20,7 @@ from edgemb.artifacts import file_record, staged_output, tool_versions, write_js
 from edgemb.errors import EdgembError
 from edgemb.zoo import count_macs, count_params
 from edgemb.zoo.registry import ModelSpec
-from edgemb.zoo.weights import load_model
+from edgemb.zoo.weights import prepare_model
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -111,9 +111,8 @@ def export_model(spec: ModelSpec, out_dir: Path, weights: str | None = None, sha
     """Export, simplify and check one zoo model; writes model.onnx, model.sim.onnx and export.json."""
     if parity_samples < 1:
         raise EdgembError(f"parity sample count must be >= 1, got {parity_samples}")
-    model, loaded = load_model(spec, weights, sha256)
-    if loaded and loaded.preprocessing and not spec.resolution_given:
-        spec = spec.with_resolution(loaded.preprocessing.resolution)
+    prepared = prepare_model(spec, weights, sha256)
+    spec, model, loaded = prepared.spec, prepared.model, prepared.weights
     started = time.perf_counter()
     with staged_output(out_dir) as stage:
         export_onnx(model, spec.resolution, stage / "model.onnx", opset)
@@ -127,7 +126,8 @@ def export_model(spec: ModelSpec, out_dir: Path, weights: str | None = None, sha
             "alpha": spec.alpha,
             "resolution": spec.resolution,
             "input": {"name": INPUT_NAME, "shape": [1, 3, spec.resolution, spec.resolution], "layout": "NCHW"},
-            "num_classes": int(model.classifier[-1].out_features),
+            "num_classes": prepared.num_classes,
+            "preprocessing": prepared.preprocessing.to_dict(),
             "params": count_params(model),
             "macs": count_macs(model, spec.resolution),
             "weights": {"source": loaded.source, "sha256": loaded.sha256} if loaded else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -17,24 +18,14 @@ import torch
 from torch import nn
 
 from edgemb.cache import cache_dir
+from edgemb.data.preprocess import Preprocessing
 from edgemb.errors import EdgembError
 from edgemb.progress import progress
 from edgemb.zoo.registry import FAMILIES, ModelSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 URL_SCHEMES = ("https", "http", "file")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How images must be prepared for a set of weights: owned by the weights, never guessed by callers."""
-
-    resolution: int = 224
-    resize: int = 256
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    grayscale: bool = False
+REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_TAGS = ("ref", "reference")
 
 
 @dataclass(frozen=True)
@@ -84,9 +75,29 @@ class LoadedWeights:
         return self.named.preprocessing if self.named else None
 
 
+def reference_entries() -> dict[str, dict]:
+    """The trained reference models shipped with edgemb (see `make reference-models`), by model name."""
+    manifest = REFERENCE_DIR / "manifest.json"
+    return json.loads(manifest.read_text())["models"] if manifest.exists() else {}
+
+
+def reference_weights(spec: ModelSpec) -> NamedWeights | None:
+    """The shipped reference checkpoint of a model as a named entry, if there is one."""
+    entry = reference_entries().get(spec.base_name)
+    if entry is None:
+        return None
+    return NamedWeights(spec.base_name, "ref", (REFERENCE_DIR / entry["file"]).as_uri(), entry["sha256"],
+                        entry["num_classes"], Preprocessing.from_dict(entry["preprocessing"]),
+                        {"top1": 100 * entry["accuracy"]["top1"], "top5": 100 * entry["accuracy"]["top5"]})
+
+
 def named_weights_for(spec: ModelSpec) -> dict[str, NamedWeights]:
-    """Named checkpoints available for one model (by tag)."""
-    return {w.tag: w for w in TORCHVISION_WEIGHTS if w.model == spec.base_name}
+    """Named checkpoints available for one model (by tag): torchvision's and our reference one."""
+    named = {w.tag: w for w in TORCHVISION_WEIGHTS if w.model == spec.base_name}
+    reference = reference_weights(spec)
+    if reference:
+        named["ref"] = reference
+    return named
 
 
 def _normalise_sha256(value: str) -> str:
@@ -189,15 +200,26 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
         raise EdgembError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
+    # fp16/bf16 checkpoints (such as our reference models) run as float32 models.
+    return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
 
 
 def resolve_weights(weights: str, spec: ModelSpec, sha256: str | None = None) -> LoadedWeights:
     """Turn a --weights value (named tag, URL or path) into a state_dict with its provenance."""
     named = named_weights_for(spec)
-    if weights.lower() in named or weights.lower() == "imagenet":
-        entry = named.get(weights.lower()) or named[max(named)]
-        path = download(entry.url, entry.sha256)
+    tag = "ref" if weights.lower() in REFERENCE_TAGS else weights.lower()
+    if tag == "ref" and "ref" not in named:
+        have = ", ".join(sorted(reference_entries())) or "none (run `make reference-models`)"
+        raise EdgembError(f"there is no reference checkpoint for {spec.base_name}; reference models: {have}")
+    if tag in named:
+        entry = named[tag]
+        if entry.url.startswith("file:"):
+            path = Path(urllib.request.url2pathname(urllib.parse.urlparse(entry.url).path))
+            if not path.is_file() or not sha256_matches(path, entry.sha256):
+                raise EdgembError(f"{path} is missing or does not match its recorded sha256: reinstall edgemb "
+                                  "or rerun `make reference-models`")
+        else:
+            path = download(entry.url, entry.sha256)
         return LoadedWeights(read_state_dict(path), entry.url, entry.sha256, entry)
     if is_url(weights):
         url, _, fragment = weights.partition("#")
@@ -257,6 +279,36 @@ def load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], spec: Model
             f"unexpected keys, {len(mismatched)} shape mismatches (first: {example}); {hint}"
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+@dataclass
+class PreparedModel:
+    """A model ready to run: its resolved spec (resolution included), float module, weights and preprocessing."""
+
+    spec: ModelSpec
+    model: nn.Module
+    weights: LoadedWeights | None
+    preprocessing: Preprocessing
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the head predicts."""
+        return int(self.model.classifier[-1].out_features)
+
+
+def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
+                  sha256: str | None = None) -> PreparedModel:
+    """Build and load a model; weights decide resolution and preprocessing unless `@R` overrides the size."""
+    from edgemb.zoo.registry import parse_model_name
+
+    spec = parse_model_name(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    model, loaded = load_model(spec, weights, sha256)
+    pp = loaded.preprocessing if loaded and loaded.preprocessing else Preprocessing()
+    if spec.resolution_given:
+        pp = pp.at_resolution(spec.resolution)
+    else:
+        spec = spec.with_resolution(pp.resolution)
+    return PreparedModel(spec, model, loaded, pp)
 
 
 def load_model(spec: ModelSpec, weights: str | None = None, sha256: str | None = None,

@@ -1,0 +1,236 @@
+"""Calibration and evaluation data from a spec string: Fashion-MNIST, image folders, or preprocessed arrays.
+
+Spec grammar (see calibration/README.md):
+    fashion-mnist:SPLIT[:N]         SPLIT is train (60,000) or test (10,000); IDX files from Debian's package
+    imagefolder:PATH[:N]            JPEG/PNG found recursively; class sub-folders give labels
+    npy:X.npy[+Y.npy][:N]           float32 NCHW, already preprocessed; optional int labels
+    npz:FILE.npz[:N]                arrays `x` (float32 NCHW) and optional `y`
+N picks a seeded random subset (same N and seed -> same samples, in file order).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import struct
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from edgemb.data.preprocess import Preprocessing, normalize, to_pixels
+from edgemb.errors import EdgembError
+from edgemb.progress import progress
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+KINDS = ("fashion-mnist", "imagefolder", "npy", "npz")
+DEFAULT_SEED = 0
+
+
+@dataclass
+class DataSpec:
+    """A parsed data spec: what to read, where, and how many samples."""
+
+    kind: str
+    location: str
+    count: int | None
+    text: str
+
+
+@dataclass
+class Data:
+    """Preprocessed samples ready for any backend: float32 NCHW `x`, optional int64 `y`."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    source: str
+    classes: tuple[str, ...] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class Pixels:
+    """Samples resized and colour-converted but not yet normalised: uint8 NHWC (what training caches)."""
+
+    pixels: np.ndarray
+    y: np.ndarray | None
+    source: str
+    classes: tuple[str, ...] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+
+def parse_spec(text: str) -> DataSpec:
+    """Split `KIND:LOCATION[:N]` and check each part, with a usage hint on error."""
+    kind, sep, rest = text.partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise EdgembError(
+            f"data spec {text!r} is not KIND:LOCATION[:N] with KIND one of {', '.join(KINDS)}; "
+            "e.g. fashion-mnist:test, fashion-mnist:train:512, imagefolder:photos/:100, npy:x.npy+y.npy"
+        )
+    count = None
+    match = re.fullmatch(r"(?P<loc>.+?):(?P<n>-?\d+)", rest)
+    if match:
+        rest, count = match["loc"], int(match["n"])
+        if count < 1:
+            raise EdgembError(f"sample count in {text!r} must be >= 1, got {count}")
+    return DataSpec(kind, rest, count, text)
+
+
+def choose(total: int, count: int | None, spec: DataSpec, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Indices of a seeded random subset (all when count is None), kept in dataset order."""
+    if count is None:
+        return np.arange(total)
+    if count > total:
+        raise EdgembError(f"{spec.text} asks for {count} samples but only {total} are available")
+    return np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
+
+
+def fashion_mnist_dir() -> Path:
+    """Where Debian's dataset-fashion-mnist put the IDX files ($EDGEMB_FASHION_MNIST overrides)."""
+    return Path(os.environ.get("EDGEMB_FASHION_MNIST", FASHION_MNIST_DIR))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read a (gzipped) IDX file: unsigned-byte images (N, rows, cols) or labels (N,)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as exc:
+        raise EdgembError(f"{path} is not a readable IDX file ({exc}); reinstall dataset-fashion-mnist") from exc
+    if len(data) < 8:
+        raise EdgembError(f"{path} is too short to be an IDX file")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise EdgembError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    shape = struct.unpack(f">{ndim}I", data[4: 4 + 4 * ndim])
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise EdgembError(f"{path} holds {body.size} bytes but its header says {shape}: the file is truncated")
+    return body.reshape(shape)
+
+
+def _fashion_mnist(spec: DataSpec, pp: Preprocessing, seed: int) -> Pixels:
+    split = spec.location
+    if split not in FASHION_MNIST_FILES:
+        raise EdgembError(f"Fashion-MNIST split {split!r} in {spec.text!r} must be train or test")
+    folder = fashion_mnist_dir()
+    image_file, label_file = (folder / name for name in FASHION_MNIST_FILES[split])
+    if not image_file.exists() or not label_file.exists():
+        raise EdgembError(
+            f"Fashion-MNIST is not installed ({image_file} missing): run `make setup` or "
+            "`sudo apt-get install dataset-fashion-mnist` (or set EDGEMB_FASHION_MNIST to a folder of IDX files)"
+        )
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if len(images) != len(labels):
+        raise EdgembError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")
+    index = choose(len(images), spec.count, spec, seed)
+    pixels = np.stack([to_pixels(images[i], pp) for i in progress(index, desc=f"read {spec.text}", unit="img")])
+    return Pixels(pixels, labels[index].astype(np.int64), spec.text, FASHION_MNIST_CLASSES)
+
+
+def _image_folder(spec: DataSpec, pp: Preprocessing, seed: int) -> Pixels:
+    root = Path(spec.location).expanduser()
+    if not root.is_dir():
+        raise EdgembError(f"image folder {root} does not exist or is not a folder")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise EdgembError(f"image folder {root} holds no .jpg/.jpeg/.png files")
+    class_names = sorted({p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1})
+    labelled = bool(class_names) and all(len(p.relative_to(root).parts) > 1 for p in files)
+    files = [files[i] for i in choose(len(files), spec.count, spec, seed)]
+    pixels, labels, skipped = [], [], []
+    for path in progress(files, desc=f"read {root.name}", unit="img"):
+        try:
+            with Image.open(path) as image:
+                image.load()
+                pixels.append(to_pixels(image, pp))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            skipped.append(str(path))
+            continue
+        if labelled:
+            labels.append(class_names.index(path.relative_to(root).parts[0]))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) in {root}, e.g. {skipped[0]}", stacklevel=2)
+    if not pixels:
+        raise EdgembError(f"none of the {len(files)} image(s) in {root} could be read (all corrupt?)")
+    y = np.asarray(labels, np.int64) if labelled else None
+    return Pixels(np.stack(pixels), y, spec.text, tuple(class_names) if labelled else None, skipped)
+
+
+def _arrays(spec: DataSpec, pp: Preprocessing, seed: int) -> Data:
+    if spec.kind == "npz":
+        path = Path(spec.location).expanduser()
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                if "x" not in archive:
+                    raise EdgembError(f"{path} has no array named 'x' (found {', '.join(archive.files)})")
+                x = archive["x"]
+                y = archive.get("y", None)
+        except (OSError, ValueError) as exc:
+            raise EdgembError(f"{path} is not a readable .npz file ({exc})") from exc
+    else:
+        x_path, _, y_path = spec.location.partition("+")
+        x = _load_npy(Path(x_path).expanduser())
+        y = _load_npy(Path(y_path).expanduser()) if y_path else None
+    expected = (3, pp.resolution, pp.resolution)
+    if x.dtype != np.float32 or x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise EdgembError(
+            f"{spec.text}: array of shape {x.shape} and dtype {x.dtype} must be float32 "
+            f"(N, {', '.join(map(str, expected))}) preprocessed for this model"
+        )
+    if y is not None:
+        if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
+            raise EdgembError(f"{spec.text}: labels must be {len(x)} integers, got shape {y.shape} dtype {y.dtype}")
+        y = y.astype(np.int64)
+    index = choose(len(x), spec.count, spec, seed)
+    return Data(np.ascontiguousarray(x[index]), None if y is None else y[index], spec.text)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise EdgembError(f"{path} is not a readable .npy file ({exc})") from exc
+
+
+def check_finite(x: np.ndarray, source: str) -> None:
+    """NaN or inf in inputs would poison calibration ranges and accuracy: name the first bad sample."""
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if bad.any():
+        raise EdgembError(f"{source}: sample {int(np.argmax(bad))} contains NaN or inf ({int(bad.sum())} bad in all)")
+
+
+def load_pixels(text: str, pp: Preprocessing, seed: int = DEFAULT_SEED) -> Pixels:
+    """Resized uint8 samples of an image source (not available for already-preprocessed arrays)."""
+    spec = parse_spec(text)
+    if spec.kind == "fashion-mnist":
+        return _fashion_mnist(spec, pp, seed)
+    if spec.kind == "imagefolder":
+        return _image_folder(spec, pp, seed)
+    raise EdgembError(f"{text} holds preprocessed arrays, not images")
+
+
+def load_data(text: str, pp: Preprocessing, seed: int = DEFAULT_SEED) -> Data:
+    """Read a data spec and preprocess it exactly as the model's weights require."""
+    spec = parse_spec(text)
+    if spec.kind in ("npy", "npz"):
+        data = _arrays(spec, pp, seed)
+    else:
+        raw = load_pixels(text, pp, seed)
+        data = Data(normalize(raw.pixels, pp), raw.y, raw.source, raw.classes, raw.skipped)
+    check_finite(data.x, text)
+    return data
