@@ -55,12 +55,18 @@ def staged_output(out_dir: Path) -> Iterator[Path]:
 
     An interrupted or failed stage therefore never leaves a file that looks finished.
     """
+    created = not out_dir.exists()
     ensure_writable_dir(out_dir)
     stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=out_dir))
     try:
         yield stage
         for item in sorted(stage.iterdir()):
             os.replace(item, out_dir / item.name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

@@ -22,6 +22,8 @@ typical use:
   edgemb models                      list the zoo with parameter and MAC counts
   edgemb export v2_1.0 --out build/v2    PyTorch -> ONNX -> simplified ONNX, checked in onnxruntime
   edgemb eval v2_1.0 --weights ref --data fashion-mnist:test    float accuracy of a reference model
+  edgemb quantize v2_1.0 --weights ref --calib fashion-mnist:train:512 --out build/q
+  edgemb verify build/q/model.int8.onnx --model v2_1.0 --weights ref --data fashion-mnist:test
 """
 
 
@@ -122,6 +124,85 @@ def drive_eval(args: argparse.Namespace) -> int:
         return 0
     top5 = f", top-5 {result['top5']:.2%}" if "top5" in result else ""
     print(f"{result['model']} on {result['data']}: top-1 {result['top1']:.2%}{top5} (n={result['n']})")
+    return 0
+
+
+def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgemb.quant.pipeline import DEFAULT_MAX_FLOAT_LAYERS
+
+    _model_argument(parser)
+    _weights_arguments(parser)
+    parser.add_argument("--calib", required=True, metavar="SPEC",
+                        help="calibration data, e.g. fashion-mnist:train:512 or imagefolder:DIR:256")
+    parser.add_argument("--out", type=Path, required=True, help="folder for model.int8.onnx and quantize.json")
+    parser.add_argument("--method", default="minmax", choices=["minmax", "percentile", "mse"],
+                        help="activation ranges: observed min/max, 99.99th percentile, or the clipping that "
+                             "minimises quantization MSE (default minmax)")
+    parser.add_argument("--granularity", default="per-channel", choices=["per-channel", "per-tensor"],
+                        help="weight scales per output channel (default) or one per tensor")
+    parser.add_argument("--activation-type", default="uint8", choices=["uint8", "int8"],
+                        help="activation integer type (default uint8, what x86 VNNI kernels take)")
+    parser.add_argument("--cle", action="store_true", help="cross-layer equalization before quantizing")
+    parser.add_argument("--bias-correction", action="store_true", help="empirical bias correction")
+    parser.add_argument("--max-drop", type=float, metavar="POINTS",
+                        help="accuracy budget in top-1 points; keeps sensitive layers in float to meet it "
+                             "(needs --eval)")
+    parser.add_argument("--eval", metavar="SPEC", help="labelled data to measure the drop on, e.g. fashion-mnist:test")
+    parser.add_argument("--max-float-layers", type=int, default=DEFAULT_MAX_FLOAT_LAYERS,
+                        help=f"most layers the budget may keep in float (default {DEFAULT_MAX_FLOAT_LAYERS})")
+
+
+@command("quantize", "int8 post-training quantization (QDQ ONNX) with calibration data", _quantize_arguments)
+def drive_quantize(args: argparse.Namespace) -> int:
+    """Quantize; exit 1 when an accuracy budget was given and could not be met."""
+    from edgemb.quant.pipeline import quantize_model
+
+    report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, args.method,
+                            args.granularity, args.cle, args.bias_correction, args.max_drop, args.eval,
+                            args.activation_type, args.max_float_layers)
+    print(f"{report['model']}: {report['settings']['method']} {report['settings']['granularity']} int8, "
+          f"calibrated on {report['calibration']['n']} samples in {report['seconds']:.0f}s -> "
+          f"{args.out / 'model.int8.onnx'}")
+    if "eval" in report:
+        ev = report["eval"]
+        print(f"top-1 float {ev['float_top1']:.2%} int8 {ev['quant_top1']:.2%} (drop {ev['drop']:.2f} points), "
+              f"agreement {ev['agreement']:.2%}, SQNR {ev['sqnr_db']:.1f} dB on {ev['n']} samples")
+    if report["layers_kept_float"]:
+        print(f"kept in float: {', '.join(report['layers_kept_float'])}")
+    if "budget" in report and not report["budget"]["met"]:
+        raise ParityError(f"drop {report['eval']['drop']:.2f} points exceeds --max-drop {args.max_drop} even with "
+                          f"{len(report['layers_kept_float'])} layer(s) in float")
+    return 0
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("quant_model", type=Path, help="a quantized ONNX model (model.int8.onnx)")
+    parser.add_argument("--model", required=True, help="the zoo model it was made from, e.g. v2_1.0")
+    _weights_arguments(parser)
+    parser.add_argument("--data", required=True, metavar="SPEC", help="evaluation data, e.g. fashion-mnist:test")
+    parser.add_argument("--layer-samples", type=int, default=64, help="samples for the per-layer table (default 64)")
+    parser.add_argument("--json", action="store_true", help="print the full result as JSON")
+
+
+@command("verify", "compare a quantized model with the float PyTorch model: accuracy, SQNR, per-layer table",
+         _verify_arguments)
+def drive_verify(args: argparse.Namespace) -> int:
+    """Print parity metrics and the layers that lose the most signal."""
+    from edgemb.verify import verify_quantized
+
+    result = verify_quantized(args.quant_model, args.model, args.data, args.weights, args.sha256,
+                              args.layer_samples)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if "float_top1" in result:
+        print(f"top-1 float {result['float_top1']:.2%} int8 {result['quant_top1']:.2%} "
+              f"(drop {result['drop']:.2f} points)")
+    print(f"agreement {result['agreement']:.2%}, logits SQNR {result['sqnr_db']:.1f} dB, cosine "
+          f"{result['cosine']:.4f} on {result['n']} samples")
+    print(f"worst layers (SQNR of each layer's output vs float, {result['layer_samples']} samples):")
+    for row in result["layers"][:10]:
+        print(f"  {row['sqnr_db']:7.2f} dB  #{row['index']:<3} {row['layer']}")
     return 0
 
 

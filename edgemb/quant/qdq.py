@@ -1,0 +1,166 @@
+"""Build a QDQ int8 ONNX model from the BN-folded float graph and chosen activation ranges.
+
+Layout follows what int8 runtimes pattern-match (onnxruntime's QLinear fusions, OpenVINO's low-precision
+transformations): int8 weights with symmetric per-channel (or per-tensor) scales behind DequantizeLinear,
+int32 biases with scale = input scale x weight scale, and a QuantizeLinear/DequantizeLinear pair on each
+activation that feeds a quantized op. A Conv/Gemm followed only by an activation clamp (Relu/Clip/Min) is
+quantized after the clamp, so runtimes fuse conv+activation. Layers named in `keep_float` keep float weights
+and read their input unquantized; the logits stay float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from edgemb.onnx_graph import Graph
+from edgemb.quant.ranges import quant_params, weight_scales
+
+LAYER_OPS = ("Conv", "Gemm")
+CLAMP_OPS = ("Relu", "Clip", "Min")
+SHAPE_ONLY_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+
+
+@dataclass
+class QuantConfig:
+    """What the quantizer does; stored verbatim in quantize.json."""
+
+    method: str = "minmax"
+    granularity: str = "per-channel"
+    activation_type: str = "uint8"
+    keep_float: list[str] = field(default_factory=list)
+
+    @property
+    def per_channel(self) -> bool:
+        """Weights get one scale per output channel."""
+        return self.granularity == "per-channel"
+
+
+def layer_name(graph: Graph, node: onnx.NodeProto) -> str:
+    """A readable layer name: the PyTorch module path of its weight (e.g. features.3.conv.1.0)."""
+    weight = node.input[1]
+    return weight[: -len(".weight")] if weight.endswith(".weight") else (node.name or node.output[0])
+
+
+def layers(graph: Graph) -> list[tuple[str, onnx.NodeProto]]:
+    """Every quantizable layer (Conv/Gemm with an initializer weight) in topological order."""
+    return [(layer_name(graph, n), n) for n in graph.nodes(*LAYER_OPS) if n.input[1] in graph.initializers]
+
+
+def activation_tensors(graph: Graph) -> list[str]:
+    """Tensors that get a Q/DQ pair in a fully quantized model (their ranges are what calibration measures)."""
+    names = [graph.input_name]
+    for node in graph.graph.node:
+        if node.op_type == "Constant":
+            continue
+        for out in node.output:
+            consumers = graph.consumers.get(out, [])
+            if out == graph.output_name or not consumers:
+                continue
+            if all(c.op_type in CLAMP_OPS for c in consumers) and len(consumers) == 1:
+                continue  # quantize after the activation instead, so conv + activation fuse
+            names.append(out)
+    return names
+
+
+def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig) -> onnx.ModelProto:
+    """A new QDQ model; `graph` is left untouched."""
+    g = graph.copy()
+    zp_type = np.uint8 if config.activation_type == "uint8" else np.int8
+    float_layers = set(config.keep_float)
+    float_nodes = {id(n) for name, n in layers(g) if name in float_layers}
+    new_nodes: list[onnx.NodeProto] = []
+    act_scale: dict[str, float] = {}
+
+    for tensor in activation_tensors(g):
+        consumers = [c for c in g.consumers.get(tensor, []) if id(c) not in float_nodes]
+        if not consumers or tensor not in ranges:
+            continue
+        scale, zp = quant_params(*ranges[tensor], config.activation_type)
+        act_scale[tensor] = scale
+        g.set_array(f"{tensor}_scale", np.array(scale, np.float32))
+        g.set_array(f"{tensor}_zero_point", np.array(zp, zp_type))
+        params = [f"{tensor}_scale", f"{tensor}_zero_point"]
+        new_nodes.append(helper.make_node("QuantizeLinear", [tensor, *params], [f"{tensor}_q"], f"{tensor}_Q"))
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{tensor}_q", *params], [f"{tensor}_dq"],
+                                          f"{tensor}_DQ"))
+        for consumer in consumers:
+            for i, name in enumerate(consumer.input):
+                if name == tensor:
+                    consumer.input[i] = f"{tensor}_dq"
+
+    for name, node in layers(g):
+        if name in float_layers:
+            continue
+        new_nodes += _quantize_weights(g, node, config, act_scale)
+
+    # Q/DQ nodes must come right after their producers: rebuild the node list in topological order.
+    _insert_topologically(g, new_nodes)
+    g.model.graph.ClearField("value_info")
+    return g.model
+
+
+def _quantize_weights(g: Graph, node: onnx.NodeProto, config: QuantConfig,
+                      act_scale: dict[str, float]) -> list[onnx.NodeProto]:
+    weight_name = node.input[1]
+    w = g.array(weight_name)
+    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    axis = 0 if node.op_type == "Conv" or trans_b else 1
+    scales = weight_scales(w, config.per_channel, axis, config.method == "mse")
+    shape = [1] * w.ndim
+    shape[axis] = -1
+    broadcast = scales.reshape(shape) if config.per_channel else scales[0]
+    q = np.clip(np.round(w / broadcast), -127, 127).astype(np.int8)
+    base = weight_name
+    g.set_array(f"{base}_quantized", q)
+    g.set_array(f"{base}_scale", scales if config.per_channel else np.array(scales[0], np.float32))
+    zero = np.zeros(len(scales), np.int8) if config.per_channel else np.array(0, np.int8)
+    g.set_array(f"{base}_zero_point", zero)
+    attrs = {"axis": axis} if config.per_channel else {}
+    nodes = [helper.make_node("DequantizeLinear", [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                              [f"{base}_dq"], f"{base}_DQ", **attrs)]
+    node.input[1] = f"{base}_dq"
+    input_tensor = node.input[0][: -len("_dq")] if node.input[0].endswith("_dq") else None
+    if len(node.input) > 2 and node.input[2] and input_tensor in act_scale:
+        bias_name = node.input[2]
+        bias = g.array(bias_name)
+        bias_scale = (act_scale[input_tensor] * np.broadcast_to(scales, bias.shape)).astype(np.float32)
+        q_bias = np.clip(np.round(bias / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
+        g.set_array(f"{bias_name}_quantized", q_bias)
+        g.set_array(f"{bias_name}_scale", bias_scale)
+        g.set_array(f"{bias_name}_zero_point", np.zeros(bias.shape, np.int32))
+        nodes.append(helper.make_node("DequantizeLinear", [f"{bias_name}_quantized", f"{bias_name}_scale",
+                                                           f"{bias_name}_zero_point"], [f"{bias_name}_dq"],
+                                      f"{bias_name}_DQ", axis=0))
+        node.input[2] = f"{bias_name}_dq"
+    return nodes
+
+
+def _insert_topologically(g: Graph, new_nodes: list[onnx.NodeProto]) -> None:
+    """Merge new nodes into the graph so every node follows the producers of its inputs."""
+    available = {i.name for i in g.graph.input} | set(g.initializers)
+    pending = list(g.graph.node) + new_nodes
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        progress_made = False
+        remaining = []
+        for node in pending:
+            if all(not name or name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+                progress_made = True
+            else:
+                remaining.append(node)
+        if not progress_made:
+            raise RuntimeError(f"QDQ graph has a cycle or a missing input near {remaining[0].name}")
+        pending = remaining
+    g.graph.ClearField("node")
+    g.graph.node.extend(ordered)
+    # Unused float weights of quantized layers would double the file size.
+    used = {name for node in ordered for name in node.input}
+    keep = [t for t in g.graph.initializer if t.name in used]
+    g.graph.ClearField("initializer")
+    g.graph.initializer.extend(keep)
