@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL ?= v2_1.0
 OUT ?= build/export/$(MODEL)
 
-.PHONY: setup apt venv test test-fast lint export eval models reference-models readme clean
+.PHONY: setup apt venv test test-fast lint export eval models reference-models quant-table readme clean
 
 setup: apt venv
 
@@ -43,6 +43,11 @@ reference-models:
 
 eval:
 	$(EDGEMB) eval $(MODEL) --weights $(or $(WEIGHTS),ref) --data $(or $(DATA),fashion-mnist:test)
+
+# int8 accuracy of every reference model, ours vs onnxruntime and NNCF (about 15 minutes), then the README.
+quant-table:
+	$(PY) scripts/quantization_table.py $(MODELS)
+	$(MAKE) readme
 
 readme:
 	$(PY) scripts/render_readme.py

@@ -6,6 +6,7 @@ and a test fails when the README and the JSON disagree.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -29,15 +30,29 @@ def reference_table() -> str:
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table}
+def quantization_table(path: Path = README.parent / "results" / "quantization.json") -> str:
+    """Markdown table of int8 accuracy: ours next to onnxruntime's and NNCF's, on the full test set."""
+    if not path.exists():
+        return "_not measured yet: run `make quant-table`_"
+    data = json.loads(path.read_text())
+    lines = [f"Calibration `{data['calibration']}`, evaluation `{data['evaluation']}` (float = PyTorch).", "",
+             "| model | tool | configuration | float top-1 | int8 top-1 | drop (points) | agreement | SQNR dB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        lines.append(f"| `{r['model']}` | {r['tool']} | {r['config']} | {r['float_top1']:.2%} | "
+                     f"{r['quant_top1']:.2%} | {r['drop']:.2f} | {r['agreement']:.2%} | {r['sqnr_db']:.1f} |")
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table, "quantization": quantization_table}
 
 
 def render(text: str) -> str:
     """Replace every known marked section of `text` with freshly rendered content."""
     for name, make in TABLES.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
         if pattern.search(text):
-            text = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(2), text)
+            text = pattern.sub(lambda m, make=make: m.group(1) + make() + "\n" + m.group(2), text)
     return text
 
 

@@ -39,6 +39,15 @@ def check_matches(quant: onnx.ModelProto, path: Path, prepared: PreparedModel) -
             f"{prepared.spec.name} with these weights takes [1, 3, {res}, {res}] and predicts "
             f"{prepared.num_classes}: is it the quantized form of another model (or another @resolution)?"
         )
+    params = {k: tuple(v.shape) for k, v in prepared.model.state_dict().items()}
+    suffix = "_quantized"
+    weights = {t.name[: -len(suffix)]: tuple(t.dims) for t in quant.graph.initializer if t.name.endswith(suffix)}
+    wrong = [k for k, shape in weights.items() if k.endswith(".weight") and params.get(k) != shape]
+    if wrong:
+        raise EdgembError(
+            f"{path} does not match {prepared.spec.name}: {len(wrong)} of its {len(weights)} quantized weights have "
+            f"other names or shapes (first: {wrong[0]}); pass the --model it was quantized from"
+        )
 
 
 def _float_reference(quant_path: Path, prepared: PreparedModel, scratch: Path) -> Graph:

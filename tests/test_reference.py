@@ -41,7 +41,7 @@ def test_ref_weights_carry_their_resolution_and_preprocessing():
 
 
 def test_missing_reference_is_a_clear_error():
-    with pytest.raises(EdgembError, match="no reference checkpoint for v2_1.4"):
+    with pytest.raises(EdgembError, match=r"no reference checkpoint for v2_1\.4"):
         prepare_model("v2_1.4", "ref")
 
 

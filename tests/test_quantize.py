@@ -1,0 +1,186 @@
+"""int8 quantization on a trained reference model and real Fashion-MNIST data."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+
+from edgemb import cli
+from edgemb.data import load_data
+from edgemb.errors import EdgembError
+from edgemb.onnx_graph import Graph, run_batched, session
+from edgemb.quant.cle import equalize, weight_range_spread
+from edgemb.quant.pipeline import quantize_model
+from edgemb.quant.ranges import BINS, TensorStats, _expected_error, choose_range
+from edgemb.verify import verify_quantized
+from edgemb.zoo.weights import prepare_model
+
+MODEL = "v1_0.25"
+CALIB = "fashion-mnist:train:128"
+EVAL = "fashion-mnist:test:500"
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One default (per-channel minmax) quantization shared by several tests."""
+    out = tmp_path_factory.mktemp("q") / "default"
+    report = quantize_model(MODEL, CALIB, out, weights="ref", eval_spec=EVAL)
+    return out, report
+
+
+def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in model.graph.initializer}
+
+
+def test_default_quantization_is_accurate_and_really_int8(default_run):
+    out, report = default_run
+    assert sorted(p.name for p in out.iterdir()) == ["model.float.onnx", "model.int8.onnx", "quantize.json"]
+    assert json.loads((out / "quantize.json").read_text()) == report
+    assert report["calibration"]["n"] == 128 and report["layers_kept_float"] == []
+    assert report["eval"]["drop"] <= 1.0 and report["eval"]["agreement"] >= 0.97
+    model = onnx.load(str(out / "model.int8.onnx"))
+    inits = _initializers(model)
+    convs = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert convs and all(n.input[1].endswith("_dq") for n in convs)
+    for node in convs:
+        weight = inits[node.input[1][: -len("_dq")] + "_quantized"]
+        assert weight.data_type == onnx.TensorProto.INT8
+        assert len(inits[node.input[1][: -len("_dq")] + "_scale"].dims) == 1  # one scale per output channel
+    activation_zps = [t for name, t in inits.items() if name.endswith("_zero_point") and ".weight" not in name
+                      and ".bias" not in name]
+    assert activation_zps and all(t.data_type == onnx.TensorProto.UINT8 for t in activation_zps)
+    assert not any(t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 4 for t in inits.values()), \
+        "no float conv weights may remain"
+
+
+def test_calibration_methods_compute_different_ranges():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.exponential(1.0, 200_000), [40.0]])  # heavy tail plus one outlier
+    stats = TensorStats(0.0, float(values.max()))
+    stats.hist, _ = np.histogram(values, bins=BINS, range=(0.0, float(values.max())))
+    ranges = {m: choose_range(stats, m) for m in ("minmax", "percentile", "mse")}
+    assert ranges["minmax"][1] == pytest.approx(40.0)
+    assert ranges["percentile"][1] < 15 and ranges["mse"][1] < 15
+    assert ranges["percentile"] != ranges["mse"]
+    centers = np.linspace(0, 40, BINS + 1)[:-1] + 20 / BINS
+    assert _expected_error(centers, stats.hist, *ranges["mse"], "uint8") <= min(
+        _expected_error(centers, stats.hist, *ranges[m], "uint8") for m in ("minmax", "percentile"))
+
+
+@pytest.mark.parametrize("method", ["percentile", "mse"])
+def test_every_method_runs_end_to_end_and_changes_the_model(tmp_path, default_run, method):
+    report = quantize_model(MODEL, CALIB, tmp_path / method, weights="ref", method=method, eval_spec=EVAL)
+    assert report["settings"]["method"] == method and report["eval"]["agreement"] >= 0.95
+    ours = onnx.load(str(tmp_path / method / "model.int8.onnx"))
+    default = onnx.load(str(default_run[0] / "model.int8.onnx"))
+    scales = [(a.name, onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
+              for a, b in zip(ours.graph.initializer, default.graph.initializer, strict=False)
+              if a.name == b.name and a.name.endswith("_scale") and ".weight" not in a.name]
+    assert any(not np.allclose(x, y) for _, x, y in scales), f"{method} gave the same activation scales as minmax"
+
+
+def test_per_tensor_weights_have_one_scale(tmp_path):
+    report = quantize_model(MODEL, CALIB, tmp_path / "pt", weights="ref", granularity="per-tensor")
+    assert report["settings"]["granularity"] == "per-tensor"
+    inits = _initializers(onnx.load(str(tmp_path / "pt" / "model.int8.onnx")))
+    weight_scales = [t for name, t in inits.items() if name.endswith(".weight_scale")]
+    assert weight_scales and all(len(t.dims) == 0 for t in weight_scales)
+
+
+def test_cle_keeps_the_float_function_and_evens_out_channel_ranges(default_run):
+    out, _ = default_run
+    graph = Graph.load(out / "model.float.onnx")
+    equalized, pairs = equalize(graph)
+    assert pairs >= 13
+    assert weight_range_spread(equalized) < weight_range_spread(graph)
+    assert any(n.op_type == "Min" for n in equalized.graph.node), "ReLU6 must become Relu + per-channel Min"
+    x = load_data("fashion-mnist:test:32", prepare_model(MODEL, "ref").preprocessing).x
+    before = run_batched(session(graph.model), x)[0]
+    after = run_batched(session(equalized.model), x)[0]
+    assert np.abs(before - after).max() < 1e-4
+
+
+def test_cle_and_bias_correction_help_per_tensor(tmp_path):
+    plain = quantize_model(MODEL, CALIB, tmp_path / "a", weights="ref", granularity="per-tensor", eval_spec=EVAL)
+    fixed = quantize_model(MODEL, CALIB, tmp_path / "b", weights="ref", granularity="per-tensor", cle=True,
+                           bias_correction=True, eval_spec=EVAL)
+    assert fixed["cle"]["pairs"] >= 13 and fixed["bias_correction"]["layers"] == fixed["layers"]
+    assert fixed["eval"]["sqnr_db"] > plain["eval"]["sqnr_db"]
+
+
+def test_budget_keeps_the_most_sensitive_layers_in_float(tmp_path, capsys):
+    code = cli.main(["quantize", MODEL, "--weights", "ref", "--calib", CALIB, "--eval", EVAL, "--out",
+                     str(tmp_path / "b"), "--max-drop", "-100", "--max-float-layers", "2"])
+    assert code == 1, "an impossible budget must fail with exit 1"
+    report = json.loads((tmp_path / "b" / "quantize.json").read_text())
+    ranking = [r["layer"] for r in report["budget"]["sensitivity"]]
+    assert report["layers_kept_float"] == ranking[:2] and not report["budget"]["met"]
+    assert len(report["budget"]["steps"]) == 3
+    model = onnx.load(str(tmp_path / "b" / "model.int8.onnx"))
+    inits = _initializers(model)
+    for layer in report["layers_kept_float"]:
+        assert f"{layer}.weight" in inits and f"{layer}.weight_quantized" not in inits
+    assert "kept in float" in capsys.readouterr().out
+
+
+def test_verify_reports_parity_and_a_ranked_layer_table(default_run):
+    out, report = default_run
+    result = verify_quantized(out / "model.int8.onnx", MODEL, EVAL, weights="ref", layer_samples=16)
+    assert result["n"] == 500 and result["agreement"] == report["eval"]["agreement"]
+    assert {"float_top1", "quant_top1", "drop", "sqnr_db", "cosine"} <= set(result)
+    table = result["layers"]
+    assert len(table) == report["layers"]
+    assert [r["sqnr_db"] for r in table] == sorted(r["sqnr_db"] for r in table)
+
+
+def test_verify_refuses_another_models_artifact(default_run):
+    out, _ = default_run
+    with pytest.raises(EdgembError, match="another @resolution"):
+        verify_quantized(out / "model.int8.onnx", f"{MODEL}@96", EVAL, weights="ref")
+    with pytest.raises(EdgembError, match="quantized weights have other names or shapes"):
+        verify_quantized(out / "model.int8.onnx", "v2_0.35", EVAL, weights="ref")
+
+
+def test_bad_calibration_inputs(tmp_path):
+    pp = prepare_model(MODEL, "ref").preprocessing
+    x = np.random.default_rng(0).standard_normal((8, 3, pp.resolution, pp.resolution)).astype(np.float32)
+    x[3, 0, 0, 0] = np.inf
+    np.savez(tmp_path / "nan.npz", x=x)
+    with pytest.raises(EdgembError, match="sample 3 contains NaN or inf"):
+        quantize_model(MODEL, f"npz:{tmp_path / 'nan.npz'}", tmp_path / "o", weights="ref")
+    assert not (tmp_path / "o").exists()
+    np.savez(tmp_path / "zeros.npz", x=np.zeros((8, 3, pp.resolution, pp.resolution), np.float32))
+    with pytest.warns(UserWarning, match="8 of 8 calibration images are constant"):
+        quantize_model(MODEL, f"npz:{tmp_path / 'zeros.npz'}", tmp_path / "z", weights="ref")
+    with pytest.raises(EdgembError, match="--max-drop needs --eval"):
+        quantize_model(MODEL, CALIB, tmp_path / "m", weights="ref", max_drop=0.5)
+    assert not (tmp_path / "m").exists()
+
+
+def test_fewer_calibration_samples_than_asked_warns(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((28, 28), 40 * i + 10, np.uint8)).save(folder / f"{i}.png")
+    (folder / "bad.png").write_bytes(b"not a png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_model(MODEL, f"imagefolder:{folder}:4", tmp_path / "o", weights="ref")
+    assert any("fewer than the 4 asked" in str(w.message) for w in caught)
+
+
+def test_cli_quantize_and_verify_exit_codes(tmp_path, default_run, capsys):
+    assert cli.main(["quantize", MODEL, "--weights", "ref", "--calib", CALIB, "--out", str(tmp_path / "o"),
+                     "--max-drop", "1"]) == 2
+    assert "--max-drop needs --eval" in capsys.readouterr().err
+    out, _ = default_run
+    assert cli.main(["verify", str(out / "model.int8.onnx"), "--model", MODEL, "--weights", "ref", "--data",
+                     "fashion-mnist:test:50", "--layer-samples", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert "agreement" in printed and "worst layers" in printed
