@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL ?= v2_1.0
 OUT ?= build/export/$(MODEL)
 
-.PHONY: setup apt venv test test-fast lint export eval models reference-models quant-table readme clean
+.PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table readme clean
 
 setup: apt venv
 
@@ -23,6 +23,10 @@ venv:
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+
+# Re-resolve the pinned set after editing pyproject.toml (keeps torch at the local CPU build).
+lock:
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -v '^edgemb'; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 lint:
 	$(VENV)/bin/ruff check edgemb tests $(wildcard scripts)

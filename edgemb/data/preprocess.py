@@ -44,7 +44,7 @@ class Preprocessing:
 
     def to_dict(self) -> dict:
         """JSON-friendly form for manifests and reports."""
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:

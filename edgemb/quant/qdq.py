@@ -127,8 +127,8 @@ def _quantize_weights(g: Graph, node: onnx.NodeProto, config: QuantConfig,
     if len(node.input) > 2 and node.input[2] and input_tensor in act_scale:
         bias_name = node.input[2]
         bias = g.array(bias_name)
-        bias_scale = (act_scale[input_tensor] * np.broadcast_to(scales, bias.shape)).astype(np.float32)
-        q_bias = np.clip(np.round(bias / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
+        bias_scale = np.maximum(act_scale[input_tensor] * np.broadcast_to(scales, bias.shape), 1e-30).astype(np.float32)
+        q_bias = np.clip(np.round(bias.astype(np.float64) / bias_scale), -(2**31), 2**31 - 1).astype(np.int32)
         g.set_array(f"{bias_name}_quantized", q_bias)
         g.set_array(f"{bias_name}_scale", bias_scale)
         g.set_array(f"{bias_name}_zero_point", np.zeros(bias.shape, np.int32))
