@@ -206,6 +206,26 @@ def drive_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _targets_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the full target descriptions as JSON")
+
+
+@command("targets", "list the boards edgemb deploys to (targets/*.toml)", _targets_arguments)
+def drive_targets(args: argparse.Namespace) -> int:
+    """Print every target with its CPU, backends and how it is reached."""
+    from edgemb.targets import all_targets
+
+    targets = all_targets()
+    if args.json:
+        print(json.dumps([t.to_dict() for t in targets.values()], indent=2))
+        return 0
+    print(f"{'target':<12} {'kind':<12} {'core':<13} {'cores':>5}  {'backends':<36} {'precisions':<16} access")
+    for t in targets.values():
+        print(f"{t.name:<12} {t.kind:<12} {t.core:<13} {t.cores:>5}  {', '.join(t.backends):<36} "
+              f"{', '.join(t.precisions):<16} {t.access}")
+    return 0
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from edgemb.train import REFERENCE_RECIPES
 

@@ -1,0 +1,154 @@
+"""Boards as data: `targets/*.toml` loaded and validated, so adding a board is adding a file."""
+
+from __future__ import annotations
+
+import difflib
+import platform
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgemb.errors import EdgembError
+
+TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+KINDS = ("cpu", "mcu", "accelerator")
+BACKENDS = ("onnxruntime", "openvino", "tflite", "tflm", "tvm")
+PRECISIONS = ("fp32", "fp16", "int8")
+ACCESS = ("local", "emulated", "rpc", "ssh", "none")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One board: what it computes with, what it can run, and how edgemb reaches it."""
+
+    name: str
+    board: str
+    kind: str
+    arch: str
+    core: str
+    cores: int
+    isa: tuple[str, ...]
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...]
+    threads: int
+    memory: dict[str, int]
+    access: str
+    tvm_target: dict[str, Any] | None = None
+    openvino_device: str | None = None
+    notes: str = ""
+    path: Path | None = field(default=None, compare=False)
+
+    def supports(self, backend: str, precision: str | None = None) -> bool:
+        """Whether this board runs a backend (and precision)."""
+        return backend in self.backends and (precision is None or precision in self.precisions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for `edgemb targets --json` and reports."""
+        return {"name": self.name, "board": self.board, "kind": self.kind, "arch": self.arch, "core": self.core,
+                "cores": self.cores, "isa": list(self.isa), "backends": list(self.backends),
+                "precisions": list(self.precisions), "threads": self.threads, "memory": self.memory,
+                "access": self.access, "tvm_target": self.tvm_target, "openvino_device": self.openvino_device,
+                "notes": self.notes}
+
+
+def _field(data: dict, key: str, kind: type | tuple, where: str, required: bool = True) -> Any:
+    if key not in data:
+        if required:
+            raise EdgembError(f"{where}: missing field `{key}`")
+        return None
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise EdgembError(f"{where}: field `{key}` must be {names}, got {value!r}")
+    return value
+
+
+def _choices(values: list, allowed: tuple[str, ...], key: str, where: str) -> tuple[str, ...]:
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise EdgembError(f"{where}: field `{key}` has {bad[0]!r}; allowed: {', '.join(allowed)}")
+    return tuple(values)
+
+
+def parse_target(data: dict[str, Any], where: str) -> Target:
+    """Validate one target document; every error names the file and the field."""
+    name = _field(data, "name", str, where)
+    kind = _field(data, "kind", str, where)
+    _choices([kind], KINDS, "kind", where)
+    cpu = _field(data, "cpu", dict, where)
+    runtime = _field(data, "runtime", dict, where)
+    memory = _field(data, "memory", dict, where)
+    for key, value in memory.items():
+        if not isinstance(value, int) or value <= 0:
+            raise EdgembError(f"{where}: field `memory.{key}` must be a positive number of bytes, got {value!r}")
+    device = _field(data, "device", dict, where)
+    access = _field(device, "access", str, f"{where} [device]")
+    _choices([access], ACCESS, "device.access", where)
+    cores = _field(cpu, "cores", int, f"{where} [cpu]")
+    threads = _field(runtime, "threads", int, f"{where} [runtime]")
+    if cores < 1 or not 1 <= threads <= cores:
+        raise EdgembError(f"{where}: `runtime.threads` ({threads}) must be between 1 and `cpu.cores` ({cores})")
+    tvm_target = _field(runtime, "tvm_target", dict, f"{where} [runtime]", required=False)
+    if tvm_target is not None and "kind" not in tvm_target:
+        raise EdgembError(f"{where}: field `runtime.tvm_target` needs a `kind` (e.g. \"llvm\")")
+    return Target(
+        name=name, board=_field(data, "board", str, where), kind=kind,
+        arch=_field(cpu, "arch", str, f"{where} [cpu]"), core=_field(cpu, "core", str, f"{where} [cpu]"),
+        cores=cores, isa=tuple(_field(cpu, "isa", list, f"{where} [cpu]")),
+        backends=_choices(_field(runtime, "backends", list, f"{where} [runtime]"), BACKENDS, "runtime.backends",
+                          where),
+        precisions=_choices(_field(runtime, "precisions", list, f"{where} [runtime]"), PRECISIONS,
+                            "runtime.precisions", where),
+        threads=threads, memory=dict(memory), access=access, tvm_target=tvm_target,
+        openvino_device=_field(runtime, "openvino_device", str, f"{where} [runtime]", required=False),
+        notes=data.get("notes", ""),
+    )
+
+
+def load_target_file(path: Path) -> Target:
+    """Read and validate one targets/*.toml file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise EdgembError(f"{path}: not a readable TOML file ({exc})") from exc
+    target = parse_target(data, str(path))
+    if target.name != path.stem:
+        raise EdgembError(f"{path}: field `name` is {target.name!r} but the file is named {path.stem!r}")
+    if target.name == "x86":
+        target = _with_host_isa(target)
+    return Target(**{**target.__dict__, "path": path})
+
+
+def _with_host_isa(target: Target) -> Target:
+    """The x86 target describes this host: fill in the ISA flags the CPU actually has."""
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+                          "amx_int8", "avx512_bf16")
+                flags = [f for f in wanted if f in have]
+                break
+    except OSError:
+        pass
+    cores = len(__import__("os").sched_getaffinity(0))
+    return Target(**{**target.__dict__, "isa": tuple(flags) or target.isa, "cores": cores,
+                     "threads": min(target.threads, cores), "arch": platform.machine() or target.arch})
+
+
+def all_targets(folder: Path = TARGETS_DIR) -> dict[str, Target]:
+    """Every target in the folder, by name."""
+    return {path.stem: load_target_file(path) for path in sorted(folder.glob("*.toml"))}
+
+
+def get_target(name: str, folder: Path = TARGETS_DIR) -> Target:
+    """One target by name, or an error listing the known ones."""
+    path = folder / f"{name}.toml"
+    if not path.exists():
+        known = sorted(p.stem for p in folder.glob("*.toml"))
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise EdgembError(f"unknown target {name!r}: {hint}known targets: {', '.join(known)}")
+    return load_target_file(path)
