@@ -226,6 +226,40 @@ def drive_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_argument(parser)
+    parser.add_argument("--target", required=True, help="board name from targets/ (see `edgemb targets`)")
+    parser.add_argument("--backend", help="build only this backend (default: every one the target supports)")
+    parser.add_argument("--weights", default="ref", metavar="W", help="weights as for export (default: ref)")
+    parser.add_argument("--sha256", metavar="HEX", help="expected sha256 of --weights")
+    parser.add_argument("--calib", metavar="SPEC", help="calibration data (default for ref weights: "
+                                                         "fashion-mnist:train:512)")
+    parser.add_argument("--eval", metavar="SPEC", help="evaluation data (default for ref weights: fashion-mnist:test)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the artifacts and compile.json")
+
+
+@command("compile", "build the artifacts a target supports and check each against the float model",
+         _compile_arguments)
+def drive_compile(args: argparse.Namespace) -> int:
+    """Print one line per artifact: status, size and parity."""
+    from edgemb.compile import compile_model
+
+    report = compile_model(args.model, args.target, args.out, args.backend, args.weights, args.sha256,
+                           args.calib, args.eval)
+    for a in report["artifacts"]:
+        line = f"{a['backend']:<12} {a['precision']:<5} {a['status']:<20}"
+        if "size_bytes" in a:
+            line += f" {a['size_bytes'] / 1e6:7.2f} MB"
+        if "parity" in a and "drop" in a["parity"]:
+            p = a["parity"]
+            line += f"  top-1 {p['quant_top1']:.2%} (drop {p['drop']:.2f}), agreement {p['agreement']:.2%}"
+        if a.get("detail"):
+            line += f"  {a['detail']}"
+        print(line)
+    print(f"wrote {args.out / 'compile.json'}")
+    return 0
+
+
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from edgemb.train import REFERENCE_RECIPES
 

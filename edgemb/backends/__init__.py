@@ -1,0 +1,12 @@
+"""Backends by name. Each module imports its engine lazily, so a missing engine only disables itself."""
+
+from __future__ import annotations
+
+from edgemb.backends.base import Artifact, Backend, BuildInputs, Runner
+from edgemb.backends.onnxruntime_backend import OnnxRuntimeBackend
+from edgemb.backends.openvino_backend import OpenVinoBackend
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (OnnxRuntimeBackend(), OpenVinoBackend())}
+PRECISIONS: dict[str, tuple[str, ...]] = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8")}
+
+__all__ = ["BACKENDS", "PRECISIONS", "Artifact", "Backend", "BuildInputs", "Runner"]

@@ -1,0 +1,89 @@
+"""The small interface every backend implements, so the pipeline never imports a backend library itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgemb.artifacts import sha256_file
+from edgemb.targets import Target
+from edgemb.zoo.weights import PreparedModel
+
+# Artifact status values: "ok" ran here; the others say why it could not.
+OK = "ok"
+NEEDS_DEVICE = "needs-device"
+DEVICE_NOT_AVAILABLE = "device-not-available"
+DOES_NOT_FIT = "does-not-fit"
+BACKEND_MISSING = "backend-missing"
+FAILED = "failed"
+
+
+@dataclass
+class BuildInputs:
+    """What a backend builds from: the float model, its exported graph and the calibration samples."""
+
+    prepared: PreparedModel
+    float_onnx: Path
+    calibration: np.ndarray
+    work_dir: Path
+
+
+@dataclass
+class Artifact:
+    """A deployable file (or folder) for one backend/precision, and whether it could run here."""
+
+    backend: str
+    precision: str
+    path: Path | None
+    status: str = OK
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, root: Path | None = None) -> dict[str, Any]:
+        """The compile.json entry: backend, precision, path, sha256, size, status and details."""
+        entry: dict[str, Any] = {"backend": self.backend, "precision": self.precision, "status": self.status}
+        if self.path is not None and self.path.exists():
+            entry["path"] = str(self.path.relative_to(root) if root else self.path)
+            entry["sha256"] = sha256_file(self.path)
+            entry["size_bytes"] = sum(p.stat().st_size for p in _files_of(self.path))
+        if self.detail:
+            entry["detail"] = self.detail
+        entry.update(self.extra)
+        return entry
+
+
+def _files_of(path: Path) -> list[Path]:
+    """An IR's .xml has a .bin beside it; count both in its size."""
+    files = [path]
+    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
+        files.append(path.with_suffix(".bin"))
+    return files
+
+
+class Runner(Protocol):
+    """Something that turns a preprocessed NCHW batch into logits."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for every sample of the batch."""
+        ...
+
+
+class Backend(Protocol):
+    """One inference engine: can it run here, build an artifact for a target, load it for running."""
+
+    name: str
+
+    def available(self) -> tuple[bool, str]:
+        """Whether the backend library imports here, and if not, what to install."""
+        ...
+
+    def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
+        """Produce the artifact for a target and precision in out_dir."""
+        ...
+
+    def load(self, artifact: Artifact, target: Target) -> Runner:
+        """A runner for the artifact on this host."""
+        ...

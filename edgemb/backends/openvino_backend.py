@@ -1,0 +1,116 @@
+"""OpenVINO: float IR, int8 IR through NNCF on the `ov.convert_model` graph, FP16 IR for MYRIAD/NPU.
+
+NNCF on the converted OpenVINO model gives real int8 kernels (NNCF on `read_model(onnx)` leaves depthwise
+convs in f32); parity runs force f32 inference because this CPU would otherwise run bf16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemb.backends.base import (
+    DEVICE_NOT_AVAILABLE,
+    NEEDS_DEVICE,
+    Artifact,
+    BuildInputs,
+)
+from edgemb.errors import EdgembError
+from edgemb.targets import Target
+
+NCS2_NOTE = ("Intel NCS2 (MYRIAD) runs FP16 IRs only, no int8; it needs OpenVINO 2022.3 LTS (the last release "
+             "with the MYRIAD plugin, Python <= 3.10) and the stick plugged in")
+
+
+class OpenVinoRunner:
+    """A compiled OpenVINO model; f32 precision hint so parity measures the IR, not bf16 rounding."""
+
+    def __init__(self, xml: Path, device: str = "CPU", threads: int = 0) -> None:
+        import openvino as ov
+
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(str(xml), device, config)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits, one sample at a time (the IR has a static batch of 1)."""
+        return np.concatenate([self.request.infer({0: sample[None]})[0].copy() for sample in batch])
+
+    def kernel_precisions(self) -> dict[str, int]:
+        """How many convolutions the CPU plugin runs in each precision: proof that int8 kernels run."""
+        counts: Counter = Counter()
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) == "Convolution":
+                counts[info["runtimePrecision"].astype(str)] += 1
+        return dict(counts)
+
+
+class OpenVinoBackend:
+    """The OpenVINO backend behind the common interface."""
+
+    name = "openvino"
+
+    def available(self) -> tuple[bool, str]:
+        """OpenVINO imports here (NNCF is needed for int8)."""
+        try:
+            import openvino  # noqa: F401
+        except ImportError as exc:
+            return False, f"openvino is not installed ({exc}): run `make setup`"
+        return True, ""
+
+    def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
+        """Float, int8 or FP16 IR for the target's OpenVINO device; device checks where one is named."""
+        import openvino as ov
+
+        device = target.openvino_device or "CPU"
+        model = ov.convert_model(str(inputs.float_onnx))
+        xml = out_dir / f"model.{precision}.xml"
+        if precision == "int8":
+            model = self._nncf_int8(model, inputs.calibration)
+        elif precision not in ("fp32", "fp16"):
+            raise EdgembError(f"OpenVINO backend cannot build precision {precision!r}")
+        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+        artifact = Artifact(self.name, precision, xml, extra={"device": device})
+        if device == "MYRIAD":
+            artifact.status, artifact.detail = NEEDS_DEVICE, NCS2_NOTE
+        elif device != "CPU":
+            ok, why = self.device_available(device, xml)
+            if not ok:
+                artifact.status, artifact.detail = DEVICE_NOT_AVAILABLE, why
+        return artifact
+
+    @staticmethod
+    def _nncf_int8(model, calibration: np.ndarray):
+        import nncf
+
+        dataset = nncf.Dataset(list(calibration), lambda sample: sample[None])
+        logging.getLogger("nncf").setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):
+            return nncf.quantize(model, dataset, subset_size=len(calibration))
+
+    @staticmethod
+    def device_available(device: str, xml: Path) -> tuple[bool, str]:
+        """Try compiling for a device; a missing plugin, driver or device becomes a one-line reason."""
+        import openvino as ov
+
+        core = ov.Core()
+        if device not in core.available_devices:
+            try:
+                core.compile_model(str(xml), device)
+            except RuntimeError as exc:
+                last = [line for line in str(exc).splitlines() if line.strip()][-1].strip()
+                return False, f"{device} device not available on this machine ({last[:200]})"
+        return True, ""
+
+    def load(self, artifact: Artifact, target: Target) -> OpenVinoRunner:
+        """Compile the IR for the host CPU (parity and latency runs here)."""
+        return OpenVinoRunner(artifact.path, "CPU", target.threads if target.name == "x86" else 0)

@@ -1,0 +1,109 @@
+"""Stage: build every backend/precision a target supports and prove each artifact on the same data."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgemb.artifacts import staged_output, tool_versions, write_json
+from edgemb.backends import BACKENDS, PRECISIONS, Artifact, BuildInputs
+from edgemb.backends.base import BACKEND_MISSING, FAILED, OK
+from edgemb.data import load_data
+from edgemb.errors import EdgembError
+from edgemb.evaluate import predict
+from edgemb.export import export_onnx, simplify_onnx
+from edgemb.metrics import parity
+from edgemb.progress import progress
+from edgemb.targets import Target, get_target
+from edgemb.zoo.weights import PreparedModel, prepare_model
+
+REFERENCE_CALIB = "fashion-mnist:train:512"
+REFERENCE_EVAL = "fashion-mnist:test"
+
+
+def default_data(prepared: PreparedModel, calib: str | None, eval_spec: str | None) -> tuple[str, str | None]:
+    """Reference weights bring their own datasets; other weights need --calib."""
+    reference = prepared.weights is not None and prepared.weights.named is not None \
+        and prepared.weights.named.tag == "ref"
+    if calib is None:
+        if not reference:
+            raise EdgembError("--calib SPEC is needed for weights other than `ref` (e.g. imagefolder:DIR:512)")
+        calib = REFERENCE_CALIB
+    if eval_spec is None and reference:
+        eval_spec = REFERENCE_EVAL
+    return calib, eval_spec
+
+
+def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
+    """(backend, precision) pairs to build: the named backend or every one the target and edgemb support."""
+    if backend is not None:
+        if backend not in target.backends:
+            raise EdgembError(f"target {target.name} does not support backend {backend!r}; it supports "
+                              f"{', '.join(target.backends)}")
+        if backend not in BACKENDS:
+            raise EdgembError(f"backend {backend!r} is not implemented yet; available: {', '.join(BACKENDS)}")
+        names = [backend]
+    else:
+        names = [b for b in target.backends if b in BACKENDS]
+    pairs = [(b, p) for b in names for p in target.precisions if p in PRECISIONS[b]]
+    if not pairs:
+        raise EdgembError(f"edgemb cannot build any of {', '.join(target.backends)} x "
+                          f"{', '.join(target.precisions)} for {target.name} yet")
+    return pairs
+
+
+def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str | None = None,
+                  weights: str | None = "ref", sha256: str | None = None, calib: str | None = None,
+                  eval_spec: str | None = None) -> dict[str, Any]:
+    """Build the target's artifacts into out_dir, verify each that can run here, write compile.json."""
+    target = get_target(target_name)
+    pairs = plan(target, backend)
+    prepared = prepare_model(model_name, weights, sha256)
+    calib, eval_spec = default_data(prepared, calib, eval_spec)
+    calibration = load_data(calib, prepared.preprocessing)
+    evaluation = load_data(eval_spec, prepared.preprocessing) if eval_spec else None
+    float_logits = predict(prepared.model, evaluation.x) if evaluation is not None else None
+    started = time.perf_counter()
+    records = []
+    with staged_output(out_dir) as stage:
+        export_onnx(prepared.model, prepared.spec.resolution, stage / "export.tmp.onnx")
+        simplify_onnx(stage / "export.tmp.onnx", stage / "model.float.onnx")
+        (stage / "export.tmp.onnx").unlink()
+        inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage)
+        for backend_name, precision in progress(pairs, desc="compile", unit="artifact"):
+            artifact = _build_one(backend_name, precision, inputs, target, stage)
+            record = artifact.record(stage)
+            if artifact.status == OK and evaluation is not None:
+                runner = BACKENDS[backend_name].load(artifact, target)
+                logits = runner.run(evaluation.x)
+                record["parity"] = parity(float_logits, logits, evaluation.y)
+                if hasattr(runner, "kernel_precisions"):
+                    record["kernel_precisions"] = runner.kernel_precisions()
+            records.append(record)
+        report = {"stage": "compile", "model": prepared.spec.name, "target": target.name,
+                  "weights": prepared.weights.source if prepared.weights else None,
+                  "calibration": {"spec": calib, "n": len(calibration)},
+                  "evaluation": {"spec": eval_spec, "n": len(evaluation)} if evaluation is not None else None,
+                  "artifacts": records, "seconds": round(time.perf_counter() - started, 2),
+                  "tools": tool_versions("torch", "onnx", "onnxruntime", "openvino", "nncf")}
+        write_json(stage / "compile.json", report)
+    return report
+
+
+def _build_one(backend_name: str, precision: str, inputs: BuildInputs, target: Target, stage: Path) -> Artifact:
+    """Build one artifact; a missing or failing engine becomes a status, not a crash of the whole stage."""
+    backend = BACKENDS[backend_name]
+    ok, why = backend.available()
+    if not ok:
+        return Artifact(backend_name, precision, None, BACKEND_MISSING, why)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return backend.build(inputs, target, precision, stage)
+    except EdgembError:
+        raise
+    except Exception as exc:  # an engine's own failure: report it and keep building the others
+        first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+        return Artifact(backend_name, precision, None, FAILED, f"{type(exc).__name__}: {first}")

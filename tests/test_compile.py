@@ -1,0 +1,68 @@
+"""compile: real OpenVINO and onnxruntime artifacts, each verified; clear statuses for absent devices."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgemb import cli
+from edgemb.backends import BACKENDS
+from edgemb.compile import compile_model
+from edgemb.errors import EdgembError
+
+SMALL = {"calib": "fashion-mnist:train:128", "eval_spec": "fashion-mnist:test:500"}
+
+
+@pytest.fixture(scope="module")
+def x86_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("c") / "x86"
+    return out, compile_model("v1_0.25", "x86", out, **SMALL)
+
+
+def test_x86_builds_and_verifies_every_artifact(x86_build):
+    out, report = x86_build
+    assert json.loads((out / "compile.json").read_text()) == report
+    built = {(a["backend"], a["precision"]): a for a in report["artifacts"]}
+    assert set(built) == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+                          ("openvino", "int8")}
+    for artifact in built.values():
+        assert artifact["status"] == "ok" and (out / artifact["path"]).exists()
+        assert len(artifact["sha256"]) == 64 and artifact["size_bytes"] > 0
+        assert artifact["parity"]["n"] == 500 and artifact["parity"]["drop"] <= 1.0
+    assert built[("openvino", "fp32")]["parity"]["agreement"] == 1.0
+    assert built[("openvino", "int8")]["size_bytes"] < built[("openvino", "fp32")]["size_bytes"]
+    int8_kernels = built[("openvino", "int8")]["kernel_precisions"]
+    assert int8_kernels.get("u8", 0) + int8_kernels.get("i8", 0) > int8_kernels.get("f32", 0), \
+        "OpenVINO must run the int8 IR's convolutions in integer precision"
+
+
+def test_ncs2_gets_an_fp16_ir_and_a_needs_device_status(tmp_path):
+    report = compile_model("v1_0.25", "intel-ncs2", tmp_path / "o", **SMALL)
+    (artifact,) = report["artifacts"]
+    assert (artifact["precision"], artifact["status"]) == ("fp16", "needs-device")
+    assert "2022.3" in artifact["detail"] and (tmp_path / "o" / artifact["path"]).exists()
+
+
+def test_npu_reports_device_not_available_instead_of_crashing(tmp_path):
+    report = compile_model("v1_0.25", "intel-npu", tmp_path / "o", **SMALL)
+    assert {a["status"] for a in report["artifacts"]} == {"device-not-available"}
+    assert all("NPU device not available" in a["detail"] for a in report["artifacts"])
+
+
+def test_missing_backend_library_does_not_stop_the_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(BACKENDS["openvino"], "available", lambda: (False, "openvino is not installed"))
+    report = compile_model("v1_0.25", "x86", tmp_path / "o", **SMALL)
+    statuses = {(a["backend"], a["status"]) for a in report["artifacts"]}
+    assert ("openvino", "backend-missing") in statuses and ("onnxruntime", "ok") in statuses
+
+
+def test_unsupported_requests_are_clear_errors_and_leave_nothing(tmp_path, capsys):
+    assert cli.main(["compile", "v1_0.25", "--target", "intel-ncs2", "--backend", "tflm", "--out",
+                     str(tmp_path / "a")]) == 2
+    assert "does not support backend 'tflm'" in capsys.readouterr().err
+    assert cli.main(["compile", "v1_0.25", "--target", "mars-rover", "--out", str(tmp_path / "b")]) == 2
+    assert "known targets" in capsys.readouterr().err
+    with pytest.raises(EdgembError, match="--calib SPEC is needed"):
+        compile_model("v1_0.25", "x86", tmp_path / "c", weights=None)
+    assert not any((tmp_path / n).exists() for n in "abc")
