@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -9,16 +11,18 @@ from typing import Any
 
 from edgemb.artifacts import staged_output, tool_versions, write_json
 from edgemb.backends import BACKENDS, PRECISIONS, Artifact, BuildInputs
-from edgemb.backends.base import BACKEND_MISSING, FAILED, OK
+from edgemb.backends.base import BACKEND_MISSING, DOES_NOT_FIT, FAILED, OK
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
 from edgemb.evaluate import predict
-from edgemb.export import export_onnx, simplify_onnx
+from edgemb.export import export_simplified
 from edgemb.metrics import parity
 from edgemb.progress import progress
 from edgemb.targets import Target, get_target
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
+NOT_IMPLEMENTED = "not-implemented"
+RUNS_HERE = (OK, DOES_NOT_FIT)  # a model too big for its board still runs on this host for parity
 REFERENCE_CALIB = "fashion-mnist:train:512"
 REFERENCE_EVAL = "fashion-mnist:test"
 
@@ -66,22 +70,17 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
     evaluation = load_data(eval_spec, prepared.preprocessing) if eval_spec else None
     float_logits = predict(prepared.model, evaluation.x) if evaluation is not None else None
     started = time.perf_counter()
-    records = []
     with staged_output(out_dir) as stage:
-        export_onnx(prepared.model, prepared.spec.resolution, stage / "export.tmp.onnx")
-        simplify_onnx(stage / "export.tmp.onnx", stage / "model.float.onnx")
-        (stage / "export.tmp.onnx").unlink()
-        inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage)
-        for backend_name, precision in progress(pairs, desc="compile", unit="artifact"):
-            artifact = _build_one(backend_name, precision, inputs, target, stage)
-            record = artifact.record(stage)
-            if artifact.status == OK and evaluation is not None:
-                runner = BACKENDS[backend_name].load(artifact, target)
-                logits = runner.run(evaluation.x)
-                record["parity"] = parity(float_logits, logits, evaluation.y)
-                if hasattr(runner, "kernel_precisions"):
-                    record["kernel_precisions"] = runner.kernel_precisions()
-            records.append(record)
+        export_simplified(prepared.model, prepared.spec.resolution, stage / "model.float.onnx")
+        scratch = Path(tempfile.mkdtemp(prefix="edgemb-compile-"))
+        inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch)
+        try:
+            records = _build_all(pairs, inputs, target, stage, evaluation, float_logits)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if backend is None:
+            records += [{"backend": b, "precision": "-", "status": NOT_IMPLEMENTED,
+                         "detail": f"edgemb has no {b} backend yet"} for b in target.backends if b not in BACKENDS]
         report = {"stage": "compile", "model": prepared.spec.name, "target": target.name,
                   "weights": prepared.weights.source if prepared.weights else None,
                   "calibration": {"spec": calib, "n": len(calibration)},
@@ -90,6 +89,23 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
                   "tools": tool_versions("torch", "onnx", "onnxruntime", "openvino", "nncf")}
         write_json(stage / "compile.json", report)
     return report
+
+
+def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluation, float_logits) -> list[dict]:
+    """Build and verify each (backend, precision) in turn."""
+    records = []
+    for backend_name, precision in progress(pairs, desc="compile", unit="artifact"):
+        artifact = _build_one(backend_name, precision, inputs, target, stage)
+        record = artifact.record(stage)
+        if artifact.status in RUNS_HERE and evaluation is not None:
+            runner = BACKENDS[backend_name].load(artifact, target)
+            record["parity"] = parity(float_logits, runner.run(evaluation.x), evaluation.y)
+            if hasattr(runner, "kernel_precisions"):
+                record["kernel_precisions"] = runner.kernel_precisions()
+            if hasattr(runner, "reference_agreement"):
+                record["reference_agreement"] = runner.reference_agreement(evaluation.x)
+        records.append(record)
+    return records
 
 
 def _build_one(backend_name: str, precision: str, inputs: BuildInputs, target: Target, stage: Path) -> Artifact:
@@ -102,8 +118,6 @@ def _build_one(backend_name: str, precision: str, inputs: BuildInputs, target: T
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return backend.build(inputs, target, precision, stage)
-    except EdgembError:
-        raise
     except Exception as exc:  # an engine's own failure: report it and keep building the others
         first = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
         return Artifact(backend_name, precision, None, FAILED, f"{type(exc).__name__}: {first}")

@@ -79,6 +79,17 @@ def simplify_onnx(src: Path, dst: Path) -> None:
     onnx.save(simplified, str(dst))
 
 
+def export_simplified(model: nn.Module, resolution: int, path: Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Export and simplify in one step (the float graph every later stage starts from)."""
+    raw = path.with_name(f".{path.stem}.raw.onnx")
+    try:
+        export_onnx(model, resolution, raw, opset)
+        simplify_onnx(raw, path)
+    finally:
+        raw.unlink(missing_ok=True)
+    return path
+
+
 def op_histogram(path: Path) -> dict[str, int]:
     """How many nodes of each ONNX op type a graph holds (shows what simplification removed)."""
     import onnx

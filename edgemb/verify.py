@@ -13,7 +13,7 @@ import onnx
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
 from edgemb.evaluate import predict
-from edgemb.export import export_onnx, simplify_onnx
+from edgemb.export import export_simplified
 from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.qdq import layers
@@ -55,9 +55,7 @@ def _float_reference(quant_path: Path, prepared: PreparedModel, scratch: Path) -
     beside = quant_path.parent / "model.float.onnx"
     if beside.exists():
         return Graph.load(beside)
-    export_onnx(prepared.model, prepared.spec.resolution, scratch / "f.onnx")
-    simplify_onnx(scratch / "f.onnx", scratch / "f.sim.onnx")
-    return Graph.load(scratch / "f.sim.onnx")
+    return Graph.load(export_simplified(prepared.model, prepared.spec.resolution, scratch / "f.sim.onnx"))
 
 
 def layer_table(float_graph: Graph, quant: onnx.ModelProto, x: np.ndarray) -> list[dict[str, Any]]:

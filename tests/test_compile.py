@@ -66,3 +66,36 @@ def test_unsupported_requests_are_clear_errors_and_leave_nothing(tmp_path, capsy
     with pytest.raises(EdgembError, match="--calib SPEC is needed"):
         compile_model("v1_0.25", "x86", tmp_path / "c", weights=None)
     assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_x86_tflite_float_and_int8(tmp_path):
+    report = compile_model("v1_0.25", "x86", tmp_path / "o", backend="tflite", **SMALL)
+    built = {a["precision"]: a for a in report["artifacts"]}
+    assert built["fp32"]["parity"]["agreement"] == 1.0 and built["fp32"]["parity"]["sqnr_db"] > 60
+    assert built["int8"]["status"] == "ok" and built["int8"]["parity"]["drop"] <= 1.0
+    assert built["int8"]["size_bytes"] < built["fp32"]["size_bytes"] / 2
+
+
+def test_cortex_m7_tflm_artifact_fits_and_matches_litert_reference_kernels(tmp_path):
+    report = compile_model("v1_0.25", "cortex-m7", tmp_path / "o", **SMALL)
+    (artifact,) = report["artifacts"]
+    assert artifact["status"] == "ok" and artifact["fits"]
+    memory = artifact["memory"]
+    assert 0 < memory["arena_bytes"] <= memory["target_sram_bytes"]
+    assert memory["flash_bytes"] == artifact["size_bytes"] <= memory["target_flash_bytes"]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(artifact["ops"])
+    assert artifact["reference_agreement"]["agreement"] >= 0.99
+    assert artifact["parity"]["drop"] <= 1.0
+    source = (tmp_path / "o" / artifact["c_source"]).read_text()
+    assert f"g_model_data_len = {artifact['size_bytes']};" in source and "alignas(16)" in source
+    header = (tmp_path / "o" / "tflm" / "model_data.h").read_text()
+    assert f"kTensorArenaSize = {memory['arena_bytes']}" in header and "CONV_2D" in header
+
+
+def test_arena_search_finds_the_boundary(tmp_path):
+    from edgemb.backends.tflm_backend import ARENA_STEP, arena_fits, minimal_arena
+
+    report = compile_model("v1_0.25", "cortex-m7", tmp_path / "o", calib="fashion-mnist:train:32")
+    model = tmp_path / "o" / report["artifacts"][0]["path"]
+    arena = minimal_arena(model)
+    assert arena_fits(model, arena)[0] and not arena_fits(model, arena - ARENA_STEP)[0]

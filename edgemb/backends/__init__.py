@@ -5,8 +5,13 @@ from __future__ import annotations
 from edgemb.backends.base import Artifact, Backend, BuildInputs, Runner
 from edgemb.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edgemb.backends.openvino_backend import OpenVinoBackend
+from edgemb.backends.tflite_backend import TfliteBackend
+from edgemb.backends.tflm_backend import TflmBackend
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (OnnxRuntimeBackend(), OpenVinoBackend())}
-PRECISIONS: dict[str, tuple[str, ...]] = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8")}
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (OnnxRuntimeBackend(), OpenVinoBackend(), TfliteBackend(), TflmBackend())
+}
+PRECISIONS: dict[str, tuple[str, ...]] = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8"),
+                                          "tflite": ("fp32", "int8"), "tflm": ("int8",)}
 
 __all__ = ["BACKENDS", "PRECISIONS", "Artifact", "Backend", "BuildInputs", "Runner"]

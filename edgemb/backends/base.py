@@ -29,6 +29,7 @@ class BuildInputs:
     float_onnx: Path
     calibration: np.ndarray
     work_dir: Path
+    scratch: Path  # intermediate files shared between backends (not part of the artifacts)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from edgemb.artifacts import file_record, staged_output, tool_versions, write_js
 from edgemb.data import Data, load_data, parse_spec
 from edgemb.errors import EdgembError
 from edgemb.evaluate import predict
-from edgemb.export import export_onnx, simplify_onnx
+from edgemb.export import export_simplified
 from edgemb.metrics import parity
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.cle import equalize, weight_range_spread
@@ -44,10 +44,7 @@ def check_calibration(data: Data, spec: str) -> dict[str, Any]:
 
 
 def _float_graph(prepared: PreparedModel, folder: Path) -> Graph:
-    export_onnx(prepared.model, prepared.spec.resolution, folder / "export.tmp.onnx")
-    simplify_onnx(folder / "export.tmp.onnx", folder / "model.float.onnx")
-    (folder / "export.tmp.onnx").unlink()
-    return Graph.load(folder / "model.float.onnx")
+    return Graph.load(export_simplified(prepared.model, prepared.spec.resolution, folder / "model.float.onnx"))
 
 
 def _eval_parity(model, float_logits: np.ndarray, data: Data) -> dict[str, Any]:

@@ -1,0 +1,122 @@
+"""TFLite (LiteRT): PyTorch -> float .tflite with NHWC input (litert-torch), full-int8 with ai-edge-quantizer.
+
+The int8 model is calibrated on the same preprocessed samples as every other backend (converted to NHWC) and
+has int8 input and output, as microcontrollers and NPUs expect; the runner quantizes inputs and dequantizes
+logits so parity is measured on the same float scale.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgemb.backends.base import Artifact, BuildInputs
+from edgemb.errors import EdgembError
+from edgemb.quiet import native_output_captured
+from edgemb.targets import Target
+
+
+def float_tflite(inputs: BuildInputs) -> Path:
+    """The float .tflite of the model (NHWC input), converted once per build and cached in scratch."""
+    path = inputs.scratch / "model.fp32.tflite"
+    if not path.exists():
+        import litert_torch
+
+        res = inputs.prepared.spec.resolution
+        model = litert_torch.to_channel_last_io(inputs.prepared.model.eval(), args=[0])
+        with native_output_captured():
+            litert_torch.convert(model, (torch.zeros(1, res, res, 3),)).export(str(path))
+    return path
+
+
+def int8_tflite(inputs: BuildInputs) -> Path:
+    """Full-int8 .tflite (per-channel int8 weights, int8 activations and I/O), calibrated on our samples."""
+    path = inputs.scratch / "model.int8.tflite"
+    if not path.exists():
+        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_quantizer import quantizer, recipe
+
+        source = float_tflite(inputs)
+        signatures = Interpreter(model_path=str(source)).get_signature_list()
+        signature, spec = next(iter(signatures.items()))
+        samples = [{spec["inputs"][0]: x.transpose(1, 2, 0)[None]} for x in inputs.calibration]
+        qt = quantizer.Quantizer(str(source))
+        qt.load_quantization_recipe(recipe.static_wi8_ai8())
+        with native_output_captured():
+            result = qt.quantize(qt.calibrate({signature: samples}))
+            result.export_model(str(path), overwrite=True)
+    return path
+
+
+class TfliteRunner:
+    """ai-edge-litert Interpreter (XNNPACK by default); NCHW float batches in, float logits out."""
+
+    def __init__(self, path: Path, threads: int | None = None, reference_kernels: bool = False) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = OpResolverType.BUILTIN_REF if reference_kernels else OpResolverType.AUTO
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads,
+                                       experimental_op_resolver_type=resolver)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for each sample (transposed to NHWC, quantized when the model takes int8)."""
+        outputs = []
+        for sample in batch:
+            x = sample.transpose(1, 2, 0)[None]
+            self.interpreter.set_tensor(self.input["index"], quantize_input(x, self.input))
+            self.interpreter.invoke()
+            outputs.append(dequantize_output(self.interpreter.get_tensor(self.output["index"]), self.output))
+        return np.concatenate(outputs)
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float input -> the tensor's integer type with its scale and zero point (float inputs pass through)."""
+    dtype = detail["dtype"]
+    if not np.issubdtype(dtype, np.integer):
+        return x.astype(dtype)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """Integer output -> float logits (float outputs pass through)."""
+    if not np.issubdtype(detail["dtype"], np.integer):
+        return y.astype(np.float32)
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+class TfliteBackend:
+    """TFLite/LiteRT behind the common interface."""
+
+    name = "tflite"
+
+    def available(self) -> tuple[bool, str]:
+        """litert-torch converts, ai-edge-quantizer quantizes, ai-edge-litert runs."""
+        try:
+            import ai_edge_litert  # noqa: F401
+            import ai_edge_quantizer  # noqa: F401
+            import litert_torch  # noqa: F401
+        except ImportError as exc:
+            return False, f"TFLite tools are not installed ({exc}): run `make setup`"
+        return True, ""
+
+    def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
+        """Copy the converted float or int8 flatbuffer into the artifact folder."""
+        makers = {"fp32": float_tflite, "int8": int8_tflite}
+        if precision not in makers:
+            raise EdgembError(f"TFLite backend cannot build precision {precision!r}")
+        path = out_dir / f"model.{precision}.tflite"
+        shutil.copyfile(makers[precision](inputs), path)
+        return Artifact(self.name, precision, path, extra={"input_layout": "NHWC"})
+
+    def load(self, artifact: Artifact, target: Target) -> TfliteRunner:
+        """XNNPACK runner with the target's threads when the target is this host."""
+        return TfliteRunner(artifact.path, target.threads if target.name == "x86" else None)
