@@ -26,7 +26,7 @@ venv:
 
 # Re-resolve the pinned set after editing pyproject.toml (keeps torch at the local CPU build).
 lock:
-	{ sed -n '1,3p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -v '^edgemb'; } > constraints.tmp && mv constraints.tmp constraints.txt
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip list --format=freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -vE '^(edgemb|pip|setuptools|wheel)=='; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 lint:
 	$(VENV)/bin/ruff check edgemb tests $(wildcard scripts)
