@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +63,16 @@ def _files_of(path: Path) -> list[Path]:
     if path.suffix == ".xml" and path.with_suffix(".bin").exists():
         files.append(path.with_suffix(".bin"))
     return files
+
+
+def importable(modules: tuple[str, ...], what: str) -> tuple[bool, str]:
+    """Whether a backend's Python packages import here, and if not, a message saying how to get them."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return False, f"{what} is not installed ({exc}): run `make setup`"
+    return True, ""
 
 
 class Runner(Protocol):

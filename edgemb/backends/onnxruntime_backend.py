@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemb.backends.base import Artifact, BuildInputs
+from edgemb.backends.base import Artifact, BuildInputs, importable
 from edgemb.errors import EdgembError
 from edgemb.onnx_graph import Graph, session
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
@@ -35,11 +35,7 @@ class OnnxRuntimeBackend:
 
     def available(self) -> tuple[bool, str]:
         """onnxruntime is a core dependency, but say so plainly if it is missing."""
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as exc:
-            return False, f"onnxruntime is not installed ({exc}): run `make setup`"
-        return True, ""
+        return importable(("onnxruntime",), "onnxruntime")
 
     def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
         """fp32: the simplified graph as is; int8: QDQ from our quantizer with per-channel weights."""

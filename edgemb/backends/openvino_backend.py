@@ -20,6 +20,7 @@ from edgemb.backends.base import (
     NEEDS_DEVICE,
     Artifact,
     BuildInputs,
+    importable,
 )
 from edgemb.errors import EdgembError
 from edgemb.targets import Target
@@ -61,11 +62,7 @@ class OpenVinoBackend:
 
     def available(self) -> tuple[bool, str]:
         """OpenVINO imports here (NNCF is needed for int8)."""
-        try:
-            import openvino  # noqa: F401
-        except ImportError as exc:
-            return False, f"openvino is not installed ({exc}): run `make setup`"
-        return True, ""
+        return importable(("openvino", "nncf"), "OpenVINO/NNCF")
 
     def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
         """Float, int8 or FP16 IR for the target's OpenVINO device; device checks where one is named."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgemb.backends.base import Artifact, BuildInputs
+from edgemb.backends.base import Artifact, BuildInputs, importable
 from edgemb.errors import EdgembError
 from edgemb.quiet import native_output_captured
 from edgemb.targets import Target
@@ -100,13 +100,7 @@ class TfliteBackend:
 
     def available(self) -> tuple[bool, str]:
         """litert-torch converts, ai-edge-quantizer quantizes, ai-edge-litert runs."""
-        try:
-            import ai_edge_litert  # noqa: F401
-            import ai_edge_quantizer  # noqa: F401
-            import litert_torch  # noqa: F401
-        except ImportError as exc:
-            return False, f"TFLite tools are not installed ({exc}): run `make setup`"
-        return True, ""
+        return importable(("ai_edge_litert", "ai_edge_quantizer", "litert_torch"), "TFLite tools")
 
     def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
         """Copy the converted float or int8 flatbuffer into the artifact folder."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemb.backends.base import DOES_NOT_FIT, Artifact, BuildInputs
+from edgemb.backends.base import DOES_NOT_FIT, Artifact, BuildInputs, importable
 from edgemb.backends.tflite_backend import TfliteRunner, dequantize_output, int8_tflite, quantize_input
 from edgemb.errors import EdgembError
 from edgemb.metrics import parity
@@ -139,12 +139,8 @@ class TflmBackend:
 
     def available(self) -> tuple[bool, str]:
         """tflite-micro's host interpreter and the TFLite tools that make the int8 model."""
-        try:
-            import ai_edge_quantizer  # noqa: F401
-            from tflite_micro.python.tflite_micro import runtime  # noqa: F401
-        except ImportError as exc:
-            return False, f"TFLite Micro tools are not installed ({exc}): run `make setup`"
-        return True, ""
+        return importable(("tflite_micro.python.tflite_micro.runtime", "ai_edge_quantizer", "litert_torch"),
+                          "TFLite Micro tools")
 
     def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
         """Inline-buffer int8 flatbuffer, measured arena, op list, C array and the fit against the board."""
