@@ -135,9 +135,9 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", required=True, metavar="SPEC",
                         help="calibration data, e.g. fashion-mnist:train:512 or imagefolder:DIR:256")
     parser.add_argument("--out", type=Path, required=True, help="folder for model.int8.onnx and quantize.json")
-    parser.add_argument("--method", default="minmax", choices=["minmax", "percentile", "mse"],
+    parser.add_argument("--method", default="mse", choices=["minmax", "percentile", "mse"],
                         help="activation ranges: observed min/max, 99.99th percentile, or the clipping that "
-                             "minimises quantization MSE (default minmax)")
+                             "minimises quantization MSE (default mse)")
     parser.add_argument("--granularity", default="per-channel", choices=["per-channel", "per-tensor"],
                         help="weight scales per output channel (default) or one per tensor")
     parser.add_argument("--activation-type", default="uint8", choices=["uint8", "int8"],

@@ -99,11 +99,12 @@ def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluati
         record = artifact.record(stage)
         if artifact.status in RUNS_HERE and evaluation is not None:
             runner = BACKENDS[backend_name].load(artifact, target)
-            record["parity"] = parity(float_logits, runner.run(evaluation.x), evaluation.y)
+            logits = runner.run(evaluation.x)
+            record["parity"] = parity(float_logits, logits, evaluation.y)
             if hasattr(runner, "kernel_precisions"):
                 record["kernel_precisions"] = runner.kernel_precisions()
             if hasattr(runner, "reference_agreement"):
-                record["reference_agreement"] = runner.reference_agreement(evaluation.x)
+                record["reference_agreement"] = runner.reference_agreement(evaluation.x, logits)
         records.append(record)
     return records
 

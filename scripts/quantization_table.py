@@ -52,14 +52,15 @@ def measure(name: str, scratch: Path) -> list[dict]:
                      **{k: result[k] for k in ("float_top1", "quant_top1", "drop", "agreement", "sqnr_db")}})
         print(json.dumps(rows[-1]), flush=True)
 
-    float_graph = ours("per-channel minmax")
+    float_graph = ours("per-channel mse (default)")
+    ours("per-channel minmax", method="minmax")
     peer("onnxruntime quantize_static", "per-channel minmax",
          lambda: ort_quantize_static(float_graph, calib.x, scratch / f"{name}-ort.onnx"))
     peer("nncf quantize", "default (per-channel)",
          lambda: nncf_quantize(float_graph, calib.x, scratch / f"{name}-nncf.onnx"))
     if name in PER_TENSOR_MODELS:
-        ours("per-tensor minmax", granularity="per-tensor")
-        ours("per-tensor minmax + CLE + bias correction", granularity="per-tensor", cle=True, bias_correction=True)
+        ours("per-tensor mse", granularity="per-tensor")
+        ours("per-tensor mse + CLE + bias correction", granularity="per-tensor", cle=True, bias_correction=True)
         peer("onnxruntime quantize_static", "per-tensor minmax",
              lambda: ort_quantize_static(float_graph, calib.x, scratch / f"{name}-ort-pt.onnx", per_channel=False))
     return rows

@@ -76,8 +76,9 @@ def test_x86_tflite_float_and_int8(tmp_path):
     assert built["int8"]["size_bytes"] < built["fp32"]["size_bytes"] / 2
 
 
-def test_cortex_m7_tflm_artifact_fits_and_matches_litert_reference_kernels(tmp_path):
-    report = compile_model("v1_0.25", "cortex-m7", tmp_path / "o", **SMALL)
+@pytest.mark.parametrize("board", ["cortex-m7", "cortex-m4"])
+def test_v1_025_tflm_artifact_fits_and_matches_litert_reference_kernels(tmp_path, board):
+    report = compile_model("v1_0.25", board, tmp_path / "o", **SMALL)
     (artifact,) = report["artifacts"]
     assert artifact["status"] == "ok" and artifact["fits"]
     memory = artifact["memory"]
@@ -99,3 +100,14 @@ def test_arena_search_finds_the_boundary(tmp_path):
     model = tmp_path / "o" / report["artifacts"][0]["path"]
     arena = minimal_arena(model)
     assert arena_fits(model, arena)[0] and not arena_fits(model, arena - ARENA_STEP)[0]
+
+
+@pytest.mark.slow
+def test_v2_does_not_fit_a_cortex_m4_and_says_by_how_much(tmp_path):
+    report = compile_model("v2_1.0", "cortex-m4", tmp_path / "o", calib="fashion-mnist:train:64",
+                           eval_spec="fashion-mnist:test:100")
+    (artifact,) = report["artifacts"]
+    assert artifact["status"] == "does-not-fit" and not artifact["fits"]
+    assert f"> flash {artifact['memory']['target_flash_bytes']:,} B" in artifact["detail"]
+    assert artifact["memory"]["flash_bytes"] > artifact["memory"]["target_flash_bytes"]
+    assert "parity" in artifact, "a model too big for the board still gets its parity measured on the host"

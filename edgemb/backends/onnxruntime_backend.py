@@ -1,4 +1,4 @@
-"""onnxruntime: the simplified float ONNX and edgemb's own QDQ int8 model (per-channel, minmax)."""
+"""onnxruntime: the simplified float ONNX and edgemb's own QDQ int8 model (per-channel, default method)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from edgemb.backends.base import Artifact, BuildInputs, importable
 from edgemb.errors import EdgembError
 from edgemb.onnx_graph import Graph, session
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
-from edgemb.quant.ranges import choose_range, collect_stats
+from edgemb.quant.ranges import DEFAULT_METHOD, choose_range, collect_stats
 from edgemb.targets import Target
 
 
@@ -38,7 +38,7 @@ class OnnxRuntimeBackend:
         return importable(("onnxruntime",), "onnxruntime")
 
     def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
-        """fp32: the simplified graph as is; int8: QDQ from our quantizer with per-channel weights."""
+        """fp32: the simplified graph as is; int8: QDQ from our quantizer (per-channel weights, mse ranges)."""
         path = out_dir / f"model.{precision}.onnx"
         if precision == "fp32":
             shutil.copyfile(inputs.float_onnx, path)
@@ -47,8 +47,8 @@ class OnnxRuntimeBackend:
             names = activation_tensors(graph)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                stats = collect_stats(graph.model, inputs.calibration, names, histograms=False)
-            ranges = {n: choose_range(stats[n], "minmax") for n in names}
+                stats = collect_stats(graph.model, inputs.calibration, names, histograms=True)
+            ranges = {n: choose_range(stats[n], DEFAULT_METHOD) for n in names}
             Graph(build_qdq(graph, ranges, QuantConfig())).save(path)
         else:
             raise EdgembError(f"onnxruntime backend cannot build precision {precision!r}")

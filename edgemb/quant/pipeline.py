@@ -19,7 +19,7 @@ from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.cle import equalize, weight_range_spread
 from edgemb.quant.correction import correct_biases, rank_sensitivity
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
-from edgemb.quant.ranges import METHODS, choose_range, collect_stats
+from edgemb.quant.ranges import DEFAULT_METHOD, METHODS, choose_range, collect_stats
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
 GRANULARITIES = ("per-channel", "per-tensor")
@@ -53,7 +53,7 @@ def _eval_parity(model, float_logits: np.ndarray, data: Data) -> dict[str, Any]:
 
 
 def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | None = None,
-                   sha256: str | None = None, method: str = "minmax", granularity: str = "per-channel",
+                   sha256: str | None = None, method: str = DEFAULT_METHOD, granularity: str = "per-channel",
                    cle: bool = False, bias_correction: bool = False, max_drop: float | None = None,
                    eval_spec: str | None = None, activation_type: str = "uint8",
                    max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS) -> dict[str, Any]:
@@ -64,6 +64,8 @@ def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | No
         raise EdgembError(f"--granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
     if activation_type not in ACTIVATION_TYPES:
         raise EdgembError(f"--activation-type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}")
+    if max_float_layers < 0:
+        raise EdgembError(f"--max-float-layers must be >= 0, got {max_float_layers}")
     if max_drop is not None and eval_spec is None:
         raise EdgembError("--max-drop needs --eval SPEC: the drop is measured on labelled evaluation data")
     started = time.perf_counter()
@@ -106,8 +108,9 @@ def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | No
             result = _eval_parity(quantized, float_logits, evaluation)
             report["eval"] = {"spec": eval_spec, **result}
             if max_drop is not None:
-                quantized, report["budget"] = _fit_budget(graph, ranges, config, calibration, evaluation,
-                                                          float_logits, result, max_drop, max_float_layers)
+                quantized, report["budget"] = _fit_budget(graph, ranges, config, quantized, calibration,
+                                                          evaluation, float_logits, result, max_drop,
+                                                          max_float_layers)
                 report["eval"] = {"spec": eval_spec, **report["budget"]["final"]}
         _save(quantized, stage / "model.int8.onnx")
         report["layers"] = len(layers(graph))
@@ -119,11 +122,10 @@ def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | No
     return report
 
 
-def _fit_budget(graph: Graph, ranges, config: QuantConfig, calibration: Data, evaluation: Data,
+def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, calibration: Data, evaluation: Data,
                 float_logits: np.ndarray, result: dict, max_drop: float, limit: int):
     """Keep the most sensitive layers in float, one at a time, until the drop fits the budget or `limit`."""
     steps = [{"kept_float": [], **result}]
-    quantized = build_qdq(graph, ranges, config)
     ranking: list[dict] = []
     if result["drop"] > max_drop and limit > 0:
         ranking = rank_sensitivity(graph, ranges, config, calibration.x[:SENSITIVITY_SAMPLES])

@@ -17,7 +17,7 @@ import onnx
 from onnx import helper
 
 from edgemb.onnx_graph import Graph
-from edgemb.quant.ranges import quant_params, weight_scales
+from edgemb.quant.ranges import DEFAULT_METHOD, quant_params, weight_scales
 
 LAYER_OPS = ("Conv", "Gemm")
 CLAMP_OPS = ("Relu", "Clip", "Min")
@@ -28,7 +28,7 @@ SHAPE_ONLY_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 class QuantConfig:
     """What the quantizer does; stored verbatim in quantize.json."""
 
-    method: str = "minmax"
+    method: str = DEFAULT_METHOD
     granularity: str = "per-channel"
     activation_type: str = "uint8"
     keep_float: list[str] = field(default_factory=list)
