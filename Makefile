@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL ?= v2_1.0
 OUT ?= build/export/$(MODEL)
 
-.PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table readme clean
+.PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table compile-table readme clean
 
 setup: apt venv
 
@@ -51,6 +51,11 @@ eval:
 # int8 accuracy of every reference model, ours vs onnxruntime and NNCF (about 15 minutes), then the README.
 quant-table:
 	$(PY) scripts/quantization_table.py $(MODELS)
+	$(MAKE) readme
+
+# Artifacts of v1_0.25, v2_1.0 and v3l_1.0 for every board that runs here, with parity (about 20 minutes).
+compile-table:
+	$(PY) scripts/compile_table.py $(MODELS)
 	$(MAKE) readme
 
 readme:

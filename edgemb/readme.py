@@ -44,7 +44,36 @@ def quantization_table(path: Path = README.parent / "results" / "quantization.js
     return "\n".join(lines)
 
 
-TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table, "quantization": quantization_table}
+def compile_table(path: Path = README.parent / "results" / "compile.json") -> str:
+    """Markdown table of compiled artifacts per model and board, with their measured parity."""
+    if not path.exists():
+        return "_not measured yet: run `make compile-table`_"
+    lines = ["| model | target | backend | precision | status | size | top-1 drop (points) | agreement | "
+             "notes |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in json.loads(path.read_text())["rows"]:
+        if r["status"] == "not-implemented":
+            continue
+        p = r.get("parity", {})
+        drop = f"{p['drop']:.2f} (n={p['n']:,})" if "drop" in p else "-"
+        agree = f"{p['agreement']:.2%}" if p else "-"
+        notes = []
+        if r.get("kernel_precisions"):
+            notes.append("conv kernels " + ", ".join(f"{k} {v}" for k, v in sorted(r["kernel_precisions"].items())))
+        if r.get("memory"):
+            m = r["memory"]
+            notes.append(f"arena {m['arena_bytes'] / 1024:.0f} KiB, flash {m['flash_bytes'] / 1024:.0f} KiB")
+        if r.get("reference_agreement"):
+            notes.append(f"agreement with LiteRT reference kernels {r['reference_agreement']['agreement']:.2%}")
+        if r.get("detail") and r["status"] != "ok":
+            notes.append(r["detail"].split(" (")[0])
+        size = f"{r['size_bytes'] / 1e6:.2f} MB" if "size_bytes" in r else "-"
+        lines.append(f"| `{r['model']}` | {r['target']} | {r['backend']} | {r['precision']} | {r['status']} | "
+                     f"{size} | {drop} | {agree} | {'; '.join(notes)} |")
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table, "quantization": quantization_table,
+                                        "compile": compile_table}
 
 
 def render(text: str) -> str:
