@@ -65,7 +65,7 @@ def compile_table(path: Path = README.parent / "results" / "compile.json") -> st
         if r.get("reference_agreement"):
             notes.append(f"agreement with LiteRT reference kernels {r['reference_agreement']['agreement']:.2%}")
         if r.get("detail") and r["status"] != "ok":
-            notes.append(r["detail"].split(" (")[0])
+            notes.append(re.sub(r" \([^)]{60,}\)", "", r["detail"]))  # drop long library paths
         size = f"{r['size_bytes'] / 1e6:.2f} MB" if "size_bytes" in r else "-"
         lines.append(f"| `{r['model']}` | {r['target']} | {r['backend']} | {r['precision']} | {r['status']} | "
                      f"{size} | {drop} | {agree} | {'; '.join(notes)} |")
