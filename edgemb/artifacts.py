@@ -63,12 +63,11 @@ def staged_output(out_dir: Path) -> Iterator[Path]:
         for item in sorted(stage.iterdir()):
             os.replace(item, out_dir / item.name)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)  # before the emptiness check below
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
         raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def tool_versions(*packages: str) -> dict[str, str]:
