@@ -126,7 +126,8 @@ def train_reference(recipe: Recipe, out_dir: Path = REFERENCE_DIR, log: bool = T
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{recipe.model}.safetensors"
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(half, str(tmp), metadata={"model": recipe.model, "recipe": json.dumps(asdict(recipe))})
+    # One metadata key: safetensors writes metadata in hash-map order, so two keys give two byte layouts.
+    save_file(half, str(tmp), metadata={"recipe": json.dumps(asdict(recipe), sort_keys=True)})
     os.replace(tmp, path)
     # Measure what ships: the fp16 file loaded back into a float32 model.
     shipped = spec.build(len(train.classes))
