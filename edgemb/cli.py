@@ -235,6 +235,9 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", metavar="SPEC", help="calibration data (default for ref weights: "
                                                          "fashion-mnist:train:512)")
     parser.add_argument("--eval", metavar="SPEC", help="evaluation data (default for ref weights: fashion-mnist:test)")
+    parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
+                        help="TVM MetaSchedule candidates to measure on this host (default 0: use the cached "
+                             "tuning database when there is one; 1000+ for a real deploy)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the artifacts and compile.json")
 
 
@@ -245,7 +248,7 @@ def drive_compile(args: argparse.Namespace) -> int:
     from edgemb.compile import compile_model
 
     report = compile_model(args.model, args.target, args.out, args.backend, args.weights, args.sha256,
-                           args.calib, args.eval)
+                           args.calib, args.eval, tune_trials=args.tune_trials)
     for a in report["artifacts"]:
         line = f"{a['backend']:<12} {a['precision']:<5} {a['status']:<20}"
         if "size_bytes" in a:

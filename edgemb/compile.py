@@ -60,8 +60,10 @@ def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
 
 def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str | None = None,
                   weights: str | None = "ref", sha256: str | None = None, calib: str | None = None,
-                  eval_spec: str | None = None) -> dict[str, Any]:
+                  eval_spec: str | None = None, tune_trials: int = 0) -> dict[str, Any]:
     """Build the target's artifacts into out_dir, verify each that can run here, write compile.json."""
+    if tune_trials < 0:
+        raise EdgembError("--tune-trials must be >= 0")
     target = get_target(target_name)
     pairs = plan(target, backend)
     prepared = prepare_model(model_name, weights, sha256)
@@ -73,7 +75,8 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
     with staged_output(out_dir) as stage:
         export_simplified(prepared.model, prepared.spec.resolution, stage / "model.float.onnx")
         scratch = Path(tempfile.mkdtemp(prefix="edgemb-compile-"))
-        inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch)
+        inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch,
+                             {"tune_trials": tune_trials})
         try:
             records = _build_all(pairs, inputs, target, stage, evaluation, float_logits)
         finally:
@@ -86,7 +89,8 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
                   "calibration": {"spec": calib, "n": len(calibration)},
                   "evaluation": {"spec": eval_spec, "n": len(evaluation)} if evaluation is not None else None,
                   "artifacts": records, "seconds": round(time.perf_counter() - started, 2),
-                  "tools": tool_versions("torch", "onnx", "onnxruntime", "openvino", "nncf")}
+                  "tools": tool_versions("torch", "onnx", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
+                                         "apache-tvm")}
         write_json(stage / "compile.json", report)
     return report
 

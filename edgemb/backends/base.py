@@ -31,6 +31,7 @@ class BuildInputs:
     calibration: np.ndarray
     work_dir: Path
     scratch: Path  # intermediate files shared between backends (not part of the artifacts)
+    options: dict[str, Any] = field(default_factory=dict)  # backend settings, e.g. tune_trials for TVM
 
 
 @dataclass

@@ -1,0 +1,192 @@
+"""Apache TVM (0.27, Relax): ONNX import, MetaSchedule tuning with a cached database, cross-compiled library.
+
+TVM imports QDQ int8 models only as fake-quant (dequantize -> float conv), which is slower than float and
+not what a user means by int8, so this backend builds fp32 and says so. ARM libraries are cross-compiled with
+Debian's aarch64 g++ and can only run on the board (real or emulated), never on this host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
+from edgemb.cache import cache_dir
+from edgemb.errors import EdgembError
+from edgemb.progress import show_progress
+from edgemb.quiet import native_output_captured
+from edgemb.targets import Target
+
+CROSS_COMPILERS = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}
+HOST_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
+DEFAULT_TUNE_TRIALS = 0  # deploys stay fast; `--tune-trials N` (or a cached database) makes TVM competitive
+BUILD_TIMEOUT_SECONDS = 120
+
+
+def host_arch() -> str:
+    """This machine's architecture in the targets' terms."""
+    return HOST_ARCH
+
+
+def tvm_target_dict(target: Target) -> dict[str, Any]:
+    """The target's JSON-dict TVM target; `mcpu = "host"` becomes the detected CPU (TVM's "native" is generic)."""
+    if target.tvm_target is None:
+        raise EdgembError(f"target {target.name} has no runtime.tvm_target in its TOML")
+    spec = dict(target.tvm_target)
+    if spec.get("mcpu") == "host":
+        import tvm
+
+        spec["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+    spec.setdefault("num-cores", target.threads)
+    return spec
+
+
+def database_dir(model_name: str, spec: dict[str, Any]) -> Path:
+    """Tuning records live per model+resolution+target in the user cache and are reused by every build."""
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir("tvm-tuning", f"{model_name}-{spec.get('mcpu', 'generic')}-{digest}")
+
+
+def database_records(folder: Path) -> int:
+    """How many tuning records a database holds (0 when it does not exist)."""
+    records = folder / "database_tuning_record.json"
+    if not records.exists():
+        return 0
+    with open(records) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def _build_without_tensor_intrinsics(mod, target, _params):
+    """MetaSchedule's default builder imports tvm.s_tir.tensor_intrin, which alone can outlast the build
+    timeout on 2 cores; the CPU schedules here do not need it."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def import_onnx(path: Path, spec: dict[str, Any]):
+    """The ONNX graph as a Relax module, legalized and fused, ready to tune or compile."""
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod = from_onnx(onnx.load(str(path)), keep_params_in_input=False)
+    with tvm.target.Target(spec):
+        mod = relax.transform.DecomposeOpsForInference()(mod)
+        mod = relax.transform.CanonicalizeBindings()(mod)
+        return relax.get_pipeline("zero")(mod)
+
+
+def tune(mod, spec: dict[str, Any], database: Path, trials: int) -> float:
+    """MetaSchedule (replay-trace search) on this host for `trials` candidates; records append to `database`."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    started = time.perf_counter()
+    quiet = logging.getLogger("tvm.s_tir.meta_schedule")
+    quiet.setLevel(logging.INFO if show_progress() else logging.WARNING)
+    with native_output_captured():
+        ms.relax_integration.tune_relax(
+            mod, {}, tvm.target.Target(spec), str(database), max_trials_global=trials,
+            num_trials_per_iter=min(16, trials), strategy="replay-trace", cost_model="random", seed=0,
+            builder=ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics,
+                                            timeout_sec=BUILD_TIMEOUT_SECONDS),
+            runner=ms.runner.LocalRunner(timeout_sec=60),
+        )
+    return time.perf_counter() - started
+
+
+def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path) -> None:
+    """Apply the tuning database when there is one, compile, and export the shared library (cross for ARM)."""
+    import tvm
+    from tvm import relax
+
+    with tvm.target.Target(spec):
+        if database is not None:
+            mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
+    with native_output_captured():
+        executable = tvm.compile(mod, target=tvm.target.Target(spec))
+    arch = target_arch(spec)
+    if arch == host_arch():
+        executable.export_library(str(out))
+        return
+    if arch not in CROSS_COMPILERS:
+        raise EdgembError(f"edgemb cannot cross-compile TVM libraries for {arch} yet")
+    compiler, package = CROSS_COMPILERS[arch]
+    if shutil.which(compiler) is None:
+        raise EdgembError(f"cross-compiling for {arch} needs {compiler}: install Debian's {package} "
+                          f"(`sudo apt-get install {package}`, part of `make setup`)")
+    from tvm.support import cc
+
+    executable.export_library(str(out), fcompile=cc.cross_compiler(compiler))
+
+
+def target_arch(spec: dict[str, Any]) -> str:
+    """aarch64 for an aarch64 mtriple, else this host's architecture."""
+    triple = spec.get("mtriple", "")
+    return triple.split("-")[0] if triple else host_arch()
+
+
+class TvmRunner:
+    """A Relax VM over a library built for this host."""
+
+    def __init__(self, path: Path) -> None:
+        import tvm
+        from tvm import relax
+
+        self._tvm = tvm
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits, one sample at a time."""
+        return np.concatenate([self.vm["main"](self._tvm.runtime.tensor(np.ascontiguousarray(s[None]))).numpy()
+                               for s in batch.astype(np.float32)])
+
+
+class TvmBackend:
+    """TVM behind the common interface."""
+
+    name = "tvm"
+
+    def available(self) -> tuple[bool, str]:
+        """apache-tvm is installed by `make setup` (after litert-torch, see the Makefile)."""
+        return importable(("tvm", "tvm.relax.frontend.onnx"), "apache-tvm")
+
+    def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
+        """fp32 library for the target; tuned on this host when the target is this host and trials > 0."""
+        if precision != "fp32":
+            raise EdgembError("the TVM backend builds fp32 only: TVM 0.27 runs QDQ int8 as float kernels")
+        spec = tvm_target_dict(target)
+        arch = target_arch(spec)
+        mod = import_onnx(inputs.float_onnx, spec)
+        database = database_dir(inputs.prepared.spec.name, spec)
+        trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
+        tuning: dict[str, Any] = {"trials_requested": trials, "database": str(database)}
+        if trials > 0 and arch == host_arch():
+            tuning["seconds"] = round(tune(mod, spec, database, trials), 1)
+        elif trials > 0:
+            tuning["skipped"] = f"tuning an {arch} target needs its board as a MetaSchedule runner (RPC)"
+        tuning["records"] = database_records(database)
+        path = out_dir / "model.tvm.so"
+        compile_library(mod, spec, database if tuning["records"] else None, path)
+        extra = {"arch": arch, "tvm_target": spec, "tuning": tuning,
+                 "note": "fp32 kernels (TVM 0.27 imports QDQ int8 only as fake-quant)"}
+        if arch != host_arch():
+            return Artifact(self.name, precision, path, NEEDS_DEVICE,
+                            f"cross-compiled for {arch}: runs on the board (--device) or the emulated board",
+                            extra)
+        return Artifact(self.name, precision, path, extra=extra)
+
+    def load(self, artifact: Artifact, target: Target) -> TvmRunner:
+        """Only libraries built for this host's architecture load here."""
+        return TvmRunner(artifact.path)

@@ -1,0 +1,214 @@
+"""Device-side runner: the one program edgemb copies to a board (real, emulated or this host).
+
+It depends on numpy and the artifact's own runtime only, never on edgemb, torch or onnx, so a board needs
+nothing else installed. It loads one artifact (.tflite, OpenVINO .xml, TVM .so, .onnx), runs a batch of
+preprocessed NCHW float32 inputs one sample at a time (the way a robot feeds frames), and writes the outputs
+(.npy) and latency samples with percentiles (JSON). Exit codes: 0 ran, 3 a runtime or architecture problem
+(the JSON still says which, so the host can explain it).
+
+    python3 runner.py ARTIFACT INPUTS.npy OUT_DIR [--warmup N] [--runs N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import struct
+import sys
+import time
+
+RUNTIME_EXIT = 3
+# ELF e_machine values of the architectures edgemb builds for.
+ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
+MACHINE_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "armv6l": "arm", "i686": "x86"}
+PIP_PACKAGES = {"numpy": "numpy", "ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+                "openvino": "openvino", "tvm": "apache-tvm", "onnxruntime": "onnxruntime"}
+
+
+class RuntimeProblem(Exception):
+    """Something the board lacks or an artifact that cannot run on it; reported as JSON, exit 3."""
+
+
+def board_arch() -> str:
+    """This machine's architecture in ELF terms (aarch64, x86_64, arm)."""
+    machine = platform.machine().lower()
+    return MACHINE_ALIASES.get(machine, machine)
+
+
+def elf_arch(path: str) -> str:
+    """The architecture a shared library was compiled for, read from its ELF header."""
+    with open(path, "rb") as handle:
+        header = handle.read(20)
+    if header[:4] != b"\x7fELF":
+        raise RuntimeProblem(f"{os.path.basename(path)} is not an ELF shared library")
+    endian = "<" if header[5] == 1 else ">"
+    machine = struct.unpack(endian + "H", header[18:20])[0]
+    return ELF_MACHINES.get(machine, f"elf-machine-{machine}")
+
+
+def need(module: str):
+    """Import a runtime module or say which pip package the board is missing."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        package = PIP_PACKAGES.get(module.split(".")[0], module)
+        raise RuntimeProblem(f"this board has no {module} ({exc}); install it with `pip install {package}`") \
+            from None
+
+
+def tflite_session(path: str, threads: int):
+    """ai-edge-litert where the board has it, else tflite-runtime (the only wheel for 32-bit armv7)."""
+    np = need("numpy")
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        runtime = "ai-edge-litert"
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+            runtime = "tflite-runtime"
+        except ImportError:
+            raise RuntimeProblem("this board has neither ai-edge-litert nor tflite-runtime; install one with "
+                                 "`pip install ai-edge-litert` (or `pip install tflite-runtime` on armv7)") from None
+    interpreter = Interpreter(model_path=path, num_threads=threads or None)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def run(sample):
+        x = sample.transpose(1, 2, 0)[None]  # NCHW -> NHWC
+        if np.issubdtype(inp["dtype"], np.integer):
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale) + zero, info.min, info.max)
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if np.issubdtype(out["dtype"], np.integer):
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
+
+    return run, runtime
+
+
+def openvino_session(path: str, threads: int):
+    """OpenVINO CPU plugin with the f32 inference hint (exact parity; int8 IRs still run int8 kernels)."""
+    ov = need("openvino")
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(path, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(sample):
+        return request.infer({0: sample[None]})[compiled.output(0)].copy()
+
+    return run, f"openvino {ov.__version__}"
+
+
+def tvm_session(path: str, threads: int):
+    """A TVM Relax VM over the exported library; refuses a library built for another architecture."""
+    built_for, here = elf_arch(path), board_arch()
+    if built_for != here:
+        raise RuntimeProblem(f"{os.path.basename(path)} was compiled for {built_for} but this board is {here}: "
+                             f"build it for this board's target")
+    if threads:
+        os.environ.setdefault("TVM_NUM_THREADS", str(threads))
+    tvm = need("tvm")
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
+
+    def run(sample):
+        return vm["main"](tvm.runtime.tensor(sample[None])).numpy()
+
+    return run, f"tvm {tvm.__version__}"
+
+
+def onnx_session(path: str, threads: int):
+    """onnxruntime CPU session (for boards where it is the deployed runtime)."""
+    ort = need("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(sample):
+        return session.run(None, {name: sample[None]})[0]
+
+    return run, f"onnxruntime {ort.__version__}"
+
+
+SESSIONS = {".tflite": tflite_session, ".xml": openvino_session, ".so": tvm_session, ".onnx": onnx_session}
+
+
+def percentile_ms(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile in milliseconds (no numpy needed for the summary)."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(round(q * len(ordered), 9)))
+    return round(ordered[rank - 1] * 1e3, 4)
+
+
+def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: int, threads: int) -> dict:
+    """Outputs for every input sample, then `runs` timed single-sample inferences after `warmup` untimed ones."""
+    suffix = os.path.splitext(artifact)[1]
+    if suffix not in SESSIONS:
+        raise RuntimeProblem(f"unknown artifact type {suffix!r}; the runner knows {', '.join(SESSIONS)}")
+    np = need("numpy")
+    batch = np.load(inputs).astype(np.float32)
+    if batch.ndim != 4:
+        raise RuntimeProblem(f"inputs must be NCHW float32, got shape {batch.shape}")
+    started = time.perf_counter()
+    run, runtime = SESSIONS[suffix](artifact, threads)
+    load_seconds = time.perf_counter() - started
+    outputs = np.concatenate([run(sample) for sample in batch])
+    np.save(os.path.join(out_dir, "outputs.npy"), outputs)
+    for i in range(warmup):
+        run(batch[i % len(batch)])
+    samples = []
+    for i in range(runs):
+        began = time.perf_counter()
+        run(batch[i % len(batch)])
+        samples.append(time.perf_counter() - began)
+    return {
+        "artifact": os.path.basename(artifact), "runtime": runtime, "arch": board_arch(),
+        "python": platform.python_version(), "threads": threads, "inputs": len(batch),
+        "load_seconds": round(load_seconds, 3), "warmup": warmup, "runs": runs,
+        "latency_ms": [round(s * 1e3, 4) for s in samples],
+        "p50_ms": percentile_ms(samples, 0.50), "p90_ms": percentile_ms(samples, 0.90),
+        "p99_ms": percentile_ms(samples, 0.99),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifact")
+    parser.add_argument("inputs", help="NCHW float32 .npy, already preprocessed")
+    parser.add_argument("out_dir")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=0, help="0: the runtime's default")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out_dir, exist_ok=True)
+    result_path = os.path.join(args.out_dir, "result.json")
+    try:
+        result = run_artifact(args.artifact, args.inputs, args.out_dir, args.warmup, max(1, args.runs), args.threads)
+        code = 0
+    except RuntimeProblem as exc:
+        result, code = {"error": str(exc), "arch": board_arch()}, RUNTIME_EXIT
+    tmp = result_path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(result, handle)
+    os.replace(tmp, result_path)
+    if code:
+        print(f"runner: {result['error']}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
