@@ -24,6 +24,9 @@ typical use:
   edgemb eval v2_1.0 --weights ref --data fashion-mnist:test    float accuracy of a reference model
   edgemb quantize v2_1.0 --weights ref --calib fashion-mnist:train:512 --out build/q
   edgemb verify build/q/model.int8.onnx --model v2_1.0 --weights ref --data fashion-mnist:test
+  edgemb compile v2_1.0 --target rpi4 --out build/c    every artifact the board supports, each verified
+  edgemb device emulate rpi4         prepare the emulated Raspberry Pi 4 (cached)
+  edgemb profile build/c/model.tvm.so --device emulated:rpi4    latency on a device (ssh://, rpc:// too)
 """
 
 
@@ -260,6 +263,73 @@ def drive_compile(args: argparse.Namespace) -> int:
             line += f"  {a['detail']}"
         print(line)
     print(f"wrote {args.out / 'compile.json'}")
+    return 0
+
+
+def _profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("artifact", type=Path, help="a .tflite, OpenVINO .xml, TVM .so or .onnx artifact")
+    parser.add_argument("--device", default="local", metavar="URI",
+                        help="local (default), emulated:rpi4, ssh://user@host[:port][?identity=KEY&python=PY] or "
+                             "rpc://TRACKER_HOST:PORT/KEY (TVM libraries)")
+    parser.add_argument("--model", help="zoo name the artifact was built from (default: read from the "
+                                        "compile.json/report.json beside it)")
+    parser.add_argument("--weights", metavar="W", help="weights whose preprocessing feeds the inputs")
+    parser.add_argument("--data", default="fashion-mnist:test:16", metavar="SPEC",
+                        help="input samples (default fashion-mnist:test:16)")
+    parser.add_argument("--runs", type=int, default=50, help="timed inferences (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed inferences first (default 5)")
+    parser.add_argument("--threads", type=int, default=0, help="runtime threads (default 0: the runtime's own)")
+    parser.add_argument("--out", type=Path, help="write the latency JSON here (default: profile.json beside the "
+                                                 "artifact)")
+
+
+@command("profile", "time an artifact on a device: this host, the emulated board, SSH or a TVM RPC tracker",
+         _profile_arguments)
+def drive_profile(args: argparse.Namespace) -> int:
+    """Print the latency table and write it as JSON."""
+    from edgemb.profile import profile_artifact
+
+    out = args.out or args.artifact.parent / f"profile.{args.artifact.name}.json"
+    report = profile_artifact(args.artifact, args.device, args.model, args.weights, args.data, args.runs,
+                              args.warmup, args.threads, out)
+    lat = report["latency"]
+    note = "  (emulated: timings are not meaningful)" if lat["emulated"] else ""
+    print(f"{'artifact':<28} {'device':<32} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'runs':>5}")
+    print(f"{args.artifact.name:<28} {lat['device']:<32} {lat['p50_ms']:>9.3f} {lat['p90_ms']:>9.3f} "
+          f"{lat['p99_ms']:>9.3f} {lat['runs']:>5}{note}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["emulate", "serve"],
+                        help="emulate: prepare (once) the emulated board; serve: also run a TVM RPC server on it, "
+                             "registered with --tracker (runs until interrupted)")
+    parser.add_argument("board", help="an aarch64 target such as rpi4")
+    parser.add_argument("--tracker", metavar="HOST:PORT", help="serve: the TVM RPC tracker to register with")
+    parser.add_argument("--key", help="serve: the device key (default: BOARD-emulated)")
+    parser.add_argument("--port", type=int, default=9095, help="serve: first port to listen on (default 9095)")
+
+
+@command("device", "prepare an emulated ARM board (arm64 Debian under qemu-user, cached)", _device_arguments)
+def drive_device(args: argparse.Namespace) -> int:
+    """Build or reuse the emulated board and print how it runs programs."""
+    from edgemb.device.emulate import prepare_board
+
+    board = prepare_board(args.board, log=lambda message: print(message, flush=True))
+    ready = json.loads((board.site_packages.parent / "ready.json").read_text())
+    versions = ", ".join(f"{k} {v}" for k, v in ready["versions"].items())
+    print(f"{args.board}: emulated {board.qemu_cpu} board at {board.rootfs} ({versions})")
+    print(f"device URI: emulated:{args.board}")
+    if args.action == "serve":
+        import subprocess
+
+        if not args.tracker:
+            raise EdgembError("`edgemb device serve` needs --tracker HOST:PORT")
+        key = args.key or f"{args.board}-emulated"
+        print(f"serving key {key!r} to tracker {args.tracker} (Ctrl-C stops)", flush=True)
+        command = board.rpc_server_command(args.tracker, key, args.port)
+        return subprocess.run(command, env=board.environment()).returncode
     return 0
 
 

@@ -85,7 +85,7 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
             records += [{"backend": b, "precision": "-", "status": NOT_IMPLEMENTED,
                          "detail": f"edgemb has no {b} backend yet"} for b in target.backends if b not in BACKENDS]
         report = {"stage": "compile", "model": prepared.spec.name, "target": target.name,
-                  "weights": prepared.weights.source if prepared.weights else None,
+                  "weights": prepared.weights.source if prepared.weights else None, "weights_spec": weights,
                   "calibration": {"spec": calib, "n": len(calibration)},
                   "evaluation": {"spec": eval_spec, "n": len(evaluation)} if evaluation is not None else None,
                   "artifacts": records, "seconds": round(time.perf_counter() - started, 2),

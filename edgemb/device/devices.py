@@ -1,0 +1,316 @@
+"""Where an artifact runs: this host, the emulated board, a board over SSH, or a board from a TVM RPC tracker.
+
+Every device answers the same question (outputs for a batch of inputs plus latency samples), so the deploy
+pipeline and `edgemb profile` never care which one it is. Device URIs:
+
+    local                          this host (the device-side runner in a subprocess)
+    emulated:rpi4                  the qemu-user board prepared by `edgemb device emulate rpi4`
+    ssh://user@host[:port][?identity=KEY&python=PYTHON]
+    rpc://tracker-host:port/KEY[?timeout=SECONDS]   (TVM libraries only)
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+from edgemb.cache import cache_dir
+from edgemb.errors import EdgembError
+
+RUNNER = Path(__file__).with_name("runner.py")
+RUNTIME_EXIT = 3  # the runner's "this board cannot run that" exit code
+SSH_UNREACHABLE = 255
+
+
+@dataclass
+class Measurement:
+    """What a device returns: the outputs for every input, and the runner's timing summary."""
+
+    outputs: np.ndarray
+    result: dict[str, Any]
+    device: str
+    emulated: bool = False
+
+    def latency(self) -> dict[str, Any]:
+        """The report's latency block."""
+        r = self.result
+        return {"p50_ms": r["p50_ms"], "p90_ms": r["p90_ms"], "p99_ms": r["p99_ms"], "runs": r["runs"],
+                "device": self.device, "emulated": self.emulated, "threads": r.get("threads"),
+                "samples_ms": r.get("latency_ms", [])}
+
+
+class Device(Protocol):
+    uri: str
+    emulated: bool
+
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
+        """Run the artifact on every input, then time `runs` single-sample inferences."""
+        ...
+
+
+def artifact_files(artifact: Path) -> list[Path]:
+    """An OpenVINO IR is two files (.xml + .bin); every other artifact is one."""
+    files = [artifact]
+    if artifact.suffix == ".xml":
+        files.append(artifact.with_suffix(".bin"))
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        raise EdgembError(f"artifact file not found: {missing[0]}")
+    return files
+
+
+def _read_runner_output(out_dir: Path, code: int, stderr: str, where: str) -> dict[str, Any]:
+    """The runner's JSON; its runtime problems become EdgembErrors that name the fix."""
+    result_path = out_dir / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else None
+    if code == RUNTIME_EXIT and result and "error" in result:
+        raise EdgembError(f"{where}: {result['error']}")
+    if code != 0 or result is None:
+        raise EdgembError(f"{where}: the runner failed (exit {code}): {stderr.strip()[-600:]}")
+    return result
+
+
+@dataclass
+class SubprocessDevice:
+    """A runner started on this machine: natively (local) or under qemu-user (emulated)."""
+
+    uri: str
+    command: list[str]
+    env: dict[str, str] | None = None
+    emulated: bool = False
+    timeout: float = 3600
+
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
+        files = artifact_files(artifact)
+        with tempfile.TemporaryDirectory(prefix="edgemb-run-") as tmp:
+            work = Path(tmp)
+            np.save(work / "inputs.npy", inputs.astype(np.float32))
+            result = subprocess.run([*self.command, str(RUNNER), str(files[0]), str(work / "inputs.npy"),
+                                     str(work / "out"), "--runs", str(runs), "--warmup", str(warmup),
+                                     "--threads", str(threads)],
+                                    capture_output=True, text=True, env=self.env, timeout=self.timeout)
+            summary = _read_runner_output(work / "out", result.returncode, result.stderr, self.uri)
+            outputs = np.load(work / "out" / "outputs.npy")
+        return Measurement(outputs, summary, self.uri, self.emulated)
+
+
+@dataclass
+class SshDevice:
+    """A board reached with OpenSSH: copy artifact + runner + inputs into a fresh remote folder, run, fetch.
+
+    The remote folder is removed on every path, so a failed or interrupted run leaves nothing half copied.
+    """
+
+    uri: str
+    user: str | None
+    host: str
+    port: int = 22
+    identity: str | None = None
+    python: str = "python3"
+    connect_timeout: int = 10
+    retries: int = 2
+    emulated: bool = False
+    known_hosts: Path = field(default_factory=lambda: cache_dir("ssh") / "known_hosts")
+
+    def _options(self) -> list[str]:
+        options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
+                   "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                   "-o", "LogLevel=ERROR"]
+        if self.identity:
+            options += ["-i", self.identity, "-o", "IdentitiesOnly=yes"]
+        return options
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def _ssh(self, remote_command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """One remote command; connection failures (exit 255) are retried, then explained."""
+        for attempt in range(self.retries + 1):
+            result = subprocess.run(["ssh", *self._options(), "-p", str(self.port), self.destination,
+                                     remote_command], capture_output=True, text=True, timeout=timeout)
+            if result.returncode != SSH_UNREACHABLE:
+                return result
+            if attempt < self.retries:
+                time.sleep(1 + attempt)
+        raise EdgembError(f"{self.uri}: cannot reach {self.destination} port {self.port} over SSH after "
+                          f"{self.retries + 1} attempts: {result.stderr.strip()[-300:]}")
+
+    def _scp(self, sources: list[str], destination: str) -> None:
+        result = subprocess.run(["scp", "-q", *self._options(), "-P", str(self.port), *sources, destination],
+                                capture_output=True, text=True, timeout=1800)
+        if result.returncode != 0:
+            raise EdgembError(f"{self.uri}: copy failed: {result.stderr.strip()[-300:]}")
+
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
+        if shutil.which("ssh") is None or shutil.which("scp") is None:
+            raise EdgembError("ssh:// devices need the OpenSSH client: install Debian's openssh-client")
+        files = artifact_files(artifact)
+        made = self._ssh("mktemp -d /tmp/edgemb.XXXXXXXX")
+        if made.returncode != 0:
+            raise EdgembError(f"{self.uri}: cannot create a work folder: {made.stderr.strip()[-300:]}")
+        remote_dir = made.stdout.strip()
+        try:
+            with tempfile.TemporaryDirectory(prefix="edgemb-ssh-") as tmp:
+                local = Path(tmp)
+                np.save(local / "inputs.npy", inputs.astype(np.float32))
+                self._scp([str(RUNNER), str(local / "inputs.npy"), *map(str, files)],
+                          f"{self.destination}:{remote_dir}/")
+                q = shlex.quote
+                run = self._ssh(f"cd {q(remote_dir)} && {q(self.python)} runner.py {q(files[0].name)} inputs.npy out "
+                                f"--runs {runs} --warmup {warmup} --threads {threads}", timeout=3600)
+                if run.returncode not in (0, RUNTIME_EXIT):
+                    missing = "No such file" in run.stderr or run.returncode == 127
+                    hint = f" (is {self.python} installed on the board? set ?python=PATH)" if missing else ""
+                    raise EdgembError(f"{self.uri}: the runner failed (exit {run.returncode}){hint}: "
+                                      f"{run.stderr.strip()[-400:]}")
+                (local / "out").mkdir()
+                self._scp([f"{self.destination}:{remote_dir}/out/result.json"], str(local / "out"))
+                if run.returncode == 0:
+                    self._scp([f"{self.destination}:{remote_dir}/out/outputs.npy"], str(local / "out"))
+                summary = _read_runner_output(local / "out", run.returncode, run.stderr, self.uri)
+                outputs = np.load(local / "out" / "outputs.npy")
+        finally:
+            self._ssh(f"rm -rf {shlex.quote(remote_dir)}", timeout=60)
+        return Measurement(outputs, summary, self.uri, self.emulated)
+
+
+@dataclass
+class RpcDevice:
+    """A board behind a TVM RPC tracker, requested by key; runs TVM libraries through the remote Relax VM."""
+
+    uri: str
+    tracker_host: str
+    tracker_port: int
+    key: str
+    wait_seconds: float = 120
+    emulated: bool = False
+    log: Any = field(default=lambda message: print(message, file=sys.stderr))
+
+    def session(self):
+        """Connect to the tracker, wait (bounded) for a free board with our key, and open a session."""
+        from tvm import rpc
+
+        _probe_port(self.uri, self.tracker_host, self.tracker_port, "TVM RPC tracker")
+        try:
+            tracker = rpc.connect_tracker(self.tracker_host, self.tracker_port)
+        except Exception as exc:
+            raise EdgembError(f"{self.uri}: no TVM RPC tracker answers at {self.tracker_host}:{self.tracker_port} "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") \
+                from None
+        deadline = time.monotonic() + self.wait_seconds
+        announced = False
+        while True:
+            free = _free_boards(tracker.summary(), self.key)
+            if free:
+                break
+            if time.monotonic() > deadline:
+                raise EdgembError(f"{self.uri}: no free board with key {self.key!r} after {self.wait_seconds:.0f} s "
+                                  f"(tracker queue: {_queue_text(tracker.summary())})")
+            if not announced:
+                self.log(f"waiting up to {self.wait_seconds:.0f} s for a free {self.key!r} board on "
+                         f"{self.tracker_host}:{self.tracker_port}...")
+                announced = True
+            time.sleep(1)
+        return tracker.request(self.key, priority=1, session_timeout=int(self.wait_seconds) + 600, max_retry=3)
+
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
+        if artifact.suffix != ".so":
+            raise EdgembError(f"{self.uri}: TVM RPC runs TVM libraries (.so); use ssh:// for {artifact.suffix} "
+                              f"artifacts")
+        import tvm
+        from tvm import relax
+
+        remote = self.session()
+        remote.upload(str(artifact))
+        try:
+            library = remote.load_module(artifact.name)
+        except Exception as exc:
+            raise EdgembError(f"{self.uri}: the board cannot load {artifact.name} (built for another "
+                              f"architecture?): {str(exc).splitlines()[0][:300]}") from None
+        dev = remote.cpu()
+        vm = relax.VirtualMachine(library, dev)
+        outputs = np.concatenate([vm["main"](tvm.runtime.tensor(np.ascontiguousarray(s[None]), dev)).numpy()
+                                  for s in inputs.astype(np.float32)])
+        sample = tvm.runtime.tensor(np.ascontiguousarray(inputs[:1].astype(np.float32)), dev)
+        timer = vm.time_evaluator("main", dev, number=1, repeat=runs, min_repeat_ms=0)
+        for _ in range(warmup):
+            vm["main"](sample)
+        seconds = list(timer(sample).results)
+        from edgemb.device.runner import percentile_ms
+
+        summary = {"artifact": artifact.name, "runtime": f"tvm rpc ({self.key})", "inputs": len(inputs),
+                   "warmup": warmup, "runs": runs, "threads": threads,
+                   "latency_ms": [round(s * 1e3, 4) for s in seconds], "p50_ms": percentile_ms(seconds, 0.5),
+                   "p90_ms": percentile_ms(seconds, 0.9), "p99_ms": percentile_ms(seconds, 0.99)}
+        return Measurement(outputs, summary, self.uri, self.emulated)
+
+
+def _probe_port(uri: str, host: str, port: int, what: str, attempts: int = 3, timeout: float = 3) -> None:
+    """Fail in seconds, not TVM's silent minute of retries, when nothing listens at host:port."""
+    import socket
+
+    for attempt in range(attempts):
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError as exc:
+            error = exc
+            if attempt + 1 < attempts:
+                time.sleep(1)
+    raise EdgembError(f"{uri}: no {what} answers at {host}:{port} after {attempts} attempts ({error})")
+
+
+def _free_boards(summary: dict[str, Any], key: str) -> int:
+    """Free servers with this key according to the tracker's summary."""
+    return int(summary.get("queue_info", {}).get(key, {}).get("free", 0))
+
+
+def _queue_text(summary: dict[str, Any]) -> str:
+    queue = summary.get("queue_info", {})
+    return ", ".join(f"{k}: {v.get('free', 0)} free/{v.get('pending', 0)} pending" for k, v in queue.items()) \
+        or "no boards registered"
+
+
+def open_device(uri: str | None, target_name: str | None = None, log=print) -> Device:
+    """The device a URI names; None means this host for x86 and the emulated board for ARM targets."""
+    if uri is None or uri == "local":
+        if uri is None and target_name is not None:
+            from edgemb.targets import get_target
+
+            target = get_target(target_name)
+            if target.arch == "aarch64":
+                return open_device(f"emulated:{target.name}", target_name, log)
+            if target.kind != "cpu" or target.name != "x86":
+                raise EdgembError(f"target {target.name} has no default device: pass --device")
+        return SubprocessDevice("local", [sys.executable])
+    if uri.startswith("emulated:"):
+        from edgemb.device.emulate import prepare_board
+
+        board = prepare_board(uri.split(":", 1)[1], log=log)
+        return SubprocessDevice(uri, board.python(), board.environment(), emulated=True)
+    parsed = urlparse(uri)
+    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    if parsed.scheme == "ssh":
+        if not parsed.hostname:
+            raise EdgembError(f"bad device URI {uri!r}: expected ssh://user@host[:port]")
+        return SshDevice(uri, parsed.username, parsed.hostname, parsed.port or 22, query.get("identity"),
+                         query.get("python", "python3"), int(query.get("connect_timeout", 10)))
+    if parsed.scheme == "rpc":
+        key = parsed.path.strip("/")
+        if not parsed.hostname or not parsed.port or not key:
+            raise EdgembError(f"bad device URI {uri!r}: expected rpc://TRACKER_HOST:PORT/KEY")
+        return RpcDevice(uri, parsed.hostname, parsed.port, key, float(query.get("timeout", 120)))
+    raise EdgembError(f"unknown device {uri!r}: use local, emulated:BOARD, ssh://user@host[:port] or "
+                      f"rpc://TRACKER_HOST:PORT/KEY")
