@@ -3,7 +3,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EDGEMB := $(VENV)/bin/edgemb
-APT_PACKAGES := dataset-fashion-mnist opencv-doc
+# data; ARM cross-compiler, qemu-user and debootstrap for the emulated board; sshd for device tests; chromium
+# to check report.html renders.
+APT_PACKAGES := dataset-fashion-mnist opencv-doc g++-aarch64-linux-gnu qemu-user-static debootstrap \
+	openssh-server openssh-client chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL ?= v2_1.0
 OUT ?= build/export/$(MODEL)
@@ -23,10 +26,11 @@ venv:
 	test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -r requirements-tvm.txt
 
 # Re-resolve the pinned set after editing pyproject.toml (keeps torch at the local CPU build).
 lock:
-	{ sed -n '1,3p' constraints.txt; $(PY) -m pip list --format=freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -vE '^(edgemb|pip|setuptools|wheel)=='; } > constraints.tmp && mv constraints.tmp constraints.txt
+	{ sed -n '1,3p' constraints.txt; $(PY) -m pip list --format=freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -vE '^(edgemb|pip|setuptools|wheel|apache-tvm|apache-tvm-ffi|tornado)==' | sed 's/^typing_extensions==.*/typing_extensions==4.12.2/'; } > constraints.tmp && mv constraints.tmp constraints.txt
 
 lint:
 	$(VENV)/bin/ruff check edgemb tests $(wildcard scripts)

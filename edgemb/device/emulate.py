@@ -27,8 +27,10 @@ from edgemb.targets import Target, get_target
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "libstdc++6", "libgomp1")
-# Device-side runtimes, pinned to the versions the host builds with (aarch64 wheels from PyPI).
-DEVICE_WHEELS = ("numpy==2.4.6", "ai-edge-litert==2.3.0", "openvino==2026.4.1", "apache-tvm==0.27.0.post1",
+# Device-side runtimes, pinned to the versions the host builds with (aarch64 wheels from PyPI), except
+# ai-edge-litert: the 2.3.0 aarch64 wheel crashes creating any Interpreter under qemu-user 7.2 (cortex-a72 and
+# max CPU models alike); 2.1.6 runs the same .tflite files.
+DEVICE_WHEELS = ("numpy==2.4.6", "ai-edge-litert==2.1.6", "openvino==2026.4.1", "apache-tvm==0.27.0.post1",
                  "apache-tvm-ffi==0.1.14.post1", "typing_extensions==4.16.0", "ml_dtypes==0.6.0",
                  "psutil==7.2.2", "cloudpickle==3.1.2", "tornado==6.6.1")
 WHEEL_PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in (17, 24, 27, 28, 31, 34, 35, 36)))
@@ -172,6 +174,9 @@ def _build_rootfs(final: Path, log) -> None:
         if final.exists():
             shutil.rmtree(final)
         os.replace(rootfs, final)
+        for stale in final.parent.glob(f"debian-{SUITE}-arm64-*"):  # boards from older recipes
+            if stale != final and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         log(f"emulated board ready in {ready['seconds']:.0f} s: {final}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
