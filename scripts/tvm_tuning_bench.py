@@ -18,8 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from edgemb.artifacts import tool_versions, write_json
-from edgemb.backends.tvm_backend import (TvmRunner, compile_library, database_dir, database_records, import_onnx,
-                                         tune, tvm_target_dict)
+from edgemb.backends.tvm_backend import (
+    TvmRunner,
+    compile_library,
+    database_dir,
+    database_records,
+    import_onnx,
+    tune,
+    tvm_target_dict,
+)
 from edgemb.export import export_simplified
 from edgemb.onnx_graph import session
 from edgemb.targets import get_target

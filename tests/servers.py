@@ -66,8 +66,8 @@ def sshd(folder: Path) -> Iterator[tuple[int, Path]]:
         "PubkeyAuthentication yes", "PermitRootLogin prohibit-password", "StrictModes no", "UsePAM no",
         "Subsystem sftp /usr/lib/openssh/sftp-server", "LogLevel ERROR", "",
     ]))
-    process = subprocess.Popen([binary, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=open(folder / "sshd.log", "w"), start_new_session=True)
+    process = subprocess.Popen([binary, "-D", "-E", str(folder / "sshd.log"), "-f", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for_port(port, process)
         yield port, user_key
