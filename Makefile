@@ -11,7 +11,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MODEL ?= v2_1.0
 OUT ?= build/export/$(MODEL)
 
-.PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table compile-table readme clean
+TARGET ?= x86
+BUILD ?= build
+.PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table compile-table readme \
+	deploy bench tvm-bench emulate clean
 
 setup: apt venv
 
@@ -67,6 +70,28 @@ readme:
 
 export:
 	$(EDGEMB) export $(MODEL) --out $(OUT)
+
+# The main command: make deploy TARGET=rpi4 MODEL=v2_1.0 [WEIGHTS=W] [CALIB=SPEC] [EVAL=SPEC] [DEVICE=URI]
+# [MAX_DROP=0.5] [TUNE_TRIALS=N]. Writes build/TARGET/MODEL/report.json and report.html.
+deploy:
+	$(EDGEMB) deploy $(MODEL) --target $(TARGET) --weights $(or $(WEIGHTS),ref) --max-drop $(or $(MAX_DROP),0.5) \
+		$(if $(CALIB),--calib $(CALIB)) $(if $(EVAL),--eval $(EVAL)) $(if $(DEVICE),--device $(DEVICE)) \
+		$(if $(TUNE_TRIALS),--tune-trials $(TUNE_TRIALS)) $(if $(SHA256),--sha256 $(SHA256)) --out $(BUILD)
+
+# Benchmark (not a test): our recommended artifacts vs onnxruntime float/int8 and benchmark_app, 1 thread and
+# all cores, median of repeats; writes bench.json and BENCHMARKS.md (about 15 minutes).
+bench:
+	$(PY) scripts/bench.py $(BENCH_MODELS)
+	$(MAKE) readme
+
+# TVM after TUNE_TRIALS MetaSchedule candidates (600 = about 10 minutes here) vs onnxruntime float.
+tvm-bench:
+	$(PY) scripts/tvm_tuning_bench.py --model $(MODEL) --trials $(or $(TUNE_TRIALS),600)
+	$(MAKE) readme
+
+# Prepare the emulated Raspberry Pi 4 (arm64 Debian + runtimes under qemu-user; cached, about a minute).
+emulate:
+	$(EDGEMB) device emulate $(or $(BOARD),rpi4)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

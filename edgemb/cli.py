@@ -19,6 +19,7 @@ _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Drive
 
 EPILOG = """\
 typical use:
+  edgemb deploy v2_1.0 --target x86  everything below in one step, into build/x86/v2_1.0/ (make deploy)
   edgemb models                      list the zoo with parameter and MAC counts
   edgemb export v2_1.0 --out build/v2    PyTorch -> ONNX -> simplified ONNX, checked in onnxruntime
   edgemb eval v2_1.0 --weights ref --data fashion-mnist:test    float accuracy of a reference model
@@ -330,6 +331,56 @@ def drive_device(args: argparse.Namespace) -> int:
         print(f"serving key {key!r} to tracker {args.tracker} (Ctrl-C stops)", flush=True)
         command = board.rpc_server_command(args.tracker, key, args.port)
         return subprocess.run(command, env=board.environment()).returncode
+    return 0
+
+
+def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_argument(parser)
+    parser.add_argument("--target", required=True, help="board name from targets/ (see `edgemb targets`)")
+    parser.add_argument("--weights", default="ref", metavar="W", help="weights as for export (default: ref)")
+    parser.add_argument("--sha256", metavar="HEX", help="expected sha256 of --weights")
+    parser.add_argument("--calib", metavar="SPEC", help="calibration data (default for ref: fashion-mnist:train:512)")
+    parser.add_argument("--eval", metavar="SPEC", help="labelled evaluation data (default for ref: fashion-mnist:test)")
+    parser.add_argument("--device", metavar="URI", help="where to time the artifacts: local (x86 default), "
+                                                        "emulated:BOARD (ARM default), ssh://user@host, "
+                                                        "rpc://tracker:port/key")
+    parser.add_argument("--max-drop", type=float, default=0.5, metavar="POINTS",
+                        help="accuracy budget: top-1 points an artifact may lose against float (default 0.5)")
+    parser.add_argument("--tune-trials", type=int, default=0, metavar="N", help="TVM tuning candidates (default 0)")
+    parser.add_argument("--runs", type=int, help="timed inferences per artifact (default 50; 10 when emulated)")
+    parser.add_argument("--device-samples", type=int,
+                        help="eval samples whose device outputs are checked (default 64 here, 200 on a board)")
+    parser.add_argument("--out", type=Path, default=Path("build"), help="root folder (default build/): the "
+                                                                        "deploy goes to OUT/TARGET/MODEL")
+
+
+@command("deploy", "export, quantize, compile, verify and time every artifact for a board; write the report",
+         _deploy_arguments)
+def drive_deploy(args: argparse.Namespace) -> int:
+    """Exit 0 when an artifact meets the accuracy budget, 1 when none does."""
+    from edgemb.deploy import DeploySettings, deploy
+
+    settings = DeploySettings(args.model, args.target, args.weights, args.sha256, args.calib, args.eval, args.device,
+                              args.max_drop, args.tune_trials, args.runs, device_samples=args.device_samples)
+    report = deploy(settings, args.out, log=lambda message: print(message, flush=True))
+    print(f"{'artifact':<20} {'status':<14} {'top-1':>7} {'drop':>6} {'agree':>7} {'p50 ms':>9}  device")
+    for a in report["artifacts"]:
+        p, lat = a.get("parity") or {}, a.get("latency") or {}
+        top1 = f"{p['quant_top1']:.2%}" if p.get("quant_top1") is not None else "-"
+        drop = f"{p['drop']:.2f}" if p.get("drop") is not None else "-"
+        agree = f"{p['agreement']:.2%}" if p.get("agreement") is not None else "-"
+        p50 = f"{lat['p50_ms']:.3f}" if lat else "-"
+        where = (lat.get("device", "") + (" (emulated)" if lat.get("emulated") else "")) if lat else \
+            a.get("profile_error", a.get("profile_skipped", ""))[:60]
+        print(f"{a['backend'] + ' ' + a['precision']:<20} {a['status']:<14} {top1:>7} {drop:>6} {agree:>7} "
+              f"{p50:>9}  {where}")
+    folder = Path(report["folder"])
+    rec = report["recommended"]
+    if rec is None:
+        print(f"no artifact meets the {args.max_drop}-point budget; see {folder / 'report.html'}")
+        return 1
+    print(f"recommended: {rec['backend']} {rec['precision']} -> {folder / rec['path']} ({rec['reason']})")
+    print(f"report: {folder / 'report.json'}, {folder / 'report.html'} ({report['seconds']:.1f} s)")
     return 0
 
 

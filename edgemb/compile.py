@@ -60,7 +60,8 @@ def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
 
 def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str | None = None,
                   weights: str | None = "ref", sha256: str | None = None, calib: str | None = None,
-                  eval_spec: str | None = None, tune_trials: int = 0) -> dict[str, Any]:
+                  eval_spec: str | None = None, tune_trials: int = 0,
+                  qdq_model: Path | None = None) -> dict[str, Any]:
     """Build the target's artifacts into out_dir, verify each that can run here, write compile.json."""
     if tune_trials < 0:
         raise EdgembError("--tune-trials must be >= 0")
@@ -76,7 +77,7 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
         export_simplified(prepared.model, prepared.spec.resolution, stage / "model.float.onnx")
         scratch = Path(tempfile.mkdtemp(prefix="edgemb-compile-"))
         inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch,
-                             {"tune_trials": tune_trials})
+                             {"tune_trials": tune_trials, "qdq_model": qdq_model})
         try:
             records = _build_all(pairs, inputs, target, stage, evaluation, float_logits)
         finally:

@@ -42,6 +42,8 @@ class OnnxRuntimeBackend:
         path = out_dir / f"model.{precision}.onnx"
         if precision == "fp32":
             shutil.copyfile(inputs.float_onnx, path)
+        elif precision == "int8" and inputs.options.get("qdq_model"):
+            shutil.copyfile(inputs.options["qdq_model"], path)  # the quantize stage's model (budget applied)
         elif precision == "int8":
             graph = Graph.load(inputs.float_onnx)
             names = activation_tensors(graph)

@@ -1,0 +1,324 @@
+"""`edgemb deploy`: export -> quantize -> compile -> profile -> report, in build/TARGET/MODEL/.
+
+Each stage runs into its own folder and is keyed by a content hash of everything that determines it (the
+model and weights hashes, data specs, settings, the target file, the edgemb source and every tool version).
+A stage whose folder carries a matching `stage.json` is reused; the marker is written only after the stage's
+files are all in place, so an interrupted run is redone rather than mistaken for finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgemb.artifacts import tool_versions, write_json
+from edgemb.backends.base import DOES_NOT_FIT, NEEDS_DEVICE, OK
+from edgemb.compile import compile_model, default_data
+from edgemb.data import load_data
+from edgemb.device.devices import open_device
+from edgemb.errors import EdgembError, ParityError
+from edgemb.evaluate import predict
+from edgemb.export import export_model
+from edgemb.metrics import parity
+from edgemb.onnx_graph import Graph
+from edgemb.quant.pipeline import quantize_model
+from edgemb.targets import Target, get_target
+from edgemb.verify import layer_table
+from edgemb.zoo import parse_model_name
+from edgemb.zoo.weights import PreparedModel, prepare_model
+
+PACKAGE = Path(__file__).resolve().parent
+TOOLS = ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "litert-torch", "ai-edge-quantizer",
+         "ai-edge-litert", "tflite-micro", "apache-tvm")
+RUNNABLE = (".tflite", ".xml", ".so", ".onnx")
+LAYER_SAMPLES = 64
+
+
+@dataclass
+class DeploySettings:
+    """Everything a user can set on `make deploy`; all of it is part of the stage keys."""
+
+    model: str
+    target: str
+    weights: str | None = "ref"
+    sha256: str | None = None
+    calib: str | None = None
+    eval: str | None = None
+    device: str | None = None
+    max_drop: float = 0.5
+    tune_trials: int = 0
+    runs: int | None = None  # timed inferences per artifact (default: 50 here, 10 on an emulated board)
+    warmup: int = 5
+    device_samples: int | None = None  # inputs whose device outputs are checked (default 64 here, 200 remote)
+
+
+def code_fingerprint() -> str:
+    """Hash of edgemb's own source: a code change invalidates cached stages like a tool upgrade does."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def stage_key(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Stages:
+    """Runs or reuses the stages of one deploy folder and records what happened to each."""
+
+    def __init__(self, root: Path, log: Callable[[str], None]) -> None:
+        self.root = root
+        self.log = log
+        self.timings: dict[str, dict[str, Any]] = {}
+
+    def run(self, name: str, inputs: dict[str, Any], build: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        folder = self.root / name
+        marker = folder / "stage.json"
+        key = stage_key(inputs)
+        started = time.perf_counter()
+        if marker.exists():
+            recorded = json.loads(marker.read_text())
+            if recorded.get("key") == key:
+                self.timings[name] = {"seconds": round(time.perf_counter() - started, 3), "cached": True,
+                                      "built_seconds": recorded.get("seconds")}
+                self.log(f"{name:<9} cached ({recorded.get('seconds', 0):.1f} s when built)")
+                return recorded["result"]
+        if folder.exists():
+            shutil.rmtree(folder)  # stale or interrupted: never mix old and new files
+        self.log(f"{name:<9} running...")
+        result = build(folder)
+        seconds = round(time.perf_counter() - started, 2)
+        write_json(marker, {"stage": name, "key": key, "inputs": inputs, "seconds": seconds, "result": result})
+        self.timings[name] = {"seconds": seconds, "cached": False}
+        self.log(f"{name:<9} done in {seconds:.1f} s")
+        return result
+
+
+def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callable[[str], None] = print
+           ) -> dict[str, Any]:
+    """Build, verify and time every artifact the target supports; write report.json and report.html."""
+    if settings.max_drop < 0 or settings.tune_trials < 0 or settings.warmup < 0:
+        raise EdgembError("--max-drop, --tune-trials and --warmup must be >= 0")
+    started = time.perf_counter()
+    target = get_target(settings.target)
+    prepared = prepare_model(settings.model, settings.weights, settings.sha256)
+    calib, eval_spec = default_data(prepared, settings.calib, settings.eval)
+    if eval_spec is None:
+        raise EdgembError("--eval SPEC (labelled data) is needed: the report proves accuracy against the float "
+                          "model on it")
+    root = out_root / target.name / settings.model
+    stages = Stages(root, log)
+    base = {"model": prepared.spec.name, "weights_sha256": prepared.weights.sha256 if prepared.weights else None,
+            "preprocessing": prepared.preprocessing.to_dict(), "code": code_fingerprint(),
+            "tools": tool_versions(*TOOLS)}
+
+    export = stages.run("export", base, lambda folder: _export(settings, folder))
+    quant_inputs = {**base, "calib": calib, "eval": eval_spec, "max_drop": settings.max_drop}
+    quantize = stages.run("quantize", quant_inputs, lambda folder: _quantize(settings, calib, eval_spec, folder,
+                                                                             prepared))
+    target_text = target.path.read_text() if target.path else json.dumps(target.to_dict())
+    compile_inputs = {**quant_inputs, "int8": _file_hash(root / "quantize" / "model.int8.onnx"),
+                      "target": target_text, "tune_trials": settings.tune_trials,
+                      "tvm_database": _tvm_database_state(prepared, target)}
+    compiled = stages.run("compile", compile_inputs, lambda folder: compile_model(
+        settings.model, target.name, folder, None, settings.weights, settings.sha256, calib, eval_spec,
+        tune_trials=settings.tune_trials, qdq_model=root / "quantize" / "model.int8.onnx"))
+    device_uri = _default_device(settings.device, target)
+    profile_inputs = {**compile_inputs, "artifacts": [a.get("sha256") for a in compiled["artifacts"]],
+                      "device": device_uri, "runs": settings.runs, "warmup": settings.warmup,
+                      "device_samples": settings.device_samples}
+    profiled = stages.run("profile", profile_inputs, lambda folder: _profile(
+        settings, target, device_uri, prepared, eval_spec, compiled, root / "compile", folder, log))
+
+    report = build_report(settings, target, prepared, export, quantize, compiled, profiled, root)
+    report["stages"] = stages.timings
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(root / "report.json", report)
+    from edgemb.report_html import write_html
+
+    write_html(report, root / "report.html")
+    return report
+
+
+def _export(settings: DeploySettings, folder: Path) -> dict[str, Any]:
+    """The export stage; a simplified graph that disagrees with PyTorch stops the deploy."""
+    result = export_model(parse_model_name(settings.model), folder, settings.weights, settings.sha256)
+    if not result.passed:
+        parity_ = result.report["parity"]
+        raise ParityError(f"simplified ONNX differs from PyTorch by {parity_['max_abs_diff']:.2e}")
+    return result.report
+
+
+def _file_hash(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def _tvm_database_state(prepared: PreparedModel, target: Target) -> int | None:
+    """Records in the TVM tuning database this build would apply: tuning elsewhere invalidates the compile."""
+    if "tvm" not in target.backends or target.tvm_target is None:
+        return None
+    from edgemb.backends.tvm_backend import database_dir, database_records, tvm_target_dict
+
+    return database_records(database_dir(prepared.spec.name, tvm_target_dict(target)))
+
+
+def _quantize(settings: DeploySettings, calib: str, eval_spec: str, folder: Path,
+              prepared: PreparedModel) -> dict[str, Any]:
+    """Our QDQ int8 model within the accuracy budget, plus the per-layer SQNR table the report plots."""
+    report = quantize_model(settings.model, calib, folder, settings.weights, settings.sha256,
+                            max_drop=settings.max_drop, eval_spec=eval_spec)
+    import onnx
+
+    data = load_data(eval_spec, prepared.preprocessing)
+    table = layer_table(Graph.load(folder / "model.float.onnx"), onnx.load(str(folder / "model.int8.onnx")),
+                        data.x[:LAYER_SAMPLES])
+    write_json(folder / "layers.json", {"samples": min(LAYER_SAMPLES, len(data)), "layers": table})
+    return {**report, "layer_sqnr": {"samples": min(LAYER_SAMPLES, len(data)), "layers": table}}
+
+
+def _default_device(device: str | None, target: Target) -> str | None:
+    """This host for x86, the emulated board for aarch64 boards, nothing for boards edgemb cannot reach."""
+    if device is not None:
+        return device
+    if target.name == "x86":
+        return "local"
+    if target.kind == "cpu" and target.arch == "aarch64":
+        return f"emulated:{target.name}"
+    return None
+
+
+def _profile(settings: DeploySettings, target: Target, device_uri: str | None, prepared: PreparedModel,
+             eval_spec: str, compiled: dict[str, Any], compile_dir: Path, folder: Path, log) -> dict[str, Any]:
+    """Run each runnable artifact on the device: outputs on a sample of the eval set, then timed runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if device_uri is None:
+        return {"device": None, "note": f"{target.name} has no device edgemb can reach: pass --device to time it",
+                "artifacts": []}
+    device = open_device(device_uri, target.name, log=log)
+    remote = device_uri != "local"
+    samples = settings.device_samples or (200 if remote else 64)
+    runs = settings.runs or (10 if device.emulated else 50)
+    data = load_data(eval_spec, prepared.preprocessing)
+    x, y = data.x[:samples], (data.y[:samples] if data.y is not None else None)
+    float_logits = predict(prepared.model, x)
+    threads = target.threads if device_uri == "local" else 0
+    results = []
+    for record in compiled["artifacts"]:
+        entry = {"backend": record["backend"], "precision": record["precision"]}
+        path = compile_dir / record["path"] if "path" in record else None
+        if record["status"] not in (OK, NEEDS_DEVICE, DOES_NOT_FIT) or path is None or record["backend"] == "tflm" \
+                or path.suffix not in RUNNABLE or (record["status"] == NEEDS_DEVICE and record["backend"] != "tvm"):
+            entry["skipped"] = _why_not_profiled(record)
+            results.append(entry)
+            continue
+        log(f"  profiling {record['backend']} {record['precision']} on {device_uri}")
+        try:
+            measured = device.measure(path, x, runs, settings.warmup, threads)
+        except EdgembError as exc:
+            entry["error"] = str(exc)
+            results.append(entry)
+            continue
+        entry["latency"] = measured.latency()
+        entry["device_parity"] = parity(float_logits, measured.outputs, y)
+        entry["runtime"] = measured.result.get("runtime")
+        results.append(entry)
+    write_json(folder / "profile.json", {"device": device_uri, "artifacts": results})
+    return {"device": device_uri, "emulated": device.emulated, "samples": len(x), "runs": runs,
+            "threads": threads, "artifacts": results}
+
+
+def _why_not_profiled(record: dict[str, Any]) -> str:
+    if record["backend"] == "tflm":
+        return "microcontroller artifact: compile model_data.cc into the firmware; timed on the MCU, not here"
+    if record["status"] == NEEDS_DEVICE:
+        return record.get("detail", "needs its device")
+    return f"status {record['status']}"
+
+
+def build_report(settings: DeploySettings, target: Target, prepared: PreparedModel, export: dict[str, Any],
+                 quantize: dict[str, Any], compiled: dict[str, Any], profiled: dict[str, Any],
+                 root: Path) -> dict[str, Any]:
+    """report.json: one entry per artifact with parity, latency and memory, the recommendation and the verdict."""
+    by_key = {(p["backend"], p["precision"]): p for p in profiled["artifacts"]}
+    artifacts = []
+    for record in compiled["artifacts"]:
+        entry = {k: record[k] for k in ("backend", "precision", "status") if k in record}
+        if "path" in record:
+            entry.update(path=str(Path("compile") / record["path"]), sha256=record["sha256"],
+                         size_bytes=record["size_bytes"])
+        for key in ("detail", "kernel_precisions", "arch", "note", "tuning"):
+            if key in record:
+                entry[key] = record[key]
+        profile = by_key.get((record["backend"], record["precision"]), {})
+        host_parity = record.get("parity")
+        if host_parity is not None:
+            entry["parity"] = {**_parity_fields(host_parity), "where": "this host", "n": host_parity["n"]}
+        elif "device_parity" in profile:
+            entry["parity"] = {**_parity_fields(profile["device_parity"]), "where": profiled["device"],
+                               "n": profile["device_parity"]["n"]}
+        if "device_parity" in profile:
+            entry["device_parity"] = {**_parity_fields(profile["device_parity"]), "n": profile["device_parity"]["n"]}
+        if "latency" in profile:
+            entry["latency"] = profile["latency"]
+        for key in ("skipped", "error"):
+            if key in profile:
+                entry[f"profile_{key}"] = profile[key]
+        if "memory" in record:
+            entry["memory"] = {"arena_bytes": record["memory"].get("arena_bytes"),
+                               "flash_bytes": record["memory"].get("flash_bytes"),
+                               "fits": record.get("fits")}
+        entry["within_budget"] = _within_budget(entry, settings.max_drop)
+        artifacts.append(entry)
+    recommended = _recommend(artifacts, settings.max_drop)
+    return {
+        "model": prepared.spec.name, "target": target.name, "board": target.board,
+        "weights": {"spec": settings.weights, "sha256": prepared.weights.sha256 if prepared.weights else None},
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("model", "target")},
+        "data": {"calibration": compiled["calibration"], "evaluation": compiled["evaluation"]},
+        "device": {"uri": profiled["device"], "emulated": profiled.get("emulated", False),
+                   "note": "emulated: latency is not meaningful" if profiled.get("emulated") else
+                   profiled.get("note", "")},
+        "export": {"nodes_before": export.get("nodes_before"), "nodes_after": export.get("nodes_after"),
+                   "parity": export.get("parity")},
+        "quantization": {"settings": quantize.get("settings"), "eval": quantize.get("eval"),
+                         "layers_kept_float": quantize.get("layers_kept_float"),
+                         "layer_sqnr": quantize.get("layer_sqnr")},
+        "artifacts": artifacts,
+        "recommended": recommended,
+        "passed": recommended is not None,
+        "tools": tool_versions(*TOOLS),
+        "folder": str(root),
+    }
+
+
+def _parity_fields(p: dict[str, Any]) -> dict[str, Any]:
+    return {k: p.get(k) for k in ("float_top1", "quant_top1", "drop", "agreement", "sqnr_db")}
+
+
+def _within_budget(entry: dict[str, Any], max_drop: float) -> bool:
+    parity_ = entry.get("parity")
+    usable = entry.get("status") in (OK, NEEDS_DEVICE) and parity_ is not None and parity_.get("drop") is not None
+    return bool(usable and parity_["drop"] <= max_drop and "profile_error" not in entry)
+
+
+def _recommend(artifacts: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
+    """The fastest artifact within the accuracy budget (smallest when nothing could be timed)."""
+    candidates = [a for a in artifacts if a["within_budget"]]
+    if not candidates:
+        return None
+    timed = [a for a in candidates if "latency" in a]
+    best = min(timed, key=lambda a: a["latency"]["p50_ms"]) if timed else min(candidates,
+                                                                             key=lambda a: a["size_bytes"])
+    reason = (f"fastest artifact within the {max_drop:g}-point accuracy budget" if timed else
+              "smallest within the accuracy budget (no device timing)")
+    return {"backend": best["backend"], "precision": best["precision"], "path": best["path"],
+            "p50_ms": best["latency"]["p50_ms"] if "latency" in best else None, "reason": reason}
+

@@ -1,0 +1,192 @@
+"""`edgemb deploy` / `make deploy`: stages, caching, report.json, report.html in Chromium, exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgemb.deploy as deploy_module
+from edgemb.deploy import DeploySettings, deploy
+
+SMALL = {"eval": "fashion-mnist:test:500", "calib": "fashion-mnist:train:256", "runs": 10}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_deploy(target: str, model: str, build: Path, timeout: int) -> subprocess.CompletedProcess:
+    """`make deploy` exactly as a user types it, with this test's venv and build folder."""
+    return subprocess.run(["make", "-s", "deploy", f"TARGET={target}", f"MODEL={model}", f"VENV={sys.prefix}",
+                           f"BUILD={build}"], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def x86_deploy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("deploy")
+    report = deploy(DeploySettings("v1_0.25", "x86", **SMALL), out, log=lambda _: None)
+    return out, report
+
+
+def test_report_has_every_artifact_with_parity_latency_and_hashes(x86_deploy):
+    out, report = x86_deploy
+    folder = out / "x86" / "v1_0.25"
+    assert json.loads((folder / "report.json").read_text())["artifacts"] == report["artifacts"]
+    built = {(a["backend"], a["precision"]) for a in report["artifacts"]}
+    assert built == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
+                     ("tflite", "fp32"), ("tflite", "int8"), ("tvm", "fp32")}
+    for a in report["artifacts"]:
+        assert a["status"] == "ok", a
+        assert (folder / a["path"]).exists() and len(a["sha256"]) == 64 and a["size_bytes"] > 0
+        assert set(a["parity"]) >= {"float_top1", "quant_top1", "drop", "agreement", "sqnr_db"}
+        assert a["parity"]["n"] == 500 and a["parity"]["where"] == "this host"
+        lat = a["latency"]
+        assert lat["runs"] == 10 and lat["device"] == "local" and lat["emulated"] is False
+        assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+        assert a["device_parity"]["agreement"] >= 0.95  # the runner's outputs match the host's verification
+    assert report["tools"]["apache-tvm"] != "not-installed" and report["tools"]["torch"].startswith("2.13.0")
+    assert report["quantization"]["layer_sqnr"]["layers"], "the per-layer SQNR table is part of the report"
+
+
+def test_recommended_is_the_fastest_artifact_within_budget(x86_deploy):
+    _, report = x86_deploy
+    rec = report["recommended"]
+    within = [a for a in report["artifacts"] if a["within_budget"]]
+    assert report["passed"] and within
+    assert all(a["parity"]["drop"] <= 0.5 for a in within)
+    fastest = min(within, key=lambda a: a["latency"]["p50_ms"])
+    assert (rec["backend"], rec["precision"], rec["p50_ms"]) == (fastest["backend"], fastest["precision"],
+                                                                 fastest["latency"]["p50_ms"])
+
+
+def test_second_identical_run_reuses_every_stage(x86_deploy):
+    out, first = x86_deploy
+    folder = out / "x86" / "v1_0.25"
+    markers = {p: p.stat().st_mtime_ns for p in folder.glob("*/stage.json")}
+    assert len(markers) == 5
+    again = deploy(DeploySettings("v1_0.25", "x86", **SMALL), out, log=lambda _: None)
+    assert all(stage["cached"] for stage in again["stages"].values()), again["stages"]
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*/stage.json")} == markers
+    assert again["artifacts"] == first["artifacts"] and again["recommended"] == first["recommended"]
+
+
+def test_changed_budget_reruns_quantize_onward_but_not_export(x86_deploy, tmp_path):
+    out, _ = x86_deploy
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    report = deploy(DeploySettings("v1_0.25", "x86", max_drop=0.4, **SMALL), copy, log=lambda _: None)
+    cached = {name: stage["cached"] for name, stage in report["stages"].items()}
+    assert cached == {"export": True, "quantize": False, "compile": False, "profile": False}
+
+
+def test_interrupted_stage_leaves_no_finished_marker_and_is_redone(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        folder = args[2]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.fp32.onnx").write_bytes(b"half written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(deploy_module, "compile_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        deploy(DeploySettings("v1_0.25", "x86", **SMALL), tmp_path, log=lambda _: None)
+    folder = tmp_path / "x86" / "v1_0.25"
+    assert (folder / "quantize" / "stage.json").exists()
+    assert not (folder / "compile" / "stage.json").exists() and not (folder / "report.json").exists()
+    monkeypatch.undo()
+    report = deploy(DeploySettings("v1_0.25", "x86", runs=3, **{k: v for k, v in SMALL.items() if k != "runs"}),
+                    tmp_path, log=lambda _: None)
+    assert report["stages"]["compile"]["cached"] is False and report["stages"]["quantize"]["cached"] is True
+    assert b"half written" not in (folder / "compile" / "model.fp32.onnx").read_bytes()
+
+
+def test_report_html_renders_in_headless_chromium(x86_deploy, tmp_path):
+    out, _ = x86_deploy
+    page = out / "x86" / "v1_0.25" / "report.html"
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text  # self-contained
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make setup` installs it"
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-500:]
+    for element in ("id=\"artifacts\"", "id=\"accuracy-plot\"", "id=\"latency-plot\"", "id=\"layer-plot\"",
+                    "PASSED", "Recommended"):
+        assert element in dom.stdout, element
+    shot = tmp_path / "report.png"
+    result = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and shot.exists(), result.stderr[-500:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    colored = np.abs(pixels.astype(int) - pixels.mean(axis=2, keepdims=True)).max(axis=2) > 40
+    assert colored.sum() > 2000, "the plots' coloured bars did not render"
+
+
+def test_usage_errors_exit_2_and_write_nothing(tmp_path):
+    for args, message in [(["--target", "nowhere"], "unknown target"),
+                          (["--target", "x86", "--max-drop", "-1"], "must be >= 0"),
+                          (["--target", "x86", "--weights", "imagenet1k_v1"], "")]:
+        result = subprocess.run([sys.executable, "-m", "edgemb", "deploy", "v1_0.25", *args, "--out",
+                                 str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "b" / "x86").exists() or not any((tmp_path / "b" / "x86").rglob("report.json"))
+
+
+@pytest.mark.slow
+def test_make_deploy_x86_v2_cold_then_warm(tmp_path):
+    env_out = tmp_path / "build"
+    cold = make_deploy("x86", "v2_1.0", env_out, 1800)
+    assert cold.returncode == 0, cold.stdout[-2000:] + cold.stderr[-2000:]
+    report = json.loads((env_out / "x86" / "v2_1.0" / "report.json").read_text())
+    assert report["passed"] and report["data"]["evaluation"]["n"] == 10_000
+    assert not any(stage["cached"] for stage in report["stages"].values())
+    warm = make_deploy("x86", "v2_1.0", env_out, 600)
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    again = json.loads((env_out / "x86" / "v2_1.0" / "report.json").read_text())
+    assert all(stage["cached"] for stage in again["stages"].values())
+    print(f"cold deploy {report['seconds']:.1f} s, warm {again['seconds']:.1f} s")
+
+
+@pytest.mark.slow
+def test_make_deploy_rpi4_on_the_emulated_board(tmp_path):
+    result = make_deploy("rpi4", "v2_1.0", tmp_path, 3600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((tmp_path / "rpi4" / "v2_1.0" / "report.json").read_text())
+    assert report["device"]["uri"] == "emulated:rpi4" and report["device"]["emulated"]
+    by = {(a["backend"], a["precision"]): a for a in report["artifacts"]}
+    tvm = by[("tvm", "fp32")]
+    assert tvm["status"] == "needs-device" and tvm["parity"]["where"] == "emulated:rpi4"
+    assert tvm["parity"]["agreement"] >= 0.99 and tvm["latency"]["emulated"] is True
+    for key in [("tflite", "fp32"), ("openvino", "fp32"), ("tflite", "int8"), ("openvino", "int8")]:
+        assert by[key]["device_parity"]["n"] == 200 and by[key]["latency"]["emulated"] is True
+    for key in [("tflite", "fp32"), ("openvino", "fp32")]:
+        assert by[key]["device_parity"]["agreement"] >= 0.99
+    assert report["passed"] and report["recommended"] is not None
+
+
+@pytest.mark.slow
+def test_make_deploy_cortex_m7_v1(tmp_path):
+    result = make_deploy("cortex-m7", "v1_0.25", tmp_path, 1800)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((tmp_path / "cortex-m7" / "v1_0.25" / "report.json").read_text())
+    (tflm,) = [a for a in report["artifacts"] if a["backend"] == "tflm"]
+    assert tflm["memory"]["fits"] and tflm["memory"]["arena_bytes"] > 0 and tflm["memory"]["flash_bytes"] > 0
+    assert report["recommended"]["backend"] == "tflm" and report["passed"]
+
+
+@pytest.mark.slow
+def test_no_artifact_within_budget_exits_1(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "edgemb", "deploy", "v2_1.0", "--target", "cortex-m4",
+                             "--eval", "fashion-mnist:test:200", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 1, result.stdout[-1500:] + result.stderr[-1500:]
+    report = json.loads((tmp_path / "cortex-m4" / "v2_1.0" / "report.json").read_text())
+    assert not report["passed"] and report["recommended"] is None
+    assert "no artifact meets" in result.stdout
+
