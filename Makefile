@@ -14,7 +14,7 @@ OUT ?= build/export/$(MODEL)
 TARGET ?= x86
 BUILD ?= build
 .PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table compile-table readme \
-	deploy bench tvm-bench emulate clean
+	deploy deploy-table bench tvm-bench emulate clean
 
 setup: apt venv
 
@@ -77,6 +77,11 @@ deploy:
 	$(EDGEMB) deploy $(MODEL) --target $(TARGET) --weights $(or $(WEIGHTS),ref) --max-drop $(or $(MAX_DROP),0.5) \
 		$(if $(CALIB),--calib $(CALIB)) $(if $(EVAL),--eval $(EVAL)) $(if $(DEVICE),--device $(DEVICE)) \
 		$(if $(TUNE_TRIALS),--tune-trials $(TUNE_TRIALS)) $(if $(SHA256),--sha256 $(SHA256)) --out $(BUILD)
+
+# The README's deploy results: x86 v2_1.0, rpi4 v2_1.0 (emulated), cortex-m7 v1_0.25.
+deploy-table:
+	$(PY) scripts/deploy_table.py $(DEPLOYS)
+	$(MAKE) readme
 
 # Benchmark (not a test): our recommended artifacts vs onnxruntime float/int8 and benchmark_app, 1 thread and
 # all cores, median of repeats; writes bench.json and BENCHMARKS.md (about 15 minutes).

@@ -153,11 +153,13 @@ def markdown(report: dict) -> str:
             lines.append(f"| {label} | " + " | ".join(f"{m[key][t]}" for t in threads) + " |")
         d = m["deploy"]
         stages = ", ".join(f"{k} {v['seconds']:.1f} s" for k, v in d["cold_stages"].items())
+        warm_state = ("every stage cached" if all(v["cached"] for v in d["warm_stages"].values()) else
+                      "rebuilt: " + ", ".join(k for k, v in d["warm_stages"].items() if not v["cached"]))
         lines += ["", f"Compute bound: {m['macs'] / 1e6:.1f} M MACs over the peak int8 MAC rate "
                       f"({m['compute_bound_basis']}): " + ", ".join(f"{v} ms ({t})" for t, v in
                                                                      m["compute_bound_ms"].items()) + ".",
                   "", f"Deploy wall time: cold {d['cold_seconds']} s ({stages}); warm {d['warm_seconds']} s "
-                      f"(every stage cached).", ""]
+                      f"({warm_state}).", ""]
     tvm = ROOT / "results" / "tvm_tuning.json"
     if tvm.exists():
         t = json.loads(tvm.read_text())
