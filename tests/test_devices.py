@@ -146,3 +146,15 @@ def test_unreachable_tracker_fails_fast(built):
         open_device(f"rpc://127.0.0.1:{port}/x").measure(built["root"] / "x86" / "model.tvm.so", built["inputs"],
                                                          2, 0, 1)
     assert time.monotonic() - started < 30
+
+
+def test_untuned_tvm_is_verified_on_a_capped_sample_and_tuned_tvm_on_everything():
+    from edgemb.backends.base import Artifact
+    from edgemb.compile import UNTUNED_TVM_EVAL_SAMPLES, _verification_samples
+
+    untuned = Artifact("tvm", "fp32", None, extra={"tuning": {"records": 0}})
+    tuned = Artifact("tvm", "fp32", None, extra={"tuning": {"records": 608}})
+    other = Artifact("tflite", "int8", None)
+    assert _verification_samples(untuned, 10_000) == UNTUNED_TVM_EVAL_SAMPLES == 1000
+    assert _verification_samples(untuned, 200) == 200
+    assert _verification_samples(tuned, 10_000) == _verification_samples(other, 10_000) == 10_000
