@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -20,20 +19,20 @@ import numpy as np
 
 from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
 from edgemb.cache import cache_dir
+from edgemb.device.runner import board_arch
 from edgemb.errors import EdgembError
 from edgemb.progress import show_progress
 from edgemb.quiet import native_output_captured
 from edgemb.targets import Target
 
 CROSS_COMPILERS = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}
-HOST_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine().lower(), platform.machine().lower())
 DEFAULT_TUNE_TRIALS = 0  # deploys stay fast; `--tune-trials N` (or a cached database) makes TVM competitive
 BUILD_TIMEOUT_SECONDS = 120
 
 
 def host_arch() -> str:
-    """This machine's architecture in the targets' terms."""
-    return HOST_ARCH
+    """This machine's architecture in the targets' terms (the device runner's own check, so both agree)."""
+    return board_arch()
 
 
 def tvm_target_dict(target: Target) -> dict[str, Any]:

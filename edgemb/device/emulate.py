@@ -127,11 +127,11 @@ def prepare_board(target_name: str, log=print) -> EmulatedBoard:
     emulatable(target)
     final = board_dir()
     if not (final / "opt" / "edgemb" / "ready.json").exists():
-        _build_rootfs(final, log)
+        _build_rootfs(final, target, log)
     return EmulatedBoard(target, final)
 
 
-def _build_rootfs(final: Path, log) -> None:
+def _build_rootfs(final: Path, target: Target, log) -> None:
     """debootstrap (first stage), unpack every .deb, install aarch64 wheels, smoke-test; then move into place."""
     for tool, package in TOOLS.items():
         if shutil.which(tool) is None:
@@ -160,7 +160,7 @@ def _build_rootfs(final: Path, log) -> None:
               "--target", str(site), *platforms, "--python-version", "3.11", "--implementation", "cp",
               "--only-binary=:all:", *DEVICE_WHEELS], "pip install (aarch64 wheels)")
         log("[4/4] smoke test: importing the runtimes on the emulated board")
-        board = EmulatedBoard(get_target("rpi4"), rootfs)
+        board = EmulatedBoard(target, rootfs)
         probe = ("import json, platform, numpy, openvino, tvm, ai_edge_litert.interpreter;"
                  "print(json.dumps({'arch': platform.machine(), 'python': platform.python_version(),"
                  "'numpy': numpy.__version__, 'openvino': openvino.__version__, 'tvm': tvm.__version__}))")
