@@ -60,16 +60,17 @@ def _models_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("models", "list the MobileNet zoo with parameter and MAC counts", _models_arguments)
 def drive_models(args: argparse.Namespace) -> int:
-    """Print every zoo entry at 224x224 with its measured size and cost."""
+    """Print every zoo entry at its default resolution with its task, measured size and cost."""
     from edgemb.zoo.catalog import model_table
 
     rows = model_table()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<10} {'family':<18} {'alpha':>5} {'res':>4} {'params':>11} {'MACs':>9}  named weights")
+    print(f"{'name':<16} {'family':<26} {'task':<14} {'alpha':>5} {'res':>4} {'params':>11} {'MACs':>9}  "
+          "named weights")
     for row in rows:
-        print(f"{row['name']:<10} {row['family']:<18} {row['alpha']:>5} {row['resolution']:>4} "
+        print(f"{row['name']:<16} {row['family']:<26} {row['task']:<14} {row['alpha']:>5} {row['resolution']:>4} "
               f"{row['params']:>11,} {row['macs'] / 1e6:>8.1f}M  {', '.join(row['weights']) or '-'}")
     return 0
 

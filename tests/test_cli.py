@@ -21,7 +21,8 @@ def test_models_json_lists_every_entry_with_counts():
     result = run("models", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert len(rows) == 14
+    assert sum(row["task"] == "classification" for row in rows.values()) == 14
+    assert rows["ssdlite_v3l_1.0"]["task"] == "detection" and rows["lraspp_v3l_1.0"]["task"] == "segmentation"
     assert set(rows["v1_0.25"]) >= {"name", "family", "alpha", "resolution", "params", "macs"}
     assert rows["v2_1.0"]["params"] == 3_504_872 and rows["v3s_1.0"]["family"] == "MobileNetV3-Small"
 

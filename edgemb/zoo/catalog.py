@@ -9,7 +9,7 @@ from edgemb.zoo.registry import all_names, parse_model_name
 from edgemb.zoo.weights import named_weights_for
 
 
-def model_table(num_classes: int = 1000) -> list[dict[str, Any]]:
+def model_table(num_classes: int | None = None) -> list[dict[str, Any]]:
     """One row per zoo entry at its default resolution, with measured params and MACs."""
     rows = []
     for name in all_names():
@@ -18,6 +18,7 @@ def model_table(num_classes: int = 1000) -> list[dict[str, Any]]:
         rows.append({
             "name": spec.name,
             "family": spec.info.title,
+            "task": spec.info.task,
             "alpha": spec.alpha,
             "resolution": spec.resolution,
             "params": count_params(model),

@@ -247,7 +247,9 @@ def resolve_weights(weights: str, spec: ModelSpec, sha256: str | None = None) ->
 def num_classes_of(state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> int | None:
     """Number of classes the checkpoint's head predicts, or None if it has no head of this family."""
     head = state_dict.get(spec.info.head_weight_key)
-    return int(head.shape[0]) if head is not None and head.ndim == 2 else None
+    if head is None or head.ndim not in (2, 4) or (head.ndim == 4) == (spec.info.task == "classification"):
+        return None
+    return int(head.shape[0]) // spec.info.head_divisor
 
 
 def guess_architecture(state_dict: dict[str, torch.Tensor]) -> str | None:
@@ -293,6 +295,8 @@ class PreparedModel:
     @property
     def num_classes(self) -> int:
         """Classes the head predicts."""
+        if hasattr(self.model, "num_classes"):  # detectors and segmenters say it themselves
+            return int(self.model.num_classes)
         return int(self.model.classifier[-1].out_features)
 
 
@@ -303,7 +307,7 @@ def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
 
     spec = parse_model_name(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
     model, loaded = load_model(spec, weights, sha256)
-    pp = loaded.preprocessing if loaded and loaded.preprocessing else Preprocessing()
+    pp = loaded.preprocessing if loaded and loaded.preprocessing else spec.info.preprocessing or Preprocessing()
     if spec.resolution_given:
         pp = pp.at_resolution(spec.resolution)
     else:
@@ -312,7 +316,7 @@ def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
 
 
 def load_model(spec: ModelSpec, weights: str | None = None, sha256: str | None = None,
-               num_classes: int = 1000) -> tuple[nn.Module, LoadedWeights | None]:
+               num_classes: int | None = None) -> tuple[nn.Module, LoadedWeights | None]:
     """Build a zoo model and, when asked, fill it with weights (class count taken from the checkpoint)."""
     if weights is None:
         return spec.build(num_classes), None
