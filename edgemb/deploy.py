@@ -13,17 +13,18 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edgemb.artifacts import tool_versions, write_json
 from edgemb.backends.base import DOES_NOT_FIT, NEEDS_DEVICE, OK
+from edgemb.budget import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, Budget
 from edgemb.compile import compile_model, default_data
-from edgemb.data import load_data
+from edgemb.data import Data, load_data, parse_spec
+from edgemb.deploy_guard import one_run_per_folder
 from edgemb.device.devices import open_device
 from edgemb.errors import EdgembError, ParityError
-from edgemb.evaluate import predict
 from edgemb.export import export_model
 from edgemb.metrics import parity
 from edgemb.onnx_graph import Graph
@@ -31,7 +32,7 @@ from edgemb.quant.pipeline import quantize_model
 from edgemb.targets import Target, get_target
 from edgemb.verify import layer_table
 from edgemb.zoo import parse_model_name
-from edgemb.zoo.weights import PreparedModel, prepare_model
+from edgemb.zoo.weights import PreparedModel, default_weights, prepare_model
 
 PACKAGE = Path(__file__).resolve().parent
 TOOLS = ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "litert-torch", "ai-edge-quantizer",
@@ -46,16 +47,23 @@ class DeploySettings:
 
     model: str
     target: str
-    weights: str | None = "ref"
+    weights: str | None = None  # None: ImageNet weights when on this machine, else ref (see default_weights)
     sha256: str | None = None
     calib: str | None = None
     eval: str | None = None
     device: str | None = None
-    max_drop: float = 0.5
+    max_drop: float = DEFAULT_MAX_DROP  # top-1 points, on labelled evaluation data
+    min_agreement: float = DEFAULT_MIN_AGREEMENT  # on confident samples, on unlabelled evaluation data
+    min_sqnr: float | None = None  # logits SQNR floor in dB, any data
     tune_trials: int = 0
     runs: int | None = None  # timed inferences per artifact (default: 50 here, 10 on an emulated board)
     warmup: int = 5
     device_samples: int | None = None  # inputs whose device outputs are checked (default 64 here, 200 remote)
+
+    @property
+    def budget(self) -> Budget:
+        """The accuracy budget these settings ask for."""
+        return Budget(self.max_drop, self.min_agreement, self.min_sqnr)
 
 
 def code_fingerprint() -> str:
@@ -102,41 +110,58 @@ class Stages:
         return result
 
 
+@one_run_per_folder  # checks the settings, locks OUT/TARGET/MODEL, removes a report of other settings
 def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callable[[str], None] = print
            ) -> dict[str, Any]:
-    """Build, verify and time every artifact the target supports; write report.json and report.html."""
-    if settings.max_drop < 0 or settings.tune_trials < 0 or settings.warmup < 0:
-        raise EdgembError("--max-drop, --tune-trials and --warmup must be >= 0")
+    """Build, verify and time every artifact the target supports; write report.json and report.html.
+
+    The model, target and data are prepared once here and handed to every stage (one walk down the chain).
+    """
+    if settings.tune_trials < 0 or settings.warmup < 0:
+        raise EdgembError("--tune-trials and --warmup must be >= 0")
+    budget = settings.budget
     started = time.perf_counter()
     target = get_target(settings.target)
-    prepared = prepare_model(settings.model, settings.weights, settings.sha256)
+    spec = parse_model_name(settings.model)
+    if settings.weights is None:
+        tag, note = default_weights(spec)
+        if note:
+            log(note)
+        settings = replace(settings, weights=tag)
+    prepared = prepare_model(spec, settings.weights, settings.sha256)
     calib, eval_spec = default_data(prepared, settings.calib, settings.eval)
     if eval_spec is None:
-        raise EdgembError("--eval SPEC (labelled data) is needed: the report proves accuracy against the float "
-                          "model on it")
+        raise EdgembError("--eval SPEC is needed: the report proves accuracy against the float model on it "
+                          "(labelled data gives a top-1 drop; unlabelled data, e.g. photos:eval, agreement)")
+    calibration = load_data(calib, prepared.preprocessing)
+    evaluation = load_data(eval_spec, prepared.preprocessing)
+    log(f"weights {prepared.weights_tag} at {prepared.spec.resolution}x{prepared.spec.resolution}; calibration "
+        f"{calib} ({len(calibration)}), evaluation {eval_spec} ({len(evaluation)}"
+        f"{', labelled' if evaluation.y is not None else ', unlabelled'}); budget: "
+        f"{budget.describe(evaluation.y is not None)}")
     root = out_root / target.name / settings.model
     stages = Stages(root, log)
     base = {"model": prepared.spec.name, "weights_sha256": prepared.weights.sha256 if prepared.weights else None,
             "preprocessing": prepared.preprocessing.to_dict(), "code": code_fingerprint(),
             "tools": tool_versions(*TOOLS)}
 
-    export = stages.run("export", base, lambda folder: _export(settings, folder))
-    quant_inputs = {**base, "calib": calib, "eval": eval_spec, "max_drop": settings.max_drop}
-    quantize = stages.run("quantize", quant_inputs, lambda folder: _quantize(settings, calib, eval_spec, folder,
-                                                                             prepared))
+    export = stages.run("export", base, lambda folder: _export(prepared, folder))
+    quant_inputs = {**base, "calib": calib, "eval": eval_spec, "budget": budget.to_dict()}
+    quantize = stages.run("quantize", quant_inputs, lambda folder: _quantize(prepared, calibration, evaluation,
+                                                                             budget, folder))
     target_text = target.path.read_text() if target.path else json.dumps(target.to_dict())
     compile_inputs = {**quant_inputs, "int8": _file_hash(root / "quantize" / "model.int8.onnx"),
                       "target": target_text, "tune_trials": settings.tune_trials,
                       "tvm_database": _tvm_database_state(prepared, target)}
     compiled = stages.run("compile", compile_inputs, lambda folder: compile_model(
-        settings.model, target.name, folder, None, settings.weights, settings.sha256, calib, eval_spec,
-        tune_trials=settings.tune_trials, qdq_model=root / "quantize" / "model.int8.onnx"))
+        prepared, target, folder, calib=calibration, eval_spec=evaluation, tune_trials=settings.tune_trials,
+        qdq_model=root / "quantize" / "model.int8.onnx", budget=budget))
     device_uri = _default_device(settings.device, target)
     profile_inputs = {**compile_inputs, "artifacts": [a.get("sha256") for a in compiled["artifacts"]],
                       "device": device_uri, "runs": settings.runs, "warmup": settings.warmup,
                       "device_samples": settings.device_samples}
     profiled = stages.run("profile", profile_inputs, lambda folder: _profile(
-        settings, target, device_uri, prepared, eval_spec, compiled, root / "compile", folder, log))
+        settings, target, device_uri, prepared, evaluation, compiled, root / "compile", folder, log))
 
     report = build_report(settings, target, prepared, export, quantize, compiled, profiled, root)
     report["stages"] = stages.timings
@@ -148,9 +173,9 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
     return report
 
 
-def _export(settings: DeploySettings, folder: Path) -> dict[str, Any]:
+def _export(prepared: PreparedModel, folder: Path) -> dict[str, Any]:
     """The export stage; a simplified graph that disagrees with PyTorch stops the deploy."""
-    result = export_model(parse_model_name(settings.model), folder, settings.weights, settings.sha256)
+    result = export_model(prepared, folder)
     if not result.passed:
         parity_ = result.report["parity"]
         raise ParityError(f"simplified ONNX differs from PyTorch by {parity_['max_abs_diff']:.2e}")
@@ -170,18 +195,17 @@ def _tvm_database_state(prepared: PreparedModel, target: Target) -> int | None:
     return database_records(database_dir(prepared.spec.name, tvm_target_dict(target)))
 
 
-def _quantize(settings: DeploySettings, calib: str, eval_spec: str, folder: Path,
-              prepared: PreparedModel) -> dict[str, Any]:
+def _quantize(prepared: PreparedModel, calibration: Data, evaluation: Data, budget: Budget,
+              folder: Path) -> dict[str, Any]:
     """Our QDQ int8 model within the accuracy budget, plus the per-layer SQNR table the report plots."""
-    report = quantize_model(settings.model, calib, folder, settings.weights, settings.sha256,
-                            max_drop=settings.max_drop, eval_spec=eval_spec)
+    report = quantize_model(prepared, calibration, folder, eval_spec=evaluation, budget=budget)
     import onnx
 
-    data = load_data(eval_spec, prepared.preprocessing)
     table = layer_table(Graph.load(folder / "model.float.onnx"), onnx.load(str(folder / "model.int8.onnx")),
-                        data.x[:LAYER_SAMPLES])
-    write_json(folder / "layers.json", {"samples": min(LAYER_SAMPLES, len(data)), "layers": table})
-    return {**report, "layer_sqnr": {"samples": min(LAYER_SAMPLES, len(data)), "layers": table}}
+                        evaluation.x[:LAYER_SAMPLES])
+    samples = min(LAYER_SAMPLES, len(evaluation))
+    write_json(folder / "layers.json", {"samples": samples, "layers": table})
+    return {**report, "layer_sqnr": {"samples": samples, "layers": table}}
 
 
 def _default_device(device: str | None, target: Target) -> str | None:
@@ -196,7 +220,7 @@ def _default_device(device: str | None, target: Target) -> str | None:
 
 
 def _profile(settings: DeploySettings, target: Target, device_uri: str | None, prepared: PreparedModel,
-             eval_spec: str, compiled: dict[str, Any], compile_dir: Path, folder: Path, log) -> dict[str, Any]:
+             data: Data, compiled: dict[str, Any], compile_dir: Path, folder: Path, log) -> dict[str, Any]:
     """Run each runnable artifact on the device: outputs on a sample of the eval set, then timed runs."""
     folder.mkdir(parents=True, exist_ok=True)
     if device_uri is None:
@@ -206,9 +230,8 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
     remote = device_uri != "local"
     samples = settings.device_samples or (200 if remote else 64)
     runs = settings.runs or (10 if device.emulated else 50)
-    data = load_data(eval_spec, prepared.preprocessing)
     x, y = data.x[:samples], (data.y[:samples] if data.y is not None else None)
-    float_logits = predict(prepared.model, x)
+    float_logits = prepared.float_logits(data.x)[:samples]
     threads = target.threads if device_uri == "local" else 0
     results = []
     for record in compiled["artifacts"]:
@@ -275,14 +298,17 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
             entry["memory"] = {"arena_bytes": record["memory"].get("arena_bytes"),
                                "flash_bytes": record["memory"].get("flash_bytes"),
                                "fits": record.get("fits")}
-        entry["within_budget"] = _within_budget(entry, settings.max_drop)
+        entry["within_budget"], entry["budget_verdict"] = _within_budget(entry, settings.budget)
         artifacts.append(entry)
-    recommended = _recommend(artifacts, settings.max_drop)
+    labelled = compiled["evaluation"]["labelled"]
+    recommended = _recommend(artifacts, settings.budget, labelled)
     return {
         "model": prepared.spec.name, "target": target.name, "board": target.board,
         "weights": {"spec": settings.weights, "sha256": prepared.weights.sha256 if prepared.weights else None},
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("model", "target")},
-        "data": {"calibration": compiled["calibration"], "evaluation": compiled["evaluation"]},
+        "budget": {**settings.budget.to_dict(), "applied": settings.budget.describe(labelled)},
+        "data": {"calibration": _data_record(compiled["calibration"]),
+                 "evaluation": _data_record(compiled["evaluation"])},
         "device": {"uri": profiled["device"], "emulated": profiled.get("emulated", False),
                    "note": "emulated: latency is not meaningful" if profiled.get("emulated") else
                    profiled.get("note", "")},
@@ -299,17 +325,31 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
     }
 
 
+def _data_record(data: dict[str, Any]) -> dict[str, Any]:
+    """A data entry for the report; photo specs also name their package, seed and source photos."""
+    if data["spec"].startswith("photos:"):
+        from edgemb.data.photos import provenance
+
+        return {**data, "photos": provenance(parse_spec(data["spec"]).location)}
+    return data
+
+
 def _parity_fields(p: dict[str, Any]) -> dict[str, Any]:
-    return {k: p.get(k) for k in ("float_top1", "quant_top1", "drop", "agreement", "sqnr_db")}
+    return {k: p.get(k) for k in ("float_top1", "quant_top1", "drop", "agreement", "n_confident",
+                                  "agreement_confident", "top5_overlap", "sqnr_db")}
 
 
-def _within_budget(entry: dict[str, Any], max_drop: float) -> bool:
+def _within_budget(entry: dict[str, Any], budget: Budget) -> tuple[bool, str]:
+    """Whether an artifact is usable and its parity (on this host, else on the device) meets the budget."""
     parity_ = entry.get("parity")
-    usable = entry.get("status") in (OK, NEEDS_DEVICE) and parity_ is not None and parity_.get("drop") is not None
-    return bool(usable and parity_["drop"] <= max_drop and "profile_error" not in entry)
+    if entry.get("status") not in (OK, NEEDS_DEVICE) or parity_ is None:
+        return False, "not verified"
+    if "profile_error" in entry:
+        return False, "failed on the device"
+    return budget.verdict(parity_)
 
 
-def _recommend(artifacts: list[dict[str, Any]], max_drop: float) -> dict[str, Any] | None:
+def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool) -> dict[str, Any] | None:
     """The fastest artifact within the accuracy budget (smallest when nothing could be timed)."""
     candidates = [a for a in artifacts if a["within_budget"]]
     if not candidates:
@@ -317,8 +357,8 @@ def _recommend(artifacts: list[dict[str, Any]], max_drop: float) -> dict[str, An
     timed = [a for a in candidates if "latency" in a]
     best = min(timed, key=lambda a: a["latency"]["p50_ms"]) if timed else min(candidates,
                                                                              key=lambda a: a["size_bytes"])
-    reason = (f"fastest artifact within the {max_drop:g}-point accuracy budget" if timed else
-              "smallest within the accuracy budget (no device timing)")
+    reason = (f"fastest artifact within the accuracy budget ({budget.describe(labelled)})" if timed else
+              f"smallest within the accuracy budget ({budget.describe(labelled)}; no device timing)")
     return {"backend": best["backend"], "precision": best["precision"], "path": best["path"],
             "p50_ms": best["latency"]["p50_ms"] if "latency" in best else None, "reason": reason}
 

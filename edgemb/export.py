@@ -20,7 +20,7 @@ from edgemb.artifacts import file_record, staged_output, tool_versions, write_js
 from edgemb.errors import EdgembError
 from edgemb.zoo import count_macs, count_params
 from edgemb.zoo.registry import ModelSpec
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.weights import PreparedModel, prepare_model
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13
@@ -117,12 +117,12 @@ def onnx_parity(model: nn.Module, onnx_path: Path, resolution: int, n: int = 8, 
             "tolerance": MAX_ABS_DIFF, "passed": max_abs <= MAX_ABS_DIFF}
 
 
-def export_model(spec: ModelSpec, out_dir: Path, weights: str | None = None, sha256: str | None = None,
-                 opset: int = DEFAULT_OPSET, parity_samples: int = 8) -> ExportResult:
+def export_model(spec: ModelSpec | PreparedModel, out_dir: Path, weights: str | None = None,
+                 sha256: str | None = None, opset: int = DEFAULT_OPSET, parity_samples: int = 8) -> ExportResult:
     """Export, simplify and check one zoo model; writes model.onnx, model.sim.onnx and export.json."""
     if parity_samples < 1:
         raise EdgembError(f"parity sample count must be >= 1, got {parity_samples}")
-    prepared = prepare_model(spec, weights, sha256)
+    prepared = spec if isinstance(spec, PreparedModel) else prepare_model(spec, weights, sha256)
     spec, model, loaded = prepared.spec, prepared.model, prepared.weights
     started = time.perf_counter()
     with staged_output(out_dir) as stage:

@@ -5,6 +5,8 @@ Spec grammar (see calibration/README.md):
     imagefolder:PATH[:N]            JPEG/PNG found recursively; class sub-folders give labels
     npy:X.npy[+Y.npy][:N]           float32 NCHW, already preprocessed; optional int labels
     npz:FILE.npz[:N]                arrays `x` (float32 NCHW) and optional `y`
+    photos:calib[:N], photos:eval[:N]  seeded crops of natural photos (opencv-doc), disjoint source photos
+    synthdet:train[:N], synthdet:test[:N]  Fashion-MNIST items on those photos, exact boxes and masks
 N picks a seeded random subset (same N and seed -> same samples, in file order).
 """
 
@@ -33,7 +35,7 @@ FASHION_MNIST_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-KINDS = ("fashion-mnist", "imagefolder", "npy", "npz")
+KINDS = ("fashion-mnist", "imagefolder", "npy", "npz", "photos", "synthdet")
 DEFAULT_SEED = 0
 
 
@@ -78,7 +80,7 @@ def parse_spec(text: str) -> DataSpec:
     if not sep or kind not in KINDS or not rest:
         raise EdgembError(
             f"data spec {text!r} is not KIND:LOCATION[:N] with KIND one of {', '.join(KINDS)}; "
-            "e.g. fashion-mnist:test, fashion-mnist:train:512, imagefolder:photos/:100, npy:x.npy+y.npy"
+            "e.g. fashion-mnist:test, fashion-mnist:train:512, photos:eval, imagefolder:DIR:100, npy:x.npy+y.npy"
         )
     count = None
     match = re.fullmatch(r"(?P<loc>.+?):(?P<n>-?\d+)", rest)
@@ -171,6 +173,13 @@ def _image_folder(spec: DataSpec, pp: Preprocessing, seed: int) -> Pixels:
     return Pixels(np.stack(pixels), y, spec.text, tuple(class_names) if labelled else None, skipped)
 
 
+def _photos(spec: DataSpec, pp: Preprocessing, seed: int) -> Pixels:
+    from edgemb.data.photos import photo_crops, split_of
+
+    index = choose(split_of(spec.location).size, spec.count, spec, seed)
+    return Pixels(photo_crops(spec.location, pp, index), None, spec.text)
+
+
 def _arrays(spec: DataSpec, pp: Preprocessing, seed: int) -> Data:
     if spec.kind == "npz":
         path = Path(spec.location).expanduser()
@@ -221,6 +230,12 @@ def load_pixels(text: str, pp: Preprocessing, seed: int = DEFAULT_SEED) -> Pixel
         return _fashion_mnist(spec, pp, seed)
     if spec.kind == "imagefolder":
         return _image_folder(spec, pp, seed)
+    if spec.kind == "photos":
+        return _photos(spec, pp, seed)
+    if spec.kind == "synthdet":  # detection/segmentation images; their truth: edgemb.data.synthetic.load_spec
+        from edgemb.data.synthetic import CLASSES, load_spec
+
+        return Pixels(load_spec(text, pp, seed).pixels, None, text, CLASSES)
     raise EdgembError(f"{text} holds preprocessed arrays, not images")
 
 

@@ -6,8 +6,10 @@ conversion to uint8 HxWx3) and `normalize` (uint8 NHWC batch -> float32 NCHW wit
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -51,6 +53,34 @@ class Preprocessing:
         """Inverse of to_dict (lists become tuples)."""
         return cls(int(data["resolution"]), int(data["resize"]), tuple(data["mean"]), tuple(data["std"]),
                    data.get("color", "rgb"))
+
+
+def read_preprocessing_toml(path: Path) -> Preprocessing:
+    """A user's stated preprocessing (e.g. TF-style [-1, 1]: mean = std = [0.5, 0.5, 0.5]) from a small TOML.
+
+    Keys: resolution, resize (shorter side before the centre crop), mean, std (3 numbers each, on [0, 1]
+    pixels) and color (rgb or gray3); missing keys keep the ImageNet defaults.
+    """
+    from edgemb.errors import EdgembError
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise EdgembError(f"{path} is not a readable TOML file ({exc})") from exc
+    known = {f.name for f in fields(Preprocessing)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise EdgembError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    base = Preprocessing()
+    try:
+        resolution = int(data.get("resolution", base.resolution))
+        resize = int(data.get("resize", round(base.resize * resolution / base.resolution)))
+        mean, std = (tuple(float(v) for v in data.get(key, getattr(base, key))) for key in ("mean", "std"))
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0 or resolution < 1:
+            raise ValueError("mean and std need 3 numbers each, std > 0, resolution >= 1")
+        return Preprocessing(resolution, resize, mean, std, str(data.get("color", base.color)))
+    except (TypeError, ValueError) as exc:
+        raise EdgembError(f"{path}: {exc}") from exc
 
 
 def _to_pil(image: np.ndarray | Image.Image) -> Image.Image:

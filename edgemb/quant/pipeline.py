@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from edgemb.artifacts import file_record, staged_output, tool_versions, write_json
+from edgemb.budget import Budget
 from edgemb.data import Data, load_data, parse_spec
 from edgemb.errors import EdgembError
-from edgemb.evaluate import predict
 from edgemb.export import export_simplified
 from edgemb.metrics import parity
 from edgemb.onnx_graph import Graph, run_batched, session
@@ -52,12 +52,17 @@ def _eval_parity(model, float_logits: np.ndarray, data: Data) -> dict[str, Any]:
     return parity(float_logits, logits, data.y)
 
 
-def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | None = None,
+def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: Path, weights: str | None = None,
                    sha256: str | None = None, method: str = DEFAULT_METHOD, granularity: str = "per-channel",
                    cle: bool = False, bias_correction: bool = False, max_drop: float | None = None,
-                   eval_spec: str | None = None, activation_type: str = "uint8",
-                   max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS) -> dict[str, Any]:
-    """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx and quantize.json."""
+                   eval_spec: str | Data | None = None, activation_type: str = "uint8",
+                   max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS, budget: Budget | None = None
+                   ) -> dict[str, Any]:
+    """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx and quantize.json.
+
+    A deploy passes its prepared model and loaded data; names are resolved here otherwise. The budget is
+    `max_drop` top-1 points on labelled --eval data, or a full Budget (agreement/SQNR for unlabelled data).
+    """
     if method not in METHODS:
         raise EdgembError(f"--method {method!r} is not one of {', '.join(METHODS)}")
     if granularity not in GRANULARITIES:
@@ -66,15 +71,16 @@ def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | No
         raise EdgembError(f"--activation-type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}")
     if max_float_layers < 0:
         raise EdgembError(f"--max-float-layers must be >= 0, got {max_float_layers}")
-    if max_drop is not None and eval_spec is None:
-        raise EdgembError("--max-drop needs --eval SPEC: the drop is measured on labelled evaluation data")
+    if budget is None and max_drop is not None:
+        budget = Budget(max_drop=max_drop)
+    if budget is not None and eval_spec is None:
+        raise EdgembError("an accuracy budget (--max-drop) needs --eval SPEC: it is measured on evaluation data")
     started = time.perf_counter()
-    prepared = prepare_model(model_name, weights, sha256)
-    calibration = load_data(calib, prepared.preprocessing)
-    calib_report = check_calibration(calibration, calib)
-    evaluation = load_data(eval_spec, prepared.preprocessing) if eval_spec else None
-    if evaluation is not None and evaluation.y is None:
-        raise EdgembError(f"--eval {eval_spec} has no labels, so the accuracy drop cannot be measured")
+    prepared = model_name if isinstance(model_name, PreparedModel) else prepare_model(model_name, weights, sha256)
+    calibration = calib if isinstance(calib, Data) else load_data(calib, prepared.preprocessing)
+    calib_report = check_calibration(calibration, calibration.source)
+    evaluation = eval_spec if isinstance(eval_spec, Data) or eval_spec is None else \
+        load_data(eval_spec, prepared.preprocessing)
     config = QuantConfig(method, granularity, activation_type)
     report: dict[str, Any] = {"stage": "quantize", "model": prepared.spec.name,
                               "weights": prepared.weights.source if prepared.weights else None,
@@ -82,7 +88,8 @@ def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | No
                               "preprocessing": prepared.preprocessing.to_dict(),
                               "settings": {"method": method, "granularity": granularity, "cle": cle,
                                            "bias_correction": bias_correction, "activation_type": activation_type,
-                                           "weight_type": "int8 symmetric", "max_drop": max_drop,
+                                           "weight_type": "int8 symmetric",
+                                           "budget": budget.to_dict() if budget else None,
                                            "max_float_layers": max_float_layers},
                               "calibration": calib_report}
     with staged_output(out_dir) as stage:
@@ -104,14 +111,14 @@ def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | No
                                          "largest_shift": max((c["max_abs_shift"] for c in corrected), default=0)}
         quantized = build_qdq(graph, ranges, config)
         if evaluation is not None:
-            float_logits = predict(prepared.model, evaluation.x)
+            float_logits = prepared.float_logits(evaluation.x)
             result = _eval_parity(quantized, float_logits, evaluation)
-            report["eval"] = {"spec": eval_spec, **result}
-            if max_drop is not None:
+            report["eval"] = {"spec": evaluation.source, **result}
+            if budget is not None:
                 quantized, report["budget"] = _fit_budget(graph, ranges, config, quantized, calibration,
-                                                          evaluation, float_logits, result, max_drop,
+                                                          evaluation, float_logits, result, budget,
                                                           max_float_layers)
-                report["eval"] = {"spec": eval_spec, **report["budget"]["final"]}
+                report["eval"] = {"spec": evaluation.source, **report["budget"]["final"]}
         _save(quantized, stage / "model.int8.onnx")
         report["layers"] = len(layers(graph))
         report["layers_kept_float"] = config.keep_float
@@ -123,22 +130,23 @@ def quantize_model(model_name: str, calib: str, out_dir: Path, weights: str | No
 
 
 def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, calibration: Data, evaluation: Data,
-                float_logits: np.ndarray, result: dict, max_drop: float, limit: int):
-    """Keep the most sensitive layers in float, one at a time, until the drop fits the budget or `limit`."""
+                float_logits: np.ndarray, result: dict, budget: Budget, limit: int):
+    """Keep the most sensitive layers in float, one at a time, until the result fits the budget or `limit`."""
     steps = [{"kept_float": [], **result}]
     ranking: list[dict] = []
-    if result["drop"] > max_drop and limit > 0:
+    if not budget.met(result) and limit > 0:
         ranking = rank_sensitivity(graph, ranges, config, calibration.x[:SENSITIVITY_SAMPLES])
     for candidate in ranking[:limit]:
-        if result["drop"] <= max_drop:
+        if budget.met(result):
             break
         config.keep_float.append(candidate["layer"])
         quantized = build_qdq(graph, ranges, config)
         result = _eval_parity(quantized, float_logits, evaluation)
         steps.append({"kept_float": list(config.keep_float), **result})
-    budget = {"max_drop": max_drop, "met": result["drop"] <= max_drop, "sensitivity": ranking,
-              "steps": steps, "final": result}
-    return quantized, budget
+    met, verdict = budget.verdict(result)
+    summary = {**budget.to_dict(), "met": met, "verdict": verdict, "labelled": evaluation.y is not None,
+               "sensitivity": ranking, "steps": steps, "final": result}
+    return quantized, summary
 
 
 def _save(model, path: Path) -> None:

