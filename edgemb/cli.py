@@ -584,6 +584,9 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("edgemb: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edgemb models | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import platform
 import tomllib
 from dataclasses import dataclass, field
@@ -11,7 +12,12 @@ from typing import Any
 
 from edgemb.errors import EdgembError
 
-TARGETS_DIR = Path(__file__).resolve().parent.parent / "targets"
+PACKAGE = Path(__file__).resolve().parent
+# The boards shipped with edgemb: `targets/` at the top of a checkout; in an installed wheel the same files are
+# package data under edgemb/targets_data/ (setup.py copies them at build time, so the checkout holds one copy).
+TARGETS_DIR = next((d for d in (PACKAGE / "targets_data", PACKAGE.parent / "targets") if d.is_dir()),
+                   PACKAGE.parent / "targets")
+TARGETS_ENV = "EDGEMB_TARGETS"  # more folders of board files, separated by ":"; they win over shipped names
 KINDS = ("cpu", "mcu", "accelerator")
 BACKENDS = ("onnxruntime", "openvino", "tflite", "tflm", "tvm")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -133,22 +139,53 @@ def _with_host_isa(target: Target) -> Target:
                 break
     except OSError:
         pass
-    cores = len(__import__("os").sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
     return Target(**{**target.__dict__, "isa": tuple(flags) or target.isa, "cores": cores,
                      "threads": min(target.threads, cores), "arch": platform.machine() or target.arch})
 
 
-def all_targets(folder: Path = TARGETS_DIR) -> dict[str, Target]:
-    """Every target in the folder, by name."""
-    return {path.stem: load_target_file(path) for path in sorted(folder.glob("*.toml"))}
+def target_folders(folder: Path | None = None) -> list[Path]:
+    """Where boards are looked up by name: $EDGEMB_TARGETS folders first, then the shipped ones."""
+    if folder is not None:
+        return [folder]
+    extra = [Path(p).expanduser() for p in os.environ.get(TARGETS_ENV, "").split(os.pathsep) if p.strip()]
+    for path in extra:
+        if not path.is_dir():
+            raise EdgembError(f"{TARGETS_ENV} names {path}, which is not a folder: point it at a folder of "
+                              f"board .toml files")
+    return [*extra, TARGETS_DIR]
 
 
-def get_target(name: str, folder: Path = TARGETS_DIR) -> Target:
-    """One target by name, or an error listing the known ones."""
-    path = folder / f"{name}.toml"
-    if not path.exists():
-        known = sorted(p.stem for p in folder.glob("*.toml"))
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise EdgembError(f"unknown target {name!r}: {hint}known targets: {', '.join(known)}")
-    return load_target_file(path)
+def all_targets(folder: Path | None = None) -> dict[str, Target]:
+    """Every target in the folders, by name (a board in $EDGEMB_TARGETS replaces a shipped one of that name)."""
+    found: dict[str, Path] = {}
+    for directory in reversed(target_folders(folder)):
+        found.update({path.stem: path for path in directory.glob("*.toml")})
+    return {name: load_target_file(found[name]) for name in sorted(found)}
+
+
+def is_target_path(text: str) -> bool:
+    """True when --target names a file rather than a board (`boards/my.toml`, `./my.toml`, `/abs/my`)."""
+    return text.endswith(".toml") or "/" in text or text.startswith("~")
+
+
+def get_target(name: str, folder: Path | None = None) -> Target:
+    """One target by name or by the path of its .toml file, or an error listing the known ones."""
+    if is_target_path(name):
+        path = Path(name).expanduser()
+        if path.suffix != ".toml":
+            path = path.with_name(path.name + ".toml") if not path.is_file() else path
+        if not path.is_file():
+            raise EdgembError(f"target file {path} does not exist: pass the path of a board .toml file (see "
+                              f"targets/*.toml for the fields), or a name from `edgemb targets`")
+        return load_target_file(path)
+    folders = target_folders(folder)
+    for directory in folders:
+        path = directory / f"{name}.toml"
+        if path.is_file():
+            return load_target_file(path)
+    known = sorted({p.stem for d in folders for p in d.glob("*.toml")})
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise EdgembError(f"unknown target {name!r}: {hint}known targets: {', '.join(known)} (or pass a board file: "
+                      f"--target path/to/board.toml, or set {TARGETS_ENV} to a folder of them)")

@@ -1,16 +1,27 @@
-"""The zoo as a table: what `edgemb models` prints and the README's model list is generated from."""
+"""The zoo as a table: what `edgemb models` prints and the README's model list is generated from.
+
+Counting parameters and MACs means building every model in torch (seconds on a quiet host, half a minute on
+a busy one), so the table is measured once and shipped as catalog.json; `edgemb models` only reads it.
+tests/test_hardening.py measures the table again and fails when the file is stale; regenerate it with
+`python -m edgemb.zoo.catalog` after changing the zoo or its named weights.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
-from edgemb.zoo.counting import count_macs, count_params
-from edgemb.zoo.registry import all_names, parse_model_name
-from edgemb.zoo.weights import named_weights_for
+CATALOG = Path(__file__).with_name("catalog.json")
 
 
-def model_table(num_classes: int | None = None) -> list[dict[str, Any]]:
-    """One row per zoo entry at its default resolution, with measured params and MACs."""
+def measure_table(num_classes: int | None = None) -> list[dict[str, Any]]:
+    """One row per zoo entry at its default resolution, with params and MACs counted on the built model."""
+    from edgemb.zoo.counting import count_macs, count_params
+    from edgemb.zoo.registry import all_names, parse_model_name
+    from edgemb.zoo.weights import named_weights_for
+
     rows = []
     for name in all_names():
         spec = parse_model_name(name)
@@ -26,3 +37,23 @@ def model_table(num_classes: int | None = None) -> list[dict[str, Any]]:
             "weights": sorted(named_weights_for(spec)),
         })
     return rows
+
+
+def model_table(num_classes: int | None = None) -> list[dict[str, Any]]:
+    """The shipped table (no torch import); measured afresh when another class count is asked for."""
+    if num_classes is None and CATALOG.exists():
+        return json.loads(CATALOG.read_text())["models"]
+    return measure_table(num_classes)
+
+
+def write_catalog(path: Path = CATALOG) -> Path:
+    """Measure the table and write catalog.json (run after changing the zoo)."""
+    from edgemb.artifacts import write_json
+
+    write_json(path, {"note": "written by `python -m edgemb.zoo.catalog`; checked by tests/test_hardening.py",
+                      "models": measure_table()})
+    return path
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_catalog()}", file=sys.stderr)

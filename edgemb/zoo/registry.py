@@ -19,6 +19,7 @@ from edgemb.zoo.segmentation import lraspp_v3_large
 
 DEFAULT_RESOLUTION = 224
 RESOLUTION_STEP = 32
+MAX_RESOLUTION = 1024  # twice the largest default here (LR-ASPP, 512); memory grows with the square of it
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ def check_resolution(resolution: int, name: str, default: int = DEFAULT_RESOLUTI
             f"resolution {resolution} for {name} is not a multiple of {RESOLUTION_STEP} >= {RESOLUTION_STEP}: "
             "use 128, 160, 192, 224 or another multiple of 32"
         )
+    if resolution > MAX_RESOLUTION:
+        raise EdgembError(f"resolution {resolution} for {name} is above {MAX_RESOLUTION}: activations grow with "
+                          f"its square and run out of memory; use 224 or another multiple of 32 up to {MAX_RESOLUTION}")
 
 
 def parse_model_name(name: str) -> ModelSpec:
