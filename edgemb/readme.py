@@ -76,13 +76,15 @@ def deploy_table(path: Path = README.parent / "results" / "deploy.json") -> str:
     """One row per `make deploy`: the recommended artifact with its parity and latency, and the verdict."""
     if not path.exists():
         return "_not measured yet: run `make deploy-table`_"
-    lines = ["| command | recommended | top-1 float -> artifact (n) | drop | agreement | p50 ms (device) | size | "
-             "artifacts within budget | result |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| command | weights | recommended | top-1 float -> artifact (n) | drop | agreement (confident) | SQNR dB "
+             "| p50 ms (device) | size | artifacts within budget | result |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in json.loads(path.read_text())["reports"]:
         rec = r["recommended"]
         command = f"`make deploy TARGET={r['target']} MODEL={r['model_arg']}`"
+        weights = r["weights"]["spec"]
         if rec is None:
-            lines.append(f"| {command} | none | - | - | - | - | - | 0 | FAILED |")
+            lines.append(f"| {command} | {weights} | none | - | - | - | - | - | - | 0 | FAILED |")
             continue
         a = next(a for a in r["artifacts"] if (a["backend"], a["precision"]) == (rec["backend"], rec["precision"]))
         p, lat = a["parity"], a.get("latency")
@@ -91,8 +93,13 @@ def deploy_table(path: Path = README.parent / "results" / "deploy.json") -> str:
         if a.get("memory"):
             latency = f"- (MCU; arena {a['memory']['arena_bytes'] / 1024:.0f} KiB)"
         within = sum(1 for x in r["artifacts"] if x["within_budget"])
-        lines.append(f"| {command} | {rec['backend']} {rec['precision']} | {p['float_top1']:.2%} -> "
-                     f"{p['quant_top1']:.2%} ({p['n']:,}) | {p['drop']:.2f} | {p['agreement']:.2%} | {latency} | "
+        top1 = (f"{p['float_top1']:.2%} -> {p['quant_top1']:.2%} ({p['n']:,})" if p.get("float_top1") is not None
+                 else f"unlabelled ({p['n']:,})")
+        drop = f"{p['drop']:.2f}" if p.get("drop") is not None else "-"
+        confident = f" ({p['agreement_confident']:.2%} of {p['n_confident']})" \
+            if p.get("agreement_confident") is not None else ""
+        lines.append(f"| {command} | {weights} | {rec['backend']} {rec['precision']} | {top1} | {drop} | "
+                     f"{p['agreement']:.2%}{confident} | {p['sqnr_db']:.1f} | {latency} | "
                      f"{a['size_bytes'] / 1e6:.2f} MB | {within} of {len(r['artifacts'])} | "
                      f"{'passed' if r['passed'] else 'FAILED'} |")
     return "\n".join(lines)
@@ -101,21 +108,23 @@ def deploy_table(path: Path = README.parent / "results" / "deploy.json") -> str:
 def bench_table(path: Path = README.parent / "results" / "bench.json",
                 tvm_path: Path = README.parent / "results" / "tvm_tuning.json") -> str:
     """Latency ratios from `make bench` (and `make tvm-bench`), measured in one run each; details in BENCHMARKS.md."""
-    lines = ["| model | threads | recommended | p50 ms | vs onnxruntime fp32 | vs onnxruntime stock int8 | "
+    lines = ["| model | weights | threads | recommended | p50 ms | vs onnxruntime fp32 | vs onnxruntime stock int8 | "
              "OpenVINO int8 vs its fp32 | our runner / benchmark_app | / compute bound |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     if path.exists():
-        for m in json.loads(path.read_text())["models"]:
+        bench = json.loads(path.read_text())
+        for m in bench["models"]:
             for t, values in m["latency_p50_ms"].items():
                 ours = next(v for k, v in values.items() if k.startswith("edgemb recommended"))
-                lines.append(f"| `{m['model']}` | {t} | {m['recommended']['backend']} "
+                lines.append(f"| `{m['model']}` | {m.get('weights', 'ref')} | {t} | {m['recommended']['backend']} "
                              f"{m['recommended']['precision']} | {ours:.3f} | "
                              f"{m['speedup_vs_onnxruntime_fp32'][t]:.2f}x faster | "
                              f"{m['speedup_vs_onnxruntime_stock_int8'][t]:.2f}x faster | "
                              f"{m['openvino_int8_over_fp32'][t]:.2f}x faster | "
                              f"{m['runner_overhead_vs_benchmark_app'][t]:.3f} | {m['ratio_to_compute_bound'][t]}x |")
+        lines += ["", f"Machine: {bench['machine']}."]
     else:
-        lines.append("| _run `make bench`_ | | | | | | | | |")
+        lines.append("| _run `make bench`_ | | | | | | | | | |")
     if tvm_path.exists():
         t = json.loads(tvm_path.read_text())
         lines += ["", f"TVM fp32 after {t['trials']} MetaSchedule trials ({t['tuning_seconds']:.0f} s of tuning "

@@ -1,12 +1,14 @@
 """`make bench`: edgemb's recommended artifacts against the peers users would otherwise stitch together.
 
 On this x86 host, in one run: a cold and a warm `edgemb deploy` per model (wall time per stage), then
-single-sample latency at 1 thread and at all cores for our recommended artifact, onnxruntime float,
-onnxruntime's stock int8 (`quantize_static`), our OpenVINO IRs, and OpenVINO's own benchmark_app on our
-int8 IR (the runner's overhead check). Engines alternate within each repeat; the median of repeats is
-reported. Writes results/bench.json and BENCHMARKS.md. A benchmark, not a test: nothing here asserts a time.
+parity with the float PyTorch model (agreement on all and on confident samples, SQNR) on the weights' own
+evaluation data and single-sample latency at 1 thread and at all cores for our recommended artifact,
+onnxruntime float, onnxruntime's stock int8 (`quantize_static`), our OpenVINO IRs, LiteRT int8, and OpenVINO's
+own benchmark_app on our int8 IR (the runner's overhead check). Engines alternate within each repeat; the
+median of repeats is reported. Writes results/bench.json and BENCHMARKS.md, naming the CPU model and its ISA
+flags (machines of one kind differ). A benchmark, not a test: nothing here asserts a time.
 
-    python scripts/bench.py [MODEL ...]      (default: v2_1.0 v3l_1.0)
+    python scripts/bench.py [MODEL[:WEIGHTS] ...]   (default: v2_1.0:imagenet1k_v1 v2_1.0:ref v3l_1.0:ref)
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from edgemb.artifacts import tool_versions, write_json
+from edgemb.compile import default_data
 from edgemb.data import load_data
 from edgemb.deploy import DeploySettings, deploy
 from edgemb.device.devices import SubprocessDevice
+from edgemb.metrics import parity
 from edgemb.quant.peers import ort_quantize_static
 from edgemb.targets import get_target
 from edgemb.zoo.counting import count_macs
@@ -69,19 +73,24 @@ def benchmark_app_median_ms(xml: Path, threads: int) -> float:
     return value / 1000 if match.group(2) == "us" else value
 
 
-def bench_model(name: str, build: Path) -> dict:
-    """Deploy cold and warm, then time every engine side by side."""
+def bench_model(item: str, build: Path) -> dict:
+    """Deploy cold and warm, measure every engine's parity on the weights' evaluation data, then time them."""
+    name, _, weights = item.partition(":")
+    weights = weights or "ref"
+    build = build / weights
     started = time.perf_counter()
-    cold = deploy(DeploySettings(name, "x86"), build, log=lambda _: None)
+    cold = deploy(DeploySettings(name, "x86", weights=weights), build, log=lambda _: None)
     cold_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    warm = deploy(DeploySettings(name, "x86"), build, log=lambda _: None)
+    warm = deploy(DeploySettings(name, "x86", weights=weights), build, log=lambda _: None)
     warm_seconds = time.perf_counter() - started
     folder = build / "x86" / name
     rec = cold["recommended"]
-    prepared = prepare_model(name, "ref")
-    x = load_data("fashion-mnist:test:64", prepared.preprocessing).x
-    calib = load_data("fashion-mnist:train:512", prepared.preprocessing).x
+    prepared = prepare_model(name, weights)
+    calib_spec, eval_spec = default_data(prepared, None, None)
+    evaluation = load_data(eval_spec, prepared.preprocessing)
+    x = evaluation.x[:64]
+    calib = load_data(calib_spec, prepared.preprocessing).x
     stock_int8 = ort_quantize_static(folder / "compile" / "model.fp32.onnx", calib, build / f"{name}.ort-int8.onnx")
     engines = {
         f"edgemb recommended ({rec['backend']} {rec['precision']})": folder / rec["path"],
@@ -93,6 +102,9 @@ def bench_model(name: str, build: Path) -> dict:
     }
     device = SubprocessDevice("local", [sys.executable])
     cores = os.cpu_count() or 1
+    float_logits = prepared.float_logits(evaluation.x)
+    accuracy = {key: parity(float_logits, device.measure(path, evaluation.x, 1, 0, cores).outputs, evaluation.y)
+                for key, path in engines.items()}
     latency: dict[str, dict[str, float]] = {}
     for threads in sorted({1, cores}):
         samples: dict[str, list[float]] = {k: [] for k in [*engines, "openvino benchmark_app (our int8 IR)"]}
@@ -109,7 +121,10 @@ def bench_model(name: str, build: Path) -> dict:
         bound[f"{threads}t"] = round(macs / peak * 1e3, 5)
     ours = next(k for k in engines if k.startswith("edgemb recommended"))
     return {
-        "model": cold["model"], "recommended": rec, "macs": macs, "compute_bound_ms": bound,
+        "model": cold["model"], "weights": weights, "weights_sha256": cold["weights"]["sha256"],
+        "evaluation": {"spec": eval_spec, "n": len(evaluation), "labelled": evaluation.y is not None},
+        "calibration": calib_spec, "engine_parity": accuracy,
+        "recommended": rec, "macs": macs, "compute_bound_ms": bound,
         "compute_bound_basis": basis, "latency_p50_ms": latency,
         "speedup_vs_onnxruntime_fp32": {t: round(v["onnxruntime fp32"] / v[ours], 2) for t, v in latency.items()},
         "speedup_vs_onnxruntime_stock_int8": {
@@ -126,23 +141,42 @@ def bench_model(name: str, build: Path) -> dict:
     }
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _parity_cells(p: dict | None) -> str:
+    """agreement | confident agreement (n) | top-5 overlap | SQNR, or dashes for engines without parity."""
+    if p is None:
+        return "- | - | - | -"
+    confident = f"{_pct(p.get('agreement_confident'))} ({p.get('n_confident', 0)})"
+    return f"{_pct(p['agreement'])} | {confident} | {_pct(p.get('top5_overlap'))} | {p['sqnr_db']:.1f}"
+
+
 def markdown(report: dict) -> str:
     lines = ["# Benchmarks", "",
              "Written by `make bench` (scripts/bench.py) on this repository's CI machine kind; every number below "
              "comes from one run: engines alternate within each repeat, the median of "
-             f"{REPEATS} repeats of the p50 over {RUNS} single-sample inferences is shown. Inputs: Fashion-MNIST "
-             "test images at the reference models' 64x64 resolution.", "",
+             f"{REPEATS} repeats of the p50 over {RUNS} single-sample inferences is shown. Parity is against the "
+             "float PyTorch model on the weights' own evaluation data: natural-photo crops (`photos:eval`, "
+             "unlabelled; confident = float top probability >= 0.5) for the ImageNet weights at 224x224, "
+             "Fashion-MNIST test images for the 64x64 reference models. Latency inputs: the first 64 of them.", "",
              f"Machine: {report['machine']}", ""]
     for m in report["models"]:
         threads = list(m["latency_p50_ms"])
-        lines += [f"## {m['model']}", "",
+        ev = m["evaluation"]
+        lines += [f"## {m['model']} ({m['weights']})", "",
+                  f"Weights sha256 `{(m['weights_sha256'] or '-')[:16]}`; parity on `{ev['spec']}` "
+                  f"({ev['n']} samples{', labelled' if ev['labelled'] else ', unlabelled'}), calibration "
+                  f"`{m['calibration']}`.", "",
                   f"Recommended artifact: **{m['recommended']['backend']} {m['recommended']['precision']}** "
                   f"({m['recommended']['reason']}).", "",
-                  "| engine | " + " | ".join(f"p50 ms ({t})" for t in threads) + " |",
-                  "| --- | " + " | ".join("---:" for _ in threads) + " |"]
+                  "| engine | agreement | confident agreement (n) | top-5 overlap | SQNR dB | "
+                  + " | ".join(f"p50 ms ({t})" for t in threads) + " |",
+                  "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in threads) + " |"]
         for engine in m["latency_p50_ms"][threads[0]]:
-            lines.append(f"| {engine} | " + " | ".join(f"{m['latency_p50_ms'][t][engine]:.3f}" for t in threads)
-                         + " |")
+            lines.append(f"| {engine} | {_parity_cells(m['engine_parity'].get(engine))} | "
+                         + " | ".join(f"{m['latency_p50_ms'][t][engine]:.3f}" for t in threads) + " |")
         lines += ["", "| ratio | " + " | ".join(threads) + " |", "| --- | " + " | ".join("---:" for _ in threads)
                   + " |"]
         for key, label in [("speedup_vs_onnxruntime_fp32", "speed-up of recommended vs onnxruntime fp32"),
@@ -172,14 +206,16 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    models = sys.argv[1:] or ["v2_1.0", "v3l_1.0"]
+    models = sys.argv[1:] or ["v2_1.0:imagenet1k_v1", "v2_1.0:ref", "v3l_1.0:ref"]
     build = Path(tempfile.mkdtemp(prefix="edgemb-bench-"))
     try:
         results = [bench_model(name, build) for name in models]
     finally:
         shutil.rmtree(build, ignore_errors=True)
     _, basis = cpu_peak_int8_macs_per_second(1)
-    report = {"machine": f"{basis.split(',')[0]}, {os.cpu_count()} cores", "models": results,
+    isa = get_target("x86").isa
+    report = {"machine": f"{basis.split(',')[0]}, {os.cpu_count()} cores, ISA flags: {' '.join(isa)}",
+              "models": results,
               "tools": tool_versions("onnxruntime", "openvino", "ai-edge-litert", "apache-tvm"),
               "target": get_target("x86").to_dict()}
     write_json(RESULTS, report)

@@ -1,6 +1,6 @@
 """`make deploy-table`: run the README's deploys and keep their reports (without raw samples) for the README.
 
-    python scripts/deploy_table.py [TARGET:MODEL ...]   (default: the three deploys the README shows)
+    python scripts/deploy_table.py [TARGET:MODEL[:WEIGHTS] ...]   (default: the deploys the README shows)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from edgemb.artifacts import write_json
 from edgemb.deploy import DeploySettings, deploy
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ["x86:v2_1.0", "rpi4:v2_1.0", "cortex-m7:v1_0.25"]
+DEFAULT = ["x86:v2_1.0", "x86:v2_1.0:ref", "rpi4:v2_1.0:ref", "cortex-m7:v1_0.25"]
 
 
 def slim(report: dict, model_arg: str) -> dict:
@@ -31,9 +31,11 @@ def slim(report: dict, model_arg: str) -> dict:
 def main() -> None:
     reports = []
     for item in sys.argv[1:] or DEFAULT:
-        target, model = item.split(":")
-        print(f"deploying {model} to {target}", flush=True)
-        reports.append(slim(deploy(DeploySettings(model, target), ROOT / "build", log=print), model))
+        target, model, weights = [*item.split(":"), None][:3]
+        print(f"deploying {model} to {target} (weights: {weights or 'default'})", flush=True)
+        build = ROOT / "build" / (weights or "default")
+        report = deploy(DeploySettings(model, target, weights=weights), build, log=print)
+        reports.append(slim(report, model + (f" WEIGHTS={weights}" if weights else "")))
     write_json(ROOT / "results" / "deploy.json", {"reports": reports})
 
 

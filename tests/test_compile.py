@@ -64,7 +64,7 @@ def test_unsupported_requests_are_clear_errors_and_leave_nothing(tmp_path, capsy
     assert cli.main(["compile", "v1_0.25", "--target", "mars-rover", "--out", str(tmp_path / "b")]) == 2
     assert "known targets" in capsys.readouterr().err
     with pytest.raises(EdgembError, match="--calib SPEC is needed"):
-        compile_model("v1_0.25", "x86", tmp_path / "c", weights=None)
+        compile_model("v1_0.25", "x86", tmp_path / "c", weights="random")
     assert not any((tmp_path / n).exists() for n in "abc")
 
 

@@ -19,10 +19,10 @@ SMALL = {"eval": "fashion-mnist:test:500", "calib": "fashion-mnist:train:256", "
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_deploy(target: str, model: str, build: Path, timeout: int) -> subprocess.CompletedProcess:
+def make_deploy(target: str, model: str, build: Path, timeout: int, *extra: str) -> subprocess.CompletedProcess:
     """`make deploy` exactly as a user types it, with this test's venv and build folder."""
     return subprocess.run(["make", "-s", "deploy", f"TARGET={target}", f"MODEL={model}", f"VENV={sys.prefix}",
-                           f"BUILD={build}"], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                           f"BUILD={build}", *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_report_html_renders_in_headless_chromium(x86_deploy, tmp_path):
 
 def test_usage_errors_exit_2_and_write_nothing(tmp_path):
     for args, message in [(["--target", "nowhere"], "unknown target"),
-                          (["--target", "x86", "--max-drop", "-1"], "must be >= 0"),
+                          (["--target", "x86", "--max-drop", "-1"], "--max-drop must be"),
                           (["--target", "x86", "--weights", "imagenet1k_v1"], "")]:
         result = subprocess.run([sys.executable, "-m", "edgemb", "deploy", "v1_0.25", *args, "--out",
                                  str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
@@ -140,11 +140,21 @@ def test_usage_errors_exit_2_and_write_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_make_deploy_x86_v2_cold_then_warm(tmp_path):
+    """The main command with no WEIGHTS deploys torchvision's ImageNet MobileNetV2 at 224 on natural photos."""
     env_out = tmp_path / "build"
-    cold = make_deploy("x86", "v2_1.0", env_out, 1800)
+    cold = make_deploy("x86", "v2_1.0", env_out, 2400)
     assert cold.returncode == 0, cold.stdout[-2000:] + cold.stderr[-2000:]
     report = json.loads((env_out / "x86" / "v2_1.0" / "report.json").read_text())
-    assert report["passed"] and report["data"]["evaluation"]["n"] == 10_000
+    assert report["passed"] and report["weights"]["spec"] == "imagenet1k_v1"
+    assert report["weights"]["sha256"] == "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
+    calibration, evaluation = report["data"]["calibration"], report["data"]["evaluation"]
+    assert (calibration["spec"], evaluation["spec"], evaluation["labelled"]) == ("photos:calib:300", "photos:eval",
+                                                                                   False)
+    assert evaluation["n"] >= 300 and not set(calibration["photos"]["photos"]) & set(evaluation["photos"]["photos"])
+    assert "confident samples" in report["budget"]["applied"]
+    for a in report["artifacts"]:
+        if a.get("parity"):
+            assert {"agreement_confident", "n_confident", "top5_overlap", "sqnr_db"} <= set(a["parity"])
     assert not any(stage["cached"] for stage in report["stages"].values())
     warm = make_deploy("x86", "v2_1.0", env_out, 600)
     assert warm.returncode == 0, warm.stderr[-2000:]
@@ -155,7 +165,7 @@ def test_make_deploy_x86_v2_cold_then_warm(tmp_path):
 
 @pytest.mark.slow
 def test_make_deploy_rpi4_on_the_emulated_board(tmp_path):
-    result = make_deploy("rpi4", "v2_1.0", tmp_path, 3600)
+    result = make_deploy("rpi4", "v2_1.0", tmp_path, 3600, "WEIGHTS=ref")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads((tmp_path / "rpi4" / "v2_1.0" / "report.json").read_text())
     assert report["device"]["uri"] == "emulated:rpi4" and report["device"]["emulated"]
@@ -189,7 +199,7 @@ def test_make_deploy_cortex_m7_v1(tmp_path):
 @pytest.mark.slow
 def test_no_artifact_within_budget_exits_1(tmp_path):
     result = subprocess.run([sys.executable, "-m", "edgemb", "deploy", "v2_1.0", "--target", "cortex-m4",
-                             "--eval", "fashion-mnist:test:200", "--out", str(tmp_path)],
+                             "--weights", "ref", "--eval", "fashion-mnist:test:200", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=1800)
     assert result.returncode == 1, result.stdout[-1500:] + result.stderr[-1500:]
     report = json.loads((tmp_path / "cortex-m4" / "v2_1.0" / "report.json").read_text())
