@@ -165,7 +165,8 @@ def render(report: dict[str, Any]) -> str:
     stages = "".join(f"<tr><td>{_e(k)}</td><td>{'cached' if v.get('cached') else 'built'}</td>"
                      f"<td>{v['seconds']:.2f}</td></tr>" for k, v in (report.get("stages") or {}).items())
     tools = ", ".join(f"{_e(k)} {_e(v)}" for k, v in (report.get("tools") or {}).items())
-    settings = report.get("settings") or {}
+    weights = report.get("weights") or {}
+    labelled = "" if evaluation.get("labelled", True) else ", unlabelled"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>edgemb report: {_e(report['model'])} on {_e(report['target'])}</title>
@@ -173,8 +174,10 @@ def render(report: dict[str, Any]) -> str:
 <h1>{_e(report['model'])} on {_e(report['target'])} {verdict}</h1>
 <p class=muted>{_e(report.get('board', ''))}</p>
 <p id="recommended">{rec_text}</p>
-<p>Accuracy budget: {_e(settings.get('max_drop'))} points of top-1 against the float PyTorch model, on
-{_e(evaluation.get('spec'))} (n={_e(evaluation.get('n'))}). Device: {device_text}.</p>
+<p>Accuracy budget against the float PyTorch model: {_e(report.get('budget', {}).get('applied'))}, on
+{_e(evaluation.get('spec'))} (n={_e(evaluation.get('n'))}{labelled}).
+Weights: {_e(weights.get('spec'))} (sha256 {_e((weights.get('sha256') or '-')[:16])}).
+Device: {device_text}.</p>
 <h2>Artifacts</h2>{artifact_table(report)}
 <h2>Accuracy per artifact</h2>{accuracy_plot(report)}
 <h2>Latency distribution per artifact</h2>{latency_plot(report)}
