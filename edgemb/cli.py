@@ -374,8 +374,8 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="zoo name the artifact was built from (default: read from the "
                                         "compile.json/report.json beside it)")
     parser.add_argument("--weights", metavar="W", help="weights whose preprocessing feeds the inputs")
-    parser.add_argument("--data", default="fashion-mnist:test:16", metavar="SPEC",
-                        help="input samples (default fashion-mnist:test:16)")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="input samples (default: the first 16 of the weights' own evaluation data)")
     parser.add_argument("--runs", type=int, default=50, help="timed inferences (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed inferences first (default 5)")
     parser.add_argument("--threads", type=int, default=0, help="runtime threads (default 0: the runtime's own)")
