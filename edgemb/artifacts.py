@@ -32,10 +32,28 @@ def file_record(path: Path, root: Path | None = None) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON through a temporary file so a reader never sees half a document."""
+    """Write JSON through a temporary file so a reader never sees half a document (nor a stray temp file)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EdgembError(f"cannot write {path} ({exc.strerror}): {_output_hint(path)}") from exc
+
+
+def _output_hint(path: Path) -> str:
+    if path.is_dir():
+        return f"it is a folder; give a file name such as {path / 'profile.json'}"
+    if not path.parent.is_dir():
+        return f"its folder {path.parent} does not exist; create it or choose another path"
+    return "choose a writable path"
+
+
+def check_output_file(path: Path) -> None:
+    """Refuse an output file path that cannot be written (a folder, a missing folder) before any work starts."""
+    if path.is_dir() or not path.parent.is_dir():
+        raise EdgembError(f"cannot write {path}: {_output_hint(path)}")
 
 
 def ensure_writable_dir(path: Path) -> Path:

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,8 +53,7 @@ def file_lock(path: Path, what: str, wait: bool = True, log: Callable[[str], Non
             if not wait:
                 raise EdgembError(f"{what} is in use by {holder}: wait for it to finish, or choose another "
                                   f"--out") from None
-            if log is not None:
-                log(f"waiting for {what}: in use by {holder}")
+            (log or _to_stderr)(f"waiting for {what}: in use by {holder}")
             _wait_for(handle, what, holder, timeout)
         handle.seek(0)
         handle.truncate()
@@ -62,6 +62,10 @@ def file_lock(path: Path, what: str, wait: bool = True, log: Callable[[str], Non
         yield
     finally:
         handle.close()  # releases the flock
+
+
+def _to_stderr(message: str) -> None:
+    print(f"edgemb: {message}", file=sys.stderr, flush=True)
 
 
 def _wait_for(handle, what: str, holder: str, timeout: float | None) -> None:

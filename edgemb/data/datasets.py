@@ -184,13 +184,17 @@ def _arrays(spec: DataSpec, pp: Preprocessing, seed: int) -> Data:
     if spec.kind == "npz":
         path = Path(spec.location).expanduser()
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                if "x" not in archive:
-                    raise EdgembError(f"{path} has no array named 'x' (found {', '.join(archive.files)})")
-                x = archive["x"]
-                y = archive.get("y", None)
+            archive = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise EdgembError(f"{path} is not a readable .npz file ({exc})") from exc
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise EdgembError(f"{path} holds one .npy array, not an .npz archive of x (and y): use npy:{path}[+Y.npy], "
+                              "or save both with numpy.savez(FILE, x=..., y=...)")
+        with archive:
+            if "x" not in archive:
+                raise EdgembError(f"{path} has no array named 'x' (found {', '.join(archive.files)})")
+            x = archive["x"]
+            y = archive.get("y", None)
     else:
         x_path, _, y_path = spec.location.partition("+")
         x = _load_npy(Path(x_path).expanduser())
@@ -204,6 +208,9 @@ def _arrays(spec: DataSpec, pp: Preprocessing, seed: int) -> Data:
     if y is not None:
         if y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu":
             raise EdgembError(f"{spec.text}: labels must be {len(x)} integers, got shape {y.shape} dtype {y.dtype}")
+        if len(y) and y.min() < 0:
+            raise EdgembError(f"{spec.text}: label {int(y.min())} at sample {int(np.argmin(y))} is negative: labels "
+                              "are class indices 0..C-1")
         y = y.astype(np.int64)
     index = choose(len(x), spec.count, spec, seed)
     return Data(np.ascontiguousarray(x[index]), None if y is None else y[index], spec.text)
@@ -211,9 +218,13 @@ def _arrays(spec: DataSpec, pp: Preprocessing, seed: int) -> Data:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise EdgembError(f"{path} is not a readable .npy file ({exc})") from exc
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise EdgembError(f"{path} is an .npz archive, not one .npy array: use npz:{path}")
+    return array
 
 
 def check_finite(x: np.ndarray, source: str) -> None:

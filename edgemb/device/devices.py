@@ -305,12 +305,35 @@ def open_device(uri: str | None, target_name: str | None = None, log=print) -> D
     if parsed.scheme == "ssh":
         if not parsed.hostname:
             raise EdgembError(f"bad device URI {uri!r}: expected ssh://user@host[:port]")
-        return SshDevice(uri, parsed.username, parsed.hostname, parsed.port or 22, query.get("identity"),
-                         query.get("python", "python3"), int(query.get("connect_timeout", 10)))
+        return SshDevice(uri, parsed.username, parsed.hostname, _port(parsed, uri) or 22, query.get("identity"),
+                         query.get("python", "python3"), int(_seconds(query, "connect_timeout", 10, uri)))
     if parsed.scheme == "rpc":
         key = parsed.path.strip("/")
-        if not parsed.hostname or not parsed.port or not key:
+        if not parsed.hostname or not _port(parsed, uri) or not key:
             raise EdgembError(f"bad device URI {uri!r}: expected rpc://TRACKER_HOST:PORT/KEY")
-        return RpcDevice(uri, parsed.hostname, parsed.port, key, float(query.get("timeout", 120)))
+        return RpcDevice(uri, parsed.hostname, _port(parsed, uri), key, _seconds(query, "timeout", 120, uri))
     raise EdgembError(f"unknown device {uri!r}: use local, emulated:BOARD, ssh://user@host[:port] or "
                       f"rpc://TRACKER_HOST:PORT/KEY")
+
+
+def _port(parsed: Any, uri: str) -> int | None:
+    """The URI's port, or an EdgembError instead of urllib's ValueError for `:abc` or `:99999`."""
+    try:
+        return parsed.port
+    except ValueError:
+        text = parsed.netloc.rpartition(":")[2]
+        raise EdgembError(f"bad device URI {uri!r}: port {text!r} is not a number from 1 to 65535") from None
+
+
+def _seconds(query: dict[str, str], key: str, default: float, uri: str) -> float:
+    """A positive number of seconds from the URI's query (`?timeout=30`)."""
+    text = query.get(key)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < 1e6):
+        raise EdgembError(f"bad device URI {uri!r}: {key}={text!r} must be a positive number of seconds")
+    return value

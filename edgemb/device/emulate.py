@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgemb.cache import cache_dir
 from edgemb.errors import EdgembError
+from edgemb.locking import file_lock
 from edgemb.targets import Target, get_target
 
 SUITE = "bookworm"
@@ -126,8 +127,12 @@ def prepare_board(target_name: str, log=print) -> EmulatedBoard:
     target = get_target(target_name)
     emulatable(target)
     final = board_dir()
-    if not (final / "opt" / "edgemb" / "ready.json").exists():
-        _build_rootfs(final, target, log)
+    ready = final / "opt" / "edgemb" / "ready.json"
+    if not ready.exists():
+        # One builder at a time; a second run waits, then finds the board ready.
+        with file_lock(final.parent / f".{final.name}.lock", f"the emulated board at {final}", log=log):
+            if not ready.exists():
+                _build_rootfs(final, target, log)
     return EmulatedBoard(target, final)
 
 

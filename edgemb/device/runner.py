@@ -172,7 +172,14 @@ def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: in
     if batch.ndim != 4:
         raise RuntimeProblem(f"inputs must be NCHW float32, got shape {batch.shape}")
     started = time.perf_counter()
-    run, runtime = SESSIONS[suffix](artifact, threads)
+    try:
+        run, runtime = SESSIONS[suffix](artifact, threads)
+    except RuntimeProblem:
+        raise
+    except Exception as exc:  # a corrupt or mislabelled file: one line that names it, not the runtime's traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RuntimeProblem(f"cannot load {os.path.basename(artifact)} as a {suffix} artifact ({first}): is it "
+                             f"a complete {suffix} file? rebuild it with `edgemb compile`") from None
     load_seconds = time.perf_counter() - started
     outputs = np.concatenate([np.array(run(sample), copy=True) for sample in batch])
     np.save(os.path.join(out_dir, "outputs.npy"), outputs)

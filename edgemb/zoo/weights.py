@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +24,7 @@ from torch import nn
 from edgemb.cache import cache_dir
 from edgemb.data.preprocess import Preprocessing
 from edgemb.errors import EdgembError
+from edgemb.locking import file_lock
 from edgemb.progress import progress
 from edgemb.zoo.registry import FAMILIES, ModelSpec
 
@@ -240,7 +242,19 @@ def download(url: str, sha256: str, dest_dir: Path | None = None, timeout: float
     name = Path(urllib.parse.urlparse(url).path).name or "weights.bin"
     target = _download_target(url, dest_dir)
     folder = target.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgemb-probe-"):
+            pass
+    except OSError as exc:
+        raise EdgembError(f"the weights cache {folder} is not writable ({exc.strerror}): set EDGEMB_CACHE to a "
+                          "writable folder, or download the file yourself and pass its path") from None
+    with file_lock(folder / f".{target.name}.lock", f"download of {name}"):
+        return _download_locked(url, expected, name, target, timeout)
+
+
+def _download_locked(url: str, expected: str, name: str, target: Path, timeout: float) -> Path:
+    """The download itself, run by one process at a time per file; a waiting process finds the file cached."""
     if target.exists():
         if sha256_matches(target, expected):
             return target
@@ -290,6 +304,8 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a `.safetensors` or `.pt`/`.pth` state_dict; pickles that need code to load are refused."""
+    if path.is_dir():
+        raise EdgembError(f"weights {path} is a folder: pass the checkpoint file in it (.pt, .pth or .safetensors)")
     if not path.is_file():
         raise EdgembError(f"weights file {path} does not exist")
     if path.suffix.lower() == ".safetensors":
@@ -367,6 +383,8 @@ def resolve_weights(weights: str, spec: ModelSpec, sha256: str | None = None) ->
             f"--weights {weights!r} is neither an existing file, a URL, nor a named checkpoint of {spec.base_name} "
             f"(named: {tags})"
         )
+    if path.is_dir():
+        raise EdgembError(f"--weights {path} is a folder: pass the checkpoint file in it (.pt, .pth or .safetensors)")
     if sha256 and not sha256_matches(path, _normalise_sha256(sha256)):
         raise EdgembError(f"sha256 of {path} does not match {sha256}")
     state = read_state_dict(path)
