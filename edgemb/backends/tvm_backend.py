@@ -21,6 +21,7 @@ from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
 from edgemb.cache import cache_dir
 from edgemb.device.runner import board_arch
 from edgemb.errors import EdgembError
+from edgemb.locking import file_lock
 from edgemb.progress import show_progress
 from edgemb.quiet import native_output_captured
 from edgemb.targets import Target
@@ -172,7 +173,8 @@ class TvmBackend:
         trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
         tuning: dict[str, Any] = {"trials_requested": trials, "database": str(database)}
         if trials > 0 and arch == host_arch():
-            tuning["seconds"] = round(tune(mod, spec, database, trials), 1)
+            with file_lock(database.with_name(f".{database.name}.lock"), f"TVM tuning database {database}"):
+                tuning["seconds"] = round(tune(mod, spec, database, trials), 1)  # one tuner per database
         elif trials > 0:
             tuning["skipped"] = f"tuning an {arch} target needs its board as a MetaSchedule runner (RPC)"
         tuning["records"] = database_records(database)
