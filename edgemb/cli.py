@@ -112,6 +112,16 @@ def parity_line(p: dict) -> str:
     return ", ".join(parts)
 
 
+def warn_small_calibration(spec: str | None, n: int | None = None) -> bool:
+    """Say on stderr when a calibration set is too small to trust (edgemb.calibration_check); True if it did."""
+    from edgemb.calibration_check import calibration_warning, requested_samples
+
+    message = calibration_warning(requested_samples(spec) if n is None else n, spec)
+    if message:
+        print(f"edgemb: warning: {message}", file=sys.stderr, flush=True)
+    return message is not None
+
+
 def _models_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
@@ -247,6 +257,7 @@ def drive_quantize(args: argparse.Namespace) -> int:
     from edgemb.quant.pipeline import quantize_model
 
     _resolve_weights(args)
+    warned = warn_small_calibration(args.calib)
     report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, args.method,
                             args.granularity, args.cle, args.bias_correction, None, args.eval,
                             args.activation_type, args.max_float_layers, budget=_budget(args))
@@ -255,6 +266,8 @@ def drive_quantize(args: argparse.Namespace) -> int:
           f"{args.out / 'model.int8.onnx'}")
     if "eval" in report:
         print(parity_line(report["eval"]))
+    if not warned:
+        warn_small_calibration(args.calib, report["calibration"]["n"])
     if report["layers_kept_float"]:
         print(f"kept in float: {', '.join(report['layers_kept_float'])}")
     if "budget" in report and not report["budget"]["met"]:
@@ -347,6 +360,7 @@ def drive_compile(args: argparse.Namespace) -> int:
     from edgemb.compile import compile_model
 
     _resolve_weights(args)
+    warn_small_calibration(args.calib)
     report = compile_model(args.model, args.target, args.out, args.backend, args.weights, args.sha256,
                            args.calib, args.eval, tune_trials=args.tune_trials, budget=_budget(args))
     for a in report["artifacts"]:
@@ -459,7 +473,10 @@ def drive_deploy(args: argparse.Namespace) -> int:
     settings = DeploySettings(args.model, args.target, args.weights, args.sha256, args.calib, args.eval, args.device,
                               args.max_drop, args.min_agreement, args.min_sqnr, args.tune_trials, args.runs,
                               device_samples=args.device_samples)
+    warned = warn_small_calibration(args.calib)
     report = deploy(settings, args.out, log=lambda message: print(message, flush=True))
+    for message in [] if warned else report.get("warnings", []):
+        print(f"edgemb: warning: {message}", file=sys.stderr)
     print(f"{'artifact':<20} {'status':<14} {'top-1':>7} {'drop':>6} {'agree':>7} {'conf.':>7} {'SQNR':>6} "
           f"{'p50 ms':>9}  device")
     for a in report["artifacts"]:

@@ -23,7 +23,7 @@ from edgemb.budget import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, Budget
 from edgemb.compile import compile_model, default_data
 from edgemb.data import Data, load_data, parse_spec
 from edgemb.deploy_guard import one_run_per_folder
-from edgemb.device.devices import open_device
+from edgemb.device.devices import combine_rounds, open_device
 from edgemb.errors import EdgembError, ParityError
 from edgemb.export import export_model
 from edgemb.metrics import parity
@@ -39,6 +39,7 @@ TOOLS = ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "litert-
          "ai-edge-litert", "tflite-micro", "apache-tvm")
 RUNNABLE = (".tflite", ".xml", ".so", ".onnx")
 LAYER_SAMPLES = 64
+TIMING_ROUNDS = 3  # interleaved timing rounds per artifact (one on an emulated board)
 
 
 @dataclass
@@ -233,7 +234,11 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
     x, y = data.x[:samples], (data.y[:samples] if data.y is not None else None)
     float_logits = prepared.float_logits(data.x)[:samples]
     threads = target.threads if device_uri == "local" else 0
-    results = []
+    # Timed in interleaved rounds (every artifact once per round, rotating order) so a busy spell on a shared
+    # host slows all candidates alike; the spread of the round medians says which differences are real.
+    rounds = 1 if device.emulated else min(TIMING_ROUNDS, runs)
+    per_round = [runs // rounds + (i < runs % rounds) for i in range(rounds)]  # they add up to `runs`
+    results, timed = [], []
     for record in compiled["artifacts"]:
         entry = {"backend": record["backend"], "precision": record["precision"]}
         path = compile_dir / record["path"] if "path" in record else None
@@ -242,20 +247,31 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
             entry["skipped"] = _why_not_profiled(record)
             results.append(entry)
             continue
-        log(f"  profiling {record['backend']} {record['precision']} on {device_uri}")
+        log(f"  profiling {record['backend']} {record['precision']} on {device_uri} (round 1/{rounds})")
         try:
-            measured = device.measure(path, x, runs, settings.warmup, threads)
+            measured = device.measure(path, x, per_round[0], settings.warmup, threads)
         except EdgembError as exc:
             entry["error"] = str(exc)
             results.append(entry)
             continue
-        entry["latency"] = measured.latency()
         entry["device_parity"] = parity(float_logits, measured.outputs, y)
         entry["runtime"] = measured.result.get("runtime")
+        timed.append((entry, path, [measured]))
         results.append(entry)
+    for r in range(1, rounds):
+        log(f"  timing round {r + 1}/{rounds}: {len(timed)} artifact(s), {per_round[r]} runs each")
+        for entry, path, measurements in timed[r % len(timed):] + timed[:r % len(timed)]:
+            if "error" not in entry:
+                try:
+                    measurements.append(device.measure(path, x[:1], per_round[r], settings.warmup, threads))
+                except EdgembError as exc:
+                    entry["error"] = str(exc)
+    for entry, _, measurements in timed:
+        if "error" not in entry:
+            entry["latency"] = combine_rounds(measurements)
     write_json(folder / "profile.json", {"device": device_uri, "artifacts": results})
     return {"device": device_uri, "emulated": device.emulated, "samples": len(x), "runs": runs,
-            "threads": threads, "artifacts": results}
+            "rounds": rounds, "threads": threads, "artifacts": results}
 
 
 def _why_not_profiled(record: dict[str, Any]) -> str:
@@ -350,15 +366,43 @@ def _within_budget(entry: dict[str, Any], budget: Budget) -> tuple[bool, str]:
 
 
 def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool) -> dict[str, Any] | None:
-    """The fastest artifact within the accuracy budget (smallest when nothing could be timed)."""
+    """The fastest artifact within the accuracy budget; timing ties go to fidelity, then size.
+
+    Latencies closer than the measured spread (the range of the interleaved rounds' medians) are ties: noise
+    must not decide. Smallest within the budget when nothing could be timed.
+    """
     candidates = [a for a in artifacts if a["within_budget"]]
     if not candidates:
         return None
     timed = [a for a in candidates if "latency" in a]
-    best = min(timed, key=lambda a: a["latency"]["p50_ms"]) if timed else min(candidates,
-                                                                             key=lambda a: a["size_bytes"])
-    reason = (f"fastest artifact within the accuracy budget ({budget.describe(labelled)})" if timed else
-              f"smallest within the accuracy budget ({budget.describe(labelled)}; no device timing)")
+    tied: list[dict[str, Any]] = []
+    if timed:
+        fastest = min(timed, key=lambda a: a["latency"]["p50_ms"])
+        tied = [a for a in timed if a["latency"]["p50_ms"] - fastest["latency"]["p50_ms"]
+                <= max(_spread(a), _spread(fastest))]
+        best = min(tied, key=_fidelity_then_size)
+        reason = f"fastest artifact within the accuracy budget ({budget.describe(labelled)})"
+        if len(tied) > 1:
+            reason += (f"; {len(tied)} artifacts are within the timing spread of the fastest, so the most faithful "
+                       "(agreement, then SQNR), then smallest, was chosen")
+    else:
+        best = min(candidates, key=lambda a: a["size_bytes"])
+        reason = f"smallest within the accuracy budget ({budget.describe(labelled)}; no device timing)"
     return {"backend": best["backend"], "precision": best["precision"], "path": best["path"],
-            "p50_ms": best["latency"]["p50_ms"] if "latency" in best else None, "reason": reason}
+            "p50_ms": best["latency"]["p50_ms"] if "latency" in best else None,
+            "spread_ms": _spread(best) if "latency" in best else None, "reason": reason,
+            "tied_with": [f"{a['backend']} {a['precision']}" for a in tied if a is not best]}
+
+
+def _spread(artifact: dict[str, Any]) -> float:
+    """The latency difference its own repeats showed (0 when it was timed once)."""
+    return float(artifact["latency"].get("spread_ms") or 0.0)
+
+
+def _fidelity_then_size(artifact: dict[str, Any]) -> tuple[float, float, int]:
+    """Sort key among timing ties: higher agreement, then higher SQNR, then fewer bytes."""
+    p = artifact.get("parity") or {}
+    sqnr = p.get("sqnr_db")
+    return (-(p.get("agreement") or 0.0), -(min(sqnr, 1e9) if sqnr is not None else -1e9),
+            artifact.get("size_bytes") or 0)
 

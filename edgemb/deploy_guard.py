@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemb.artifacts import write_json
+from edgemb.calibration_check import calibration_warning
 from edgemb.errors import EdgembError
 from edgemb.locking import LOCK_NAME, file_lock
 
@@ -104,6 +105,13 @@ def _locked_run(deploy: Callable[..., dict[str, Any]], settings: Any, out_root: 
         if invalidate_stale_report(root, key):
             log(f"removed the previous report in {root}: it answered other settings")
         report = deploy(settings, out_root, log)
-        report["run_key"] = key
-        write_json(root / "report.json", report)  # the key tells the next run whether this report is its own
+        report["run_key"] = key  # tells the next run whether this report is its own
+        calibration = (report.get("data") or {}).get("calibration") or {}
+        warning = calibration_warning(calibration.get("n"), calibration.get("spec"))
+        report["warnings"] = [*report.get("warnings", []), *([warning] if warning else [])]
+        write_json(root / "report.json", report)
+        if warning:
+            from edgemb.report_html import write_html
+
+            write_html(report, root / "report.html")
         return report

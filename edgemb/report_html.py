@@ -6,6 +6,8 @@ A user mails it or opens it on an air-gapped machine, so nothing is fetched: plo
 from __future__ import annotations
 
 import html
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ th,td{padding:4px 8px;border-bottom:1px solid #eee;text-align:right} th{backgrou
 td:first-child,th:first-child,td.l{text-align:left}
 .pass{background:#1a7f37;color:#fff;padding:2px 10px;border-radius:10px}
 .fail{background:#cf222e;color:#fff;padding:2px 10px;border-radius:10px}
+.warn{background:#fff1e5;border-left:4px solid #bc4c00;padding:6px 10px}
 .rec{background:#fff8c5} .muted{color:#667} svg text{font:11px system-ui,sans-serif;fill:#1d232b}
 """
 COLORS = ["#0969da", "#bf3989", "#1a7f37", "#bc4c00", "#8250df", "#0a7d86", "#9a6700", "#cf222e"]
@@ -53,73 +56,160 @@ def artifact_table(report: dict[str, Any]) -> str:
             f"<td>{_pct(p.get('float_top1'))}</td><td>{_pct(p.get('quant_top1'))}</td>"
             f"<td>{_num(p.get('drop'), '.2f')}</td><td>{_pct(p.get('agreement'))}</td>"
             f"<td>{_num(p.get('sqnr_db'), '.1f')}</td><td>{_e(p.get('n', '-'))}</td>"
-            f"<td>{_num(lat.get('p50_ms'))}</td><td>{_num(lat.get('p90_ms'))}</td><td>{_num(lat.get('p99_ms'))}</td>"
+            f"<td>{_num(lat.get('p50_ms'))}</td><td>{_num(lat.get('spread_ms'))}</td><td>{_num(lat.get('p90_ms'))}</td>"
+            f"<td>{_num(lat.get('p99_ms'))}</td>"
             f"<td>{_e(mem.get('arena_bytes') or '-')}</td><td>{_e(mem.get('flash_bytes') or '-')}</td>"
             f"<td class='l muted'>{_e(note[:160])}</td></tr>")
     head = ("<tr><th>artifact</th><th>status</th><th>MB</th><th>float top-1</th><th>top-1</th><th>drop (pts)</th>"
-            "<th>agreement</th><th>SQNR dB</th><th>n</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th>"
-            "<th>arena B</th><th>flash B</th><th>note</th></tr>")
+            "<th>agreement</th><th>SQNR dB</th><th>n</th><th>p50 ms</th><th>spread ms</th><th>p90 ms</th>"
+            "<th>p99 ms</th><th>arena B</th><th>flash B</th><th>note</th></tr>")
     return f"<table id='artifacts'>{head}{''.join(rows)}</table>"
 
 
-def accuracy_plot(report: dict[str, Any]) -> str:
-    """Horizontal bars: top-1 of each verified artifact, with the float model's top-1 as a line."""
-    rows = [a for a in report["artifacts"] if (a.get("parity") or {}).get("quant_top1") is not None]
-    if not rows:
-        return "<p class=muted>No artifact could be verified here.</p>"
-    values = [a["parity"]["quant_top1"] for a in rows]
-    float_top1 = rows[0]["parity"]["float_top1"]
-    low = max(0.0, min([*values, float_top1]) - 0.02)
-    high = min(1.0, max([*values, float_top1]) + 0.005)
-    width, left, bar = 760, 170, 22
-    height = 20 + bar * len(rows) + 30
+PASS_COLOR, FAIL_COLOR, BUDGET_COLOR = "#1a7f37", "#cf222e", "#1d232b"
+BANDS = ((15.0, "#cf222e", "below 15 dB: breaks first"), (25.0, "#bc4c00", "15 to 25 dB"),
+         (float("inf"), "#0969da", "25 dB and above"))
 
-    def x(v: float) -> float:
-        return left + (v - low) / (high - low) * (width - left - 20)
 
-    parts = [f"<svg id='accuracy-plot' width='{width}' height='{height}' role='img' "
-             f"aria-label='top-1 accuracy per artifact'>"]
-    for i, (a, v) in enumerate(zip(rows, values, strict=True)):
-        y = 10 + i * bar
-        parts.append(f"<text x='{left - 6}' y='{y + 15}' text-anchor='end'>{_e(_name(a))}</text>"
-                     f"<rect x='{left}' y='{y + 3}' width='{max(1.0, x(v) - left):.1f}' height='{bar - 6}' "
-                     f"fill='{COLORS[i % len(COLORS)]}'/><text x='{x(v) + 4:.1f}' y='{y + 15}'>{100 * v:.2f}%</text>")
-    fx = x(float_top1)
-    bottom = 10 + bar * len(rows)
-    parts.append(f"<line x1='{fx:.1f}' x2='{fx:.1f}' y1='5' y2='{bottom}' stroke='#000' stroke-dasharray='4 3'/>"
-                 f"<text x='{fx:.1f}' y='{bottom + 14}' text-anchor='middle'>float {100 * float_top1:.2f}%</text>"
-                 f"<text x='{left}' y='{bottom + 26}'>{100 * low:.1f}%</text>"
-                 f"<text x='{width - 20}' y='{bottom + 26}' text-anchor='end'>{100 * high:.1f}%</text></svg>")
+def _legend(items: list[tuple[str, str]], x: float, y: float) -> str:
+    """A row of legend entries: (svg snippet drawn at the origin, label)."""
+    parts, cursor = [], x
+    for mark, label in items:
+        parts.append(f"<g transform='translate({cursor:.1f},{y:.1f})'>{mark}"
+                     f"<text x='18' y='4'>{_e(label)}</text></g>")
+        cursor += 28 + 6.2 * len(label)
     return "".join(parts)
 
 
+def _swatch(color: str) -> str:
+    return f"<rect x='0' y='-5' width='12' height='10' fill='{color}'/>"
+
+
+def _accuracy_measure(report: dict[str, Any]) -> tuple[str, str, float | None, Callable[[dict], float | None]]:
+    """What the accuracy plot shows: the top-1 drop on labelled data, else disagreement with float, vs budget."""
+    budget = report.get("budget") or {}
+    labelled = ((report.get("data") or {}).get("evaluation") or {}).get("labelled", True)
+    settings = report.get("settings") or {}
+    max_drop = budget.get("max_drop", settings.get("max_drop"))
+    if labelled and max_drop is not None:
+        return ("top-1 drop against float (points)", "pts", max_drop,
+                lambda p: p.get("drop"))
+    min_agreement = budget.get("min_agreement", settings.get("min_agreement"))
+
+    def disagreement(p: dict) -> float | None:
+        value = p.get("agreement_confident") if p.get("n_confident") else p.get("agreement")
+        return None if value is None else 100 * (1 - value)
+
+    limit = None if min_agreement is None else 100 * (1 - min_agreement)
+    return "disagreement with float on confident samples (%)", "%", limit, disagreement
+
+
+def accuracy_plot(report: dict[str, Any]) -> str:
+    """Each verified artifact's loss against the float model, from zero, with the budget line and n per bar."""
+    title, unit, limit, measure = _accuracy_measure(report)
+    rows = [(a, measure(a["parity"])) for a in report["artifacts"] if a.get("parity")]
+    rows = [(a, v) for a, v in rows if v is not None]
+    if not rows:
+        return "<p class=muted>No artifact could be verified here.</p>"
+    values = [v for _, v in rows]
+    low = min(0.0, *values)
+    high = max(limit or 0.0, *values) * 1.15 or 1.0
+    width, left, right, bar = 900, 170, 250, 24
+    plot_w = width - left - right
+    top = 28
+    height = top + bar * len(rows) + 56
+
+    def x(v: float) -> float:
+        return left + (v - low) / (high - low) * plot_w
+
+    parts = [f"<svg id='accuracy-plot' width='{width}' height='{height}' role='img' aria-label='{_e(title)}'>",
+             f"<text x='{left}' y='14' font-weight='600'>{_e(title)}</text>"]
+    zero = x(0.0)
+    for i, (a, v) in enumerate(rows):
+        y = top + i * bar
+        ok = a.get("within_budget", limit is None or v <= limit)
+        color = PASS_COLOR if ok else FAIL_COLOR
+        start, end = sorted((zero, x(v)))
+        p = a["parity"]
+        where = p.get("where", "")
+        parts.append(f"<text x='{left - 6}' y='{y + 16}' text-anchor='end'>{_e(_name(a))}</text>"
+                     f"<rect x='{start:.1f}' y='{y + 4}' width='{max(1.5, end - start):.1f}' height='{bar - 8}' "
+                     f"fill='{color}'><title>{_e(_name(a))}: {v:.2f} {unit} on n={p.get('n')}</title></rect>"
+                     f"<text x='{left + plot_w + 8}' y='{y + 16}'>{v:.2f} {unit}, n={_e(p.get('n', '-'))}"
+                     f"{' (' + _e(where) + ')' if where else ''}</text>")
+    bottom = top + bar * len(rows)
+    parts.append(f"<line x1='{zero:.1f}' x2='{zero:.1f}' y1='{top}' y2='{bottom}' stroke='#999'/>"
+                 f"<text x='{zero:.1f}' y='{bottom + 14}' text-anchor='middle'>0</text>"
+                 f"<text x='{left + plot_w:.1f}' y='{bottom + 14}' text-anchor='end'>{high:.2f} {unit}</text>")
+    legend = [(_swatch(PASS_COLOR), "within budget"), (_swatch(FAIL_COLOR), "over budget")]
+    if limit is not None:
+        bx = x(limit)
+        parts.append(f"<line x1='{bx:.1f}' x2='{bx:.1f}' y1='{top - 4}' y2='{bottom}' stroke='{BUDGET_COLOR}' "
+                     f"stroke-width='2' stroke-dasharray='5 3'/>"
+                     f"<text x='{bx:.1f}' y='{top - 6}' text-anchor='middle'>budget {limit:g} {unit}</text>")
+        legend.append((f"<line x1='0' x2='12' y1='0' y2='0' stroke='{BUDGET_COLOR}' stroke-width='2' "
+                       f"stroke-dasharray='5 3'/>", "budget"))
+    parts.append(_legend(legend, left, bottom + 38) + "</svg>")
+    return "".join(parts)
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks between low and high (milliseconds) for a log axis."""
+    ticks, decade = [], 10 ** math.floor(math.log10(low))
+    while decade <= high:
+        ticks.extend(t for t in (decade, 2 * decade, 5 * decade) if low <= t <= high)
+        decade *= 10
+    return ticks
+
+
 def latency_plot(report: dict[str, Any]) -> str:
-    """Every timed run as a dot, with the p50 (thick) and p90/p99 (thin) marks, per artifact."""
+    """Every timed run as a dot on a log axis (one slow artifact cannot squash the rest), p50 and spread marked."""
     rows = [a for a in report["artifacts"] if (a.get("latency") or {}).get("samples_ms")]
     if not rows:
         return "<p class=muted>No artifact was timed on a device.</p>"
-    top = max(max(a["latency"]["samples_ms"]) for a in rows) * 1.05
-    width, left, lane = 760, 170, 26
-    height = 20 + lane * len(rows) + 30
+    every = [v for a in rows for v in a["latency"]["samples_ms"] if v > 0]
+    low, high = min(every) / 1.15, max(every) * 1.15
+    width, left, right, lane, top = 900, 170, 150, 28, 20
+    plot_w = width - left - right
+    height = top + lane * len(rows) + 62
 
     def x(v: float) -> float:
-        return left + v / top * (width - left - 20)
+        return left + (math.log10(max(v, low)) - math.log10(low)) / (math.log10(high) - math.log10(low)) * plot_w
 
     parts = [f"<svg id='latency-plot' width='{width}' height='{height}' role='img' "
-             f"aria-label='latency distribution per artifact'>"]
+             f"aria-label='latency per timed run, log scale'>"]
+    bottom = top + lane * len(rows)
+    for t in _log_ticks(low, high):
+        parts.append(f"<line x1='{x(t):.1f}' x2='{x(t):.1f}' y1='{top}' y2='{bottom}' stroke='#eee'/>"
+                     f"<text x='{x(t):.1f}' y='{bottom + 14}' text-anchor='middle'>{t:g}</text>")
     for i, a in enumerate(rows):
-        y = 10 + i * lane + lane / 2
+        lat = a["latency"]
+        y = top + i * lane + lane / 2
         color = COLORS[i % len(COLORS)]
         parts.append(f"<text x='{left - 6}' y='{y + 4}' text-anchor='end'>{_e(_name(a))}</text>")
+        rounds = lat.get("round_p50_ms") or []
+        if len(rounds) > 1:
+            band = max(2.0, x(max(rounds)) - x(min(rounds)))
+            parts.append(f"<rect x='{x(min(rounds)):.1f}' y='{y - 11}' width='{band:.1f}' "
+                         f"height='22' fill='{color}' fill-opacity='.15'><title>round medians "
+                         f"{', '.join(f'{r:.3f}' for r in rounds)} ms</title></rect>")
         parts.extend(f"<circle cx='{x(v):.1f}' cy='{y}' r='2.2' fill='{color}' fill-opacity='.45'/>"
-                     for v in a["latency"]["samples_ms"])
+                     for v in lat["samples_ms"])
         for key, thick in (("p50_ms", 3), ("p90_ms", 1), ("p99_ms", 1)):
-            px = x(a["latency"][key])
+            px = x(lat[key])
             parts.append(f"<line x1='{px:.1f}' x2='{px:.1f}' y1='{y - 9}' y2='{y + 9}' stroke='{color}' "
-                         f"stroke-width='{thick}'><title>{key[:3]} {a['latency'][key]:.3f} ms</title></line>")
-    bottom = 10 + lane * len(rows)
-    parts.append(f"<text x='{left}' y='{bottom + 18}'>0 ms</text><text x='{width - 20}' y='{bottom + 18}' "
-                 f"text-anchor='end'>{top:.2f} ms</text></svg>")
+                         f"stroke-width='{thick}'><title>{key[:3]} {lat[key]:.3f} ms</title></line>")
+        spread = lat.get("spread_ms")
+        text = f"p50 {lat['p50_ms']:.3f} ms" + (f" &#177; {spread / 2:.3f}" if spread else "")
+        parts.append(f"<text x='{left + plot_w + 8}' y='{y + 4}'>{text}</text>")
+    parts.append(f"<text x='{left + plot_w / 2:.1f}' y='{bottom + 28}' text-anchor='middle'>milliseconds per "
+                 f"inference (log scale)</text>")
+    legend = [("<circle cx='6' cy='0' r='3' fill='#555' fill-opacity='.5'/>", "one timed run"),
+              ("<line x1='6' x2='6' y1='-7' y2='7' stroke='#555' stroke-width='3'/>", "p50"),
+              ("<line x1='6' x2='6' y1='-7' y2='7' stroke='#555' stroke-width='1'/>", "p90, p99"),
+              ("<rect x='0' y='-6' width='12' height='12' fill='#555' fill-opacity='.15'/>",
+               "range of the interleaved rounds' medians (spread)")]
+    parts.append(_legend(legend, left, bottom + 48) + "</svg>")
     return "".join(parts)
 
 
@@ -130,22 +220,27 @@ def layer_plot(report: dict[str, Any]) -> str:
         return "<p class=muted>No per-layer table.</p>"
     rows = sorted(table, key=lambda r: r["index"])
     finite = [min(r["sqnr_db"], 80.0) for r in rows]
-    width, height, bottom, left = 1000, 220, 190, 40
+    width, height, bottom, left = 1000, 250, 190, 48
     step = (width - left - 10) / len(rows)
     peak = max(max(finite), 1.0)
     parts = [f"<svg id='layer-plot' width='{width}' height='{height}' role='img' "
              f"aria-label='per-layer SQNR of the quantized model'>"]
+    for tick in range(0, int(peak) + 1, 10):
+        ty = bottom - tick / peak * (bottom - 20)
+        parts.append(f"<line x1='{left}' x2='{width - 10}' y1='{ty:.1f}' y2='{ty:.1f}' stroke='#eee'/>"
+                     f"<text x='{left - 4}' y='{ty + 4:.1f}' text-anchor='end'>{tick}</text>")
     for i, (r, v) in enumerate(zip(rows, finite, strict=True)):
         h = max(0.0, v) / peak * (bottom - 20)
-        color = "#cf222e" if v < 15 else ("#bc4c00" if v < 25 else "#0969da")
+        color = next(c for limit, c, _ in BANDS if v < limit)
         parts.append(f"<rect x='{left + i * step:.1f}' y='{bottom - h:.1f}' width='{max(step - 1, 1):.1f}' "
                      f"height='{h:.1f}' fill='{color}'><title>#{r['index']} {_e(r['layer'])}: "
                      f"{r['sqnr_db']:.1f} dB</title></rect>")
     parts.append(f"<line x1='{left}' x2='{width - 10}' y1='{bottom}' y2='{bottom}' stroke='#999'/>"
-                 f"<text x='{left - 4}' y='{bottom}' text-anchor='end'>0</text>"
-                 f"<text x='{left - 4}' y='24' text-anchor='end'>{peak:.0f} dB</text>"
+                 f"<text x='12' y='{(bottom + 20) / 2:.0f}' transform='rotate(-90 12 {(bottom + 20) / 2:.0f})' "
+                 f"text-anchor='middle'>SQNR dB</text>"
                  f"<text x='{left}' y='{bottom + 16}'>first layer</text>"
-                 f"<text x='{width - 10}' y='{bottom + 16}' text-anchor='end'>last layer</text></svg>")
+                 f"<text x='{width - 10}' y='{bottom + 16}' text-anchor='end'>last layer</text>")
+    parts.append(_legend([(_swatch(c), label) for _, c, label in BANDS], left, bottom + 40) + "</svg>")
     worst = sorted(table, key=lambda r: r["sqnr_db"])[:5]
     items = "".join(f"<li>#{r['index']} {_e(r['layer'])}: {r['sqnr_db']:.1f} dB</li>" for r in worst)
     return "".join(parts) + f"<p>Worst layers:</p><ol>{items}</ol>"
@@ -166,6 +261,7 @@ def render(report: dict[str, Any]) -> str:
                      f"<td>{v['seconds']:.2f}</td></tr>" for k, v in (report.get("stages") or {}).items())
     tools = ", ".join(f"{_e(k)} {_e(v)}" for k, v in (report.get("tools") or {}).items())
     weights = report.get("weights") or {}
+    warnings = "".join(f"<p class=warn>&#9888; {_e(w)}</p>" for w in report.get("warnings") or [])
     labelled = "" if evaluation.get("labelled", True) else ", unlabelled"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -173,14 +269,14 @@ def render(report: dict[str, Any]) -> str:
 <style>{CSS}</style></head><body>
 <h1>{_e(report['model'])} on {_e(report['target'])} {verdict}</h1>
 <p class=muted>{_e(report.get('board', ''))}</p>
-<p id="recommended">{rec_text}</p>
+{warnings}<p id="recommended">{rec_text}</p>
 <p>Accuracy budget against the float PyTorch model: {_e(report.get('budget', {}).get('applied'))}, on
 {_e(evaluation.get('spec'))} (n={_e(evaluation.get('n'))}{labelled}).
 Weights: {_e(weights.get('spec'))} (sha256 {_e((weights.get('sha256') or '-')[:16])}).
 Device: {device_text}.</p>
 <h2>Artifacts</h2>{artifact_table(report)}
-<h2>Accuracy per artifact</h2>{accuracy_plot(report)}
-<h2>Latency distribution per artifact</h2>{latency_plot(report)}
+<h2>Accuracy against the budget</h2>{accuracy_plot(report)}
+<h2>Latency per artifact</h2>{latency_plot(report)}
 <h2>Per-layer SQNR of the quantized model</h2>{layer_plot(report)}
 <h2>Stages</h2><table id="stages"><tr><th>stage</th><th>state</th><th>seconds</th></tr>{stages}</table>
 <p class=muted>Tools: {tools}</p>

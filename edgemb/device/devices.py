@@ -50,6 +50,30 @@ class Measurement:
                 "samples_ms": r.get("latency_ms", [])}
 
 
+def combine_rounds(measurements: list[Measurement]) -> dict[str, Any]:
+    """One latency block from interleaved timing rounds: percentiles over every sample, plus the spread.
+
+    `spread_ms` is the range of the rounds' medians (with one round, the interquartile range of its samples):
+    latencies of two artifacts closer than that are not a measured difference.
+    """
+    from edgemb.device.runner import percentile_ms
+
+    first = measurements[0].latency()
+    samples = [v for m in measurements for v in m.result.get("latency_ms", [])]
+    seconds = [v / 1e3 for v in samples]
+    round_p50 = [m.result["p50_ms"] for m in measurements]
+    if not samples:  # a runner that reports percentiles only
+        return {**first, "rounds": len(measurements), "round_p50_ms": round_p50,
+                "spread_ms": round(max(round_p50) - min(round_p50), 4)}
+    if len(measurements) > 1:
+        spread = max(round_p50) - min(round_p50)
+    else:
+        spread = percentile_ms(seconds, 0.75) - percentile_ms(seconds, 0.25)
+    return {**first, "p50_ms": percentile_ms(seconds, 0.5), "p90_ms": percentile_ms(seconds, 0.9),
+            "p99_ms": percentile_ms(seconds, 0.99), "runs": len(samples), "rounds": len(measurements),
+            "round_p50_ms": round_p50, "spread_ms": round(spread, 4), "samples_ms": samples}
+
+
 class Device(Protocol):
     uri: str
     emulated: bool
