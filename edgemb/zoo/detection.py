@@ -179,6 +179,8 @@ def ssd_predictor(in_channels: int, out_channels: int) -> nn.Conv2d:
 class SSD(nn.Module):
     """An SSD detector whose forward returns raw (class logits, box regressions); `anchors` says how to decode."""
 
+    output_names = ("cls_logits", "bbox_regression")  # ONNX output names of the raw outputs
+
     def __init__(self, backbone: FeatureExtractor, head: DetectionHead, anchors: AnchorConfig,
                  num_classes: int) -> None:
         super().__init__()
@@ -220,9 +222,9 @@ def ssdlite_v3_large(num_classes: int = 91, width_mult: float = 1.0) -> SSD:
     return _ssdlite(backbone.features, num_classes, width_mult)
 
 
-def ssdlite_v2(num_classes: int = 91, width_mult: float = 1.0) -> SSD:
-    """SSDLite on MobileNetV2 (MobileNetV2 paper, section 6.2)."""
-    return _ssdlite(MobileNetV2(1, width_mult).features, num_classes, width_mult)
+def ssdlite_v2(num_classes: int = 91, width_mult: float = 1.0, features: nn.Sequential | None = None) -> SSD:
+    """SSDLite on MobileNetV2 (MobileNetV2 paper, section 6.2); `features` reuses a trained classifier's."""
+    return _ssdlite(MobileNetV2(1, width_mult).features if features is None else features, num_classes, width_mult)
 
 
 def ssd_v1(num_classes: int = 21, width_mult: float = 1.0) -> SSD:

@@ -49,6 +49,8 @@ class LRASPPHead(nn.Module):
 class LRASPP(nn.Module):
     """Backbone stages 0..last with a low (stride 8) and a high (stride 16) tap; returns stride-8 logits."""
 
+    output_names = ("seg_logits",)  # ONNX output names of the raw outputs
+
     def __init__(self, backbone: nn.Sequential, low_index: int, num_classes: int) -> None:
         super().__init__()
         self.backbone = backbone
