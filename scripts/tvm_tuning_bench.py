@@ -59,7 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_simplified(prepared.model, prepared.spec.resolution, onnx_path)
-        mod = import_onnx(onnx_path, spec)
+        mod, _ = import_onnx(onnx_path, spec)
         untuned = Path(tmp) / "untuned.so"
         compile_library(mod, spec, None, untuned)
         records_before = database_records(database)

@@ -1,8 +1,9 @@
 """Apache TVM (0.27, Relax): ONNX import, MetaSchedule tuning with a cached database, cross-compiled library.
 
-TVM imports QDQ int8 models only as fake-quant (dequantize -> float conv), which is slower than float and
-not what a user means by int8, so this backend builds fp32 and says so. ARM libraries are cross-compiled with
-Debian's aarch64 g++ and can only run on the board (real or emulated), never on this host.
+fp32 builds the float graph. int8 builds edgemb's own QDQ model (the quantize stage's, or the same recipe as
+onnxruntime's int8 artifact) and lowers it to integer kernels (edgemb/backends/tvm_lowering.py): TVM 0.27
+alone would import it as fake-quant. Tuning spends its trials on the tasks that dominate (FLOPs x calls).
+ARM libraries are cross-compiled with Debian's aarch64 g++ and run only on the board (real or emulated).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
+from edgemb.backends.tvm_lowering import lower_qdq
+from edgemb.backends.tvm_schedules import default_schedule_pass
 from edgemb.cache import cache_dir
 from edgemb.device.runner import board_arch
 from edgemb.errors import EdgembError
@@ -27,8 +30,10 @@ from edgemb.quiet import native_output_captured
 from edgemb.targets import Target
 
 CROSS_COMPILERS = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}
+PRECISIONS = ("fp32", "int8")
 DEFAULT_TUNE_TRIALS = 0  # deploys stay fast; `--tune-trials N` (or a cached database) makes TVM competitive
 BUILD_TIMEOUT_SECONDS = 120
+DOMINANT_SHARE = 0.97  # tune the fewest tasks covering this share of FLOPs x calls (the rest: a few percent)
 
 
 def host_arch() -> str:
@@ -73,32 +78,61 @@ def _build_without_tensor_intrinsics(mod, target, _params):
     return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
-def import_onnx(path: Path, spec: dict[str, Any]):
-    """The ONNX graph as a Relax module, legalized and fused, ready to tune or compile."""
+def import_onnx(path: Path, spec: dict[str, Any], integer: bool = False):
+    """(Relax module legalized and fused, ready to tune or compile; the integer lowering's report or None).
+
+    `integer` lowers a QDQ graph's quantized convolutions to int8 kernels instead of TVM's fake-quant."""
     import onnx
     import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import from_onnx
 
     mod = from_onnx(onnx.load(str(path)), keep_params_in_input=False)
+    report = None
+    if integer:
+        mod, report = lower_qdq(mod)
+        if not report.integer_ops:
+            raise EdgembError(f"{path.name} has no quantized convolution TVM could lower to int8: pass a QDQ "
+                              f"model from `edgemb quantize`")
     with tvm.target.Target(spec):
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.CanonicalizeBindings()(mod)
-        return relax.get_pipeline("zero")(mod)
+        return relax.get_pipeline("zero")(mod), report
+
+
+def dominant_tasks(mod, spec: dict[str, Any], share: float = DOMINANT_SHARE) -> list[tuple[Any, float]]:
+    """The tuning tasks worth trials: sorted by FLOPs x call count, the fewest that cover `share` of the total."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    tasks = ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec))
+    scored = sorted(((t, estimate_tir_flops(t.dispatched[0]) * t.weight) for t in tasks), key=lambda p: -p[1])
+    total = sum(score for _, score in scored) or 1.0
+    kept, covered = [], 0.0
+    for task, score in scored:
+        if covered >= share * total:
+            break
+        kept.append((task, score))
+        covered += score
+    return kept
 
 
 def tune(mod, spec: dict[str, Any], database: Path, trials: int) -> float:
-    """MetaSchedule (replay-trace search) on this host for `trials` candidates; records append to `database`."""
-    import tvm
+    """MetaSchedule (replay-trace) on this host: `trials` candidates spent on the dominant tasks only; records
+    append to `database`, which every later build of the same model+target reuses."""
     from tvm.s_tir import meta_schedule as ms
 
     started = time.perf_counter()
     quiet = logging.getLogger("tvm.s_tir.meta_schedule")
     quiet.setLevel(logging.INFO if show_progress() else logging.WARNING)
+    kept = dominant_tasks(mod, spec)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        [task for task, _ in kept], str(database), strategy="replay-trace", seed=0)
     with native_output_captured():
-        ms.relax_integration.tune_relax(
-            mod, {}, tvm.target.Target(spec), str(database), max_trials_global=trials,
-            num_trials_per_iter=min(16, trials), strategy="replay-trace", cost_model="random", seed=0,
+        ms.tune_tasks(
+            tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=trials,
+            num_trials_per_iter=min(16, trials), cost_model="random",
             builder=ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics,
                                             timeout_sec=BUILD_TIMEOUT_SECONDS),
             runner=ms.runner.LocalRunner(timeout_sec=60),
@@ -111,9 +145,10 @@ def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path)
     import tvm
     from tvm import relax
 
-    with tvm.target.Target(spec):
+    with tvm.target.Target(spec) as target:
         if database is not None:
             mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
+        mod = default_schedule_pass(target)(mod)  # what the database does not cover: not naive loops
     with native_output_captured():
         executable = tvm.compile(mod, target=tvm.target.Target(spec))
     arch = target_arch(spec)
@@ -135,6 +170,18 @@ def target_arch(spec: dict[str, Any]) -> str:
     """aarch64 for an aarch64 mtriple, else this host's architecture."""
     triple = spec.get("mtriple", "")
     return triple.split("-")[0] if triple else host_arch()
+
+
+def qdq_model(inputs: BuildInputs) -> Path:
+    """edgemb's QDQ model: the quantize stage's when the deploy has one, else the same recipe as onnxruntime's
+    int8 artifact (so both run the same quantized network)."""
+    if inputs.options.get("qdq_model"):
+        return Path(inputs.options["qdq_model"])
+    from edgemb.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    folder = inputs.scratch / "tvm-qdq"
+    folder.mkdir(parents=True, exist_ok=True)
+    return OnnxRuntimeBackend().build(inputs, None, "int8", folder).path  # target unused for int8 QDQ
 
 
 class TvmRunner:
@@ -163,13 +210,14 @@ class TvmBackend:
         return importable(("tvm", "tvm.relax.frontend.onnx"), "apache-tvm")
 
     def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
-        """fp32 library for the target; tuned on this host when the target is this host and trials > 0."""
-        if precision != "fp32":
-            raise EdgembError("the TVM backend builds fp32 only: TVM 0.27 runs QDQ int8 as float kernels")
+        """fp32 or int8 library for the target; tuned on this host when the target is this host and trials > 0."""
+        if precision not in PRECISIONS:
+            raise EdgembError(f"the TVM backend builds {' and '.join(PRECISIONS)}, not {precision!r}")
         spec = tvm_target_dict(target)
         arch = target_arch(spec)
-        mod = import_onnx(inputs.float_onnx, spec)
-        database = database_dir(inputs.prepared.spec.name, spec)
+        source = inputs.float_onnx if precision == "fp32" else qdq_model(inputs)
+        mod, lowering = import_onnx(source, spec, integer=precision == "int8")
+        database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec)
         trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
         tuning: dict[str, Any] = {"trials_requested": trials, "database": str(database)}
         if trials > 0 and arch == host_arch():
@@ -178,10 +226,11 @@ class TvmBackend:
         elif trials > 0:
             tuning["skipped"] = f"tuning an {arch} target needs its board as a MetaSchedule runner (RPC)"
         tuning["records"] = database_records(database)
-        path = out_dir / "model.tvm.so"
+        path = out_dir / ("model.tvm.so" if precision == "fp32" else f"model.{precision}.tvm.so")
         compile_library(mod, spec, database if tuning["records"] else None, path)
-        extra = {"arch": arch, "tvm_target": spec, "tuning": tuning,
-                 "note": "fp32 kernels (TVM 0.27 imports QDQ int8 only as fake-quant)"}
+        extra: dict[str, Any] = {"arch": arch, "tvm_target": spec, "tuning": tuning}
+        if lowering is not None:
+            extra["integer_lowering"] = lowering.as_dict()
         if arch != host_arch():
             return Artifact(self.name, precision, path, NEEDS_DEVICE,
                             f"cross-compiled for {arch}: runs on the board (--device) or the emulated board",

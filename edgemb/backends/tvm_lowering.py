@@ -1,0 +1,312 @@
+"""Integer lowering of edgemb's QDQ graph in Relax: real int8 x int8 -> int32 convolutions for TVM 0.27.
+
+TVM 0.27 imports a QDQ ONNX model as fake-quant: every convolution runs in float between a dequantize and a
+quantize. This rewrite finds, in the imported Relax function,
+
+    quantize(clamp?(add?(conv2d(dequantize(x_q), dequantize(W_q)), reshape(dequantize(b_q)))))
+
+and replaces it with an integer convolution of the 8-bit activations and weights (int32 accumulation), a
+per-channel int32 bias that also absorbs the activation zero point (sum(W) * zp_x, so padding pads with the
+zero point as QDQ semantics require), and a fixed-point requantize (int64 multiply by a Q31 multiplier, a
+rounding right shift, the output zero point, the clamp folded into the integer bounds). Uint8 (VNNI's u8 x s8)
+and int8 activations are both handled. What is left between quantized tensors (the residual add, hard-swish,
+the SE multiply, pooling) stays dequantize -> op -> quantize, which Relax fuses into one elementwise kernel
+that reads and writes 8-bit tensors; the float classifier keeps folded float weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ACC_DTYPE = "int32"
+TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+CLAMP_TIR_PREFIXES = {"maximum": "lo", "minimum": "hi"}
+
+
+@dataclass
+class LoweringReport:
+    """What the rewrite did: integer convolutions by kind, and convolutions it had to leave in float."""
+
+    integer_ops: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The compile.json form."""
+        return {"integer_ops": dict(sorted(self.integer_ops.items()))}
+
+
+def fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel real multipliers as (Q31-style mantissa, right shift): m / 2**shift ~= multiplier."""
+    multiplier = np.asarray(multiplier, np.float64)
+    if np.any(multiplier <= 0) or np.any(multiplier >= 2.0**30):
+        raise ValueError("requantize multipliers must lie in (0, 2**30)")
+    exponent = np.floor(np.log2(multiplier)).astype(np.int64)
+    shift = 30 - exponent
+    mantissa = np.round(multiplier * np.exp2(shift.astype(np.float64))).astype(np.int64)
+    return mantissa, shift
+
+
+def requantize_reference(acc: np.ndarray, mantissa: np.ndarray, shift: np.ndarray, zero: int, lo: int,
+                         hi: int) -> np.ndarray:
+    """NumPy form of the kernel's requantize (NCHW, per-channel): the oracle the TE compute is tested against."""
+    m = mantissa.reshape(1, -1, 1, 1)
+    s = shift.reshape(1, -1, 1, 1)
+    scaled = (acc.astype(np.int64) * m + (np.int64(1) << (s - 1))) >> s
+    return np.clip(scaled + zero, lo, hi)
+
+
+def lower_qdq(mod):
+    """Rewrite every quantized convolution of `mod["main"]` into integer kernels; returns (module, report)."""
+    from tvm import relax
+
+    report = LoweringReport()
+    rewriter = _make_rewriter()(mod, report)
+    main = rewriter.visit_expr(mod["main"])
+    mod = rewriter.builder_.get()
+    mod["main"] = relax.analysis.remove_all_unused(main)
+    return mod, report
+
+
+def _make_rewriter():
+    """The PyExprMutator class (built lazily so importing edgemb never imports TVM)."""
+    from tvm import relax
+    from tvm.ir import Op
+    from tvm.ir.expr import Constant
+    from tvm.ir.prim.expr import FloatImm, IntImm
+
+    quantize, dequantize = Op.get("relax.quantize"), Op.get("relax.dequantize")
+    conv2d, add, reshape = Op.get("relax.nn.conv2d"), Op.get("relax.add"), Op.get("relax.reshape")
+    call_tir, relu, clip = Op.get("relax.call_tir"), Op.get("relax.nn.relu"), Op.get("relax.clip")
+    where, isnan = Op.get("relax.where"), Op.get("relax.isnan")
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        """Visits main's bindings in order, remembering each value so patterns can look through variables."""
+
+        def __init__(self, mod, report: LoweringReport) -> None:
+            super().__init__(mod)
+            self.defs: dict[Any, Any] = {}
+            self.nhwc: dict[Any, Any] = {}  # quantized NCHW var of the graph -> its NHWC twin made here
+            self.report = report
+
+        def visit_var_binding_(self, binding) -> None:
+            self.defs[binding.var] = binding.value
+            value = binding.value
+            if isinstance(value, relax.Call) and value.op.same_as(quantize):
+                lowered = self._lower(value)
+                if lowered is None:
+                    lowered = self._lower_add(value)
+                if lowered is not None:
+                    self.nhwc[binding.var] = lowered
+                    self.set_var_remap(binding.var, self.builder_.emit(relax.op.permute_dims(lowered, TO_NCHW)))
+                    return
+            super().visit_var_binding_(binding)
+
+        # --- looking through bindings -------------------------------------------------------------
+        def _value(self, expr):
+            while isinstance(expr, relax.Var) and expr in self.defs:
+                expr = self.defs[expr]
+            return expr
+
+        def _call(self, expr, op):
+            value = self._value(expr)
+            return value if isinstance(value, relax.Call) and value.op.same_as(op) else None
+
+        def _const(self, expr) -> np.ndarray | None:
+            """Evaluate a compile-time constant expression (constants, their dequantize/reshape, ONNX clip bounds)."""
+            value = self._value(expr)
+            if isinstance(value, Constant):
+                return value.value.numpy()
+            if isinstance(value, (IntImm, FloatImm)):
+                return np.array(value.value)
+            if not isinstance(value, relax.Call):
+                return None
+            if value.op.same_as(reshape):
+                data = self._const(value.args[0])
+                return None if data is None else data.reshape([int(d) for d in value.args[1].values])
+            if value.op.same_as(dequantize):
+                q, scale, zero = (self._const(a) for a in value.args)
+                if q is None or scale is None or zero is None:
+                    return None
+                shape = [1] * q.ndim
+                if scale.ndim and q.ndim:
+                    shape[int(value.attrs.axis)] = -1
+                return (q.astype(np.float64) - zero.reshape(shape)) * scale.reshape(shape)
+            if value.op.same_as(where) and self._call(value.args[0], isnan) is not None:
+                bound = self._const(value.args[2])
+                return None if bound is None or np.isnan(bound).any() else bound
+            return None
+
+        def _clamp(self, expr):
+            """(inner, lo, hi) when `expr` is a clamp with constant bounds (ONNX Clip/Relu as imported)."""
+            value = self._value(expr)
+            if not isinstance(value, relax.Call):
+                return None
+            if value.op.same_as(relu):
+                return value.args[0], 0.0, None
+            if value.op.same_as(clip):
+                lo, hi = self._const(value.args[1]), self._const(value.args[2])
+                if lo is None or hi is None:
+                    return None
+                return value.args[0], float(lo), float(hi)
+            if value.op.same_as(call_tir):
+                name = value.args[0].name_hint
+                side = next((s for p, s in CLAMP_TIR_PREFIXES.items() if name.startswith(p)), None)
+                operands = value.args[1].fields
+                bound = self._const(operands[1]) if side and len(operands) == 2 else None
+                if bound is None or bound.size != 1:
+                    return None
+                b = float(bound.reshape(()))
+                return (operands[0], b, None) if side == "lo" else (operands[0], None, b)
+            return None
+
+        # --- the rewrite ----------------------------------------------------------------------------
+        def _lower(self, q_call):
+            """Integer conv for quantize(clamp*(conv + bias)); None when the producer is not that pattern."""
+            out_dtype = str(q_call.attrs.out_dtype)
+            scale_y, zero_y = self._const(q_call.args[1]), self._const(q_call.args[2])
+            if out_dtype not in ("uint8", "int8") or scale_y is None or zero_y is None \
+                    or scale_y.size != 1 or zero_y.size != 1:
+                return None
+            expr, lo, hi = q_call.args[0], -np.inf, np.inf
+            while (clamp := self._clamp(expr)) is not None:
+                expr = clamp[0]
+                lo = lo if clamp[1] is None else max(lo, clamp[1])
+                hi = hi if clamp[2] is None else min(hi, clamp[2])
+            bias = None
+            if (add_call := self._call(expr, add)) is not None:
+                conv, bias = add_call.args[0], self._const(add_call.args[1])
+                if bias is None:
+                    conv, bias = add_call.args[1], self._const(add_call.args[0])
+                if bias is None:
+                    return None
+                expr = conv
+            conv_call = self._call(expr, conv2d)
+            if conv_call is None:
+                return None
+            attrs = conv_call.attrs
+            if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
+                return None
+            x_dq, w_dq = self._call(conv_call.args[0], dequantize), self._call(conv_call.args[1], dequantize)
+            if x_dq is None or w_dq is None:
+                return None
+            scale_x, zero_x = self._const(x_dq.args[1]), self._const(x_dq.args[2])
+            w_q, scale_w, zero_w = (self._const(a) for a in w_dq.args)
+            if any(v is None for v in (scale_x, zero_x, w_q, scale_w, zero_w)) or scale_x.size != 1 \
+                    or w_q.dtype != np.int8 or np.any(zero_w != 0):
+                return None
+            if str(self.visit_expr(x_dq.args[0]).ty.dtype) not in ("uint8", "int8") or len(w_q.shape) != 4:
+                return None
+            x_q = self._nhwc_input(x_dq.args[0])
+            return self._emit_integer_conv(x_q, int(zero_x.reshape(())), float(scale_x.reshape(())), w_q,
+                                           np.broadcast_to(scale_w.reshape(-1), (w_q.shape[0],)), bias, attrs,
+                                           float(scale_y.reshape(())), int(zero_y.reshape(())), out_dtype, lo, hi)
+
+        def _emit_integer_conv(self, x_q, zero_x, scale_x, w_q, scale_w, bias, attrs, scale_y, zero_y,
+                               out_dtype, lo, hi):
+            channels = w_q.shape[0]
+            float_bias = np.zeros(channels) if bias is None else np.asarray(bias, np.float64).reshape(-1)
+            if float_bias.size != channels:
+                return None
+            groups = int(attrs.groups)
+            padding = [int(p) for p in attrs.padding]
+            if zero_x != 0 and any(padding):
+                # QDQ pads the dequantized input with 0.0, i.e. the quantized input with its zero point.
+                top, left, bottom, right = padding
+                x_q = self.builder_.emit(relax.op.nn.pad(x_q, [0, 0, top, bottom, left, right, 0, 0],
+                                                         pad_value=float(zero_x)))
+                padding = [0, 0, 0, 0]
+            acc = self.builder_.emit(relax.op.nn.conv2d(
+                x_q, relax.const(np.ascontiguousarray(w_q.transpose(2, 3, 1, 0))),
+                strides=[int(s) for s in attrs.strides], padding=padding,
+                dilation=[int(d) for d in attrs.dilation], groups=groups, data_layout="NHWC",
+                kernel_layout="HWIO", out_dtype=ACC_DTYPE))
+            bias_q = np.round(float_bias / (scale_x * scale_w))
+            bias_q -= zero_x * w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
+            mantissa, shift = fixed_point(scale_x * scale_w / scale_y)
+            info = np.iinfo(out_dtype)
+            q_lo = info.min if lo == -np.inf else max(info.min, zero_y + int(np.round(lo / scale_y)))
+            q_hi = info.max if hi == np.inf else min(info.max, zero_y + int(np.round(hi / scale_y)))
+            out = self._emit_requantize(acc, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype)
+            kind = _conv_kind(w_q.shape, groups, [int(s) for s in attrs.strides])
+            self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
+            return out
+
+        def _emit_requantize(self, acc, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype):
+            """(acc + bias) * m + 2**(s-1) >> s, + zero, clamp, cast: elementwise Relax ops (so layout
+            conversion passes through them and FuseOps folds them into the convolution's epilogue)."""
+            per_channel = (1, 1, 1, -1)
+
+            def channel_const(values, dtype):
+                return relax.const(np.asarray(values).astype(dtype).reshape(per_channel), dtype)
+
+            emit = self.builder_.emit
+            value = emit(relax.op.add(acc, channel_const(bias_q, "int32")))
+            value = emit(relax.op.astype(value, "int64"))
+            value = emit(relax.op.multiply(value, channel_const(mantissa, "int64")))
+            value = emit(relax.op.add(value, channel_const(np.left_shift(1, shift - 1) + (zero_y << shift),
+                                                           "int64")))
+            value = emit(relax.op.right_shift(value, channel_const(shift, "int64")))
+            return self._clamp_cast(value, q_lo, q_hi, out_dtype)
+
+        def _clamp_cast(self, value, lo: int, hi: int, out_dtype: str):
+            """Clamp with scalar bounds (maximum/minimum, which layout passes understand) and narrow."""
+            emit, dtype = self.builder_.emit, str(value.ty.dtype)
+            value = emit(relax.op.maximum(value, relax.const(lo, dtype)))
+            value = emit(relax.op.minimum(value, relax.const(hi, dtype)))
+            return emit(relax.op.astype(value, out_dtype))
+
+        def _nhwc_input(self, var):
+            """The NHWC form of a quantized NCHW tensor: the twin this rewrite made, else a transpose."""
+            if var in self.nhwc:
+                return self.nhwc[var]
+            return self.builder_.emit(relax.op.permute_dims(self.visit_expr(var), TO_NHWC))
+
+        def _lower_add(self, q_call):
+            """quantize(dequantize(a) + dequantize(b)) (the residual add) as an integer add in NHWC:
+            ((a - za) * Ma + (b - zb) * Mb + 2**(s-1)) >> s + zy, Ma = sa / sy * 2**s (int64)."""
+            out_dtype = str(q_call.attrs.out_dtype)
+            add_call = self._call(q_call.args[0], add)
+            if add_call is None or out_dtype not in ("uint8", "int8"):
+                return None
+            operands = [self._call(a, dequantize) for a in add_call.args]
+            params = [self._const(a) for a in q_call.args[1:]]
+            if any(o is None for o in operands):
+                return None
+            params += [self._const(a) for o in operands for a in o.args[1:]]
+            if any(p is None or p.size != 1 for p in params):
+                return None
+            scale_y, zero_y, scale_a, zero_a, scale_b, zero_b = (float(p.reshape(())) for p in params)
+            tensors = [o.args[0] for o in operands]
+            if any(self.visit_expr(t).ty.ndim != 4 for t in tensors) or any(t not in self.nhwc for t in tensors):
+                return None  # only between tensors this rewrite produced (so both are NHWC already)
+            ratios = np.array([scale_a / scale_y, scale_b / scale_y])
+            _, shifts = fixed_point(ratios)
+            shift = int(shifts.min())
+            emit = self.builder_.emit
+            total = None
+            for tensor, zero, ratio in zip(tensors, (zero_a, zero_b), ratios, strict=True):
+                value = emit(relax.op.astype(self.nhwc[tensor], "int64"))
+                value = emit(relax.op.subtract(value, relax.const(int(zero), "int64")))
+                value = emit(relax.op.multiply(value, relax.const(int(np.round(ratio * 2.0**shift)), "int64")))
+                total = value if total is None else emit(relax.op.add(total, value))
+            total = emit(relax.op.add(total, relax.const((1 << (shift - 1)) + (int(zero_y) << shift), "int64")))
+            total = emit(relax.op.right_shift(total, relax.const(shift, "int64")))
+            info = np.iinfo(out_dtype)
+            self.report.integer_ops["add"] = self.report.integer_ops.get("add", 0) + 1
+            return self._clamp_cast(total, int(info.min), int(info.max), out_dtype)
+
+    return Rewriter
+
+
+def _conv_kind(weight_shape: tuple[int, ...], groups: int, strides: list[int]) -> str:
+    """pointwise / depthwise / full, with a `-strided` suffix: the layer types the exactness tests pin."""
+    if groups > 1 and groups == weight_shape[0] and weight_shape[1] == 1:
+        kind = "depthwise"
+    elif weight_shape[2:] == (1, 1):
+        kind = "pointwise"
+    else:
+        kind = "full"
+    return kind + ("-strided" if max(strides) > 1 else "")
