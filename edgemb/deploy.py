@@ -368,8 +368,9 @@ def _within_budget(entry: dict[str, Any], budget: Budget) -> tuple[bool, str]:
 def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool) -> dict[str, Any] | None:
     """The fastest artifact within the accuracy budget; timing ties go to fidelity, then size.
 
-    Latencies closer than the measured spread (the range of the interleaved rounds' medians) are ties: noise
-    must not decide. Smallest within the budget when nothing could be timed.
+    An artifact slower than the fastest by no more than the fastest's measured spread (how far its repeated
+    rounds typically land) is a tie: noise must not decide. A noisy challenger's own spread does not widen the
+    band, so one disturbed measurement cannot win. Smallest within the budget when nothing could be timed.
     """
     candidates = [a for a in artifacts if a["within_budget"]]
     if not candidates:
@@ -378,8 +379,7 @@ def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool) 
     tied: list[dict[str, Any]] = []
     if timed:
         fastest = min(timed, key=lambda a: a["latency"]["p50_ms"])
-        tied = [a for a in timed if a["latency"]["p50_ms"] - fastest["latency"]["p50_ms"]
-                <= max(_spread(a), _spread(fastest))]
+        tied = [a for a in timed if a["latency"]["p50_ms"] - fastest["latency"]["p50_ms"] <= _spread(fastest)]
         best = min(tied, key=_fidelity_then_size)
         reason = f"fastest artifact within the accuracy budget ({budget.describe(labelled)})"
         if len(tied) > 1:

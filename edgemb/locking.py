@@ -57,7 +57,7 @@ def file_lock(path: Path, what: str, wait: bool = True, log: Callable[[str], Non
             _wait_for(handle, what, holder, timeout)
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}: {what}\n")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         handle.flush()
         yield
     finally:

@@ -200,7 +200,7 @@ def latency_plot(report: dict[str, Any]) -> str:
             parts.append(f"<line x1='{px:.1f}' x2='{px:.1f}' y1='{y - 9}' y2='{y + 9}' stroke='{color}' "
                          f"stroke-width='{thick}'><title>{key[:3]} {lat[key]:.3f} ms</title></line>")
         spread = lat.get("spread_ms")
-        text = f"p50 {lat['p50_ms']:.3f} ms" + (f" &#177; {spread / 2:.3f}" if spread else "")
+        text = f"p50 {lat['p50_ms']:.3f} ms" + (f" &#177; {spread:.3f}" if spread else "")  # MAD of rounds
         parts.append(f"<text x='{left + plot_w + 8}' y='{y + 4}'>{text}</text>")
     parts.append(f"<text x='{left + plot_w / 2:.1f}' y='{bottom + 28}' text-anchor='middle'>milliseconds per "
                  f"inference (log scale)</text>")
@@ -208,7 +208,7 @@ def latency_plot(report: dict[str, Any]) -> str:
               ("<line x1='6' x2='6' y1='-7' y2='7' stroke='#555' stroke-width='3'/>", "p50"),
               ("<line x1='6' x2='6' y1='-7' y2='7' stroke='#555' stroke-width='1'/>", "p90, p99"),
               ("<rect x='0' y='-6' width='12' height='12' fill='#555' fill-opacity='.15'/>",
-               "range of the interleaved rounds' medians (spread)")]
+               "range of the interleaved rounds' medians; &#177; is their spread")]
     parts.append(_legend(legend, left, bottom + 48) + "</svg>")
     return "".join(parts)
 

@@ -53,25 +53,32 @@ class Measurement:
 def combine_rounds(measurements: list[Measurement]) -> dict[str, Any]:
     """One latency block from interleaved timing rounds: percentiles over every sample, plus the spread.
 
-    `spread_ms` is the range of the rounds' medians (with one round, the interquartile range of its samples):
-    latencies of two artifacts closer than that are not a measured difference.
+    `spread_ms` is the median absolute deviation of the rounds' medians (with one round, of its samples): how
+    far a repeat of this measurement typically lands, robust to one round disturbed by a busy spell.
+    `round_p50_ms` keeps every round's median.
     """
     from edgemb.device.runner import percentile_ms
 
     first = measurements[0].latency()
     samples = [v for m in measurements for v in m.result.get("latency_ms", [])]
-    seconds = [v / 1e3 for v in samples]
     round_p50 = [m.result["p50_ms"] for m in measurements]
+    basis = round_p50 if len(round_p50) > 1 or not samples else samples
+    block = {"rounds": len(measurements), "round_p50_ms": round_p50, "spread_ms": round(_mad(basis), 4)}
     if not samples:  # a runner that reports percentiles only
-        return {**first, "rounds": len(measurements), "round_p50_ms": round_p50,
-                "spread_ms": round(max(round_p50) - min(round_p50), 4)}
-    if len(measurements) > 1:
-        spread = max(round_p50) - min(round_p50)
-    else:
-        spread = percentile_ms(seconds, 0.75) - percentile_ms(seconds, 0.25)
+        return {**first, **block}
+    seconds = [v / 1e3 for v in samples]
     return {**first, "p50_ms": percentile_ms(seconds, 0.5), "p90_ms": percentile_ms(seconds, 0.9),
-            "p99_ms": percentile_ms(seconds, 0.99), "runs": len(samples), "rounds": len(measurements),
-            "round_p50_ms": round_p50, "spread_ms": round(spread, 4), "samples_ms": samples}
+            "p99_ms": percentile_ms(seconds, 0.99), "runs": len(samples), **block, "samples_ms": samples}
+
+
+def _mad(values: list[float]) -> float:
+    """Median absolute deviation from the median (the mean of the middle pair for an even count)."""
+    def median(xs: list[float]) -> float:
+        ordered, n = sorted(xs), len(xs)
+        return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+    centre = median(values)
+    return median([abs(v - centre) for v in values])
 
 
 class Device(Protocol):
