@@ -13,6 +13,6 @@ BACKENDS: dict[str, Backend] = {
     b.name: b for b in (OnnxRuntimeBackend(), OpenVinoBackend(), TfliteBackend(), TflmBackend(), TvmBackend())
 }
 PRECISIONS: dict[str, tuple[str, ...]] = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "fp16", "int8"),
-                                          "tflite": ("fp32", "int8"), "tflm": ("int8",), "tvm": ("fp32",)}
+                                          "tflite": ("fp32", "int8"), "tflm": ("int8",), "tvm": ("fp32", "int8")}
 
 __all__ = ["BACKENDS", "PRECISIONS", "Artifact", "Backend", "BuildInputs", "Runner"]

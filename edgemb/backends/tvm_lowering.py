@@ -50,7 +50,7 @@ def fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def requantize_reference(acc: np.ndarray, mantissa: np.ndarray, shift: np.ndarray, zero: int, lo: int,
                          hi: int) -> np.ndarray:
-    """NumPy form of the kernel's requantize (NCHW, per-channel): the oracle the TE compute is tested against."""
+    """The requantize formula in NumPy (NCHW, per-channel): what the Relax ops compute, for tests and docs."""
     m = mantissa.reshape(1, -1, 1, 1)
     s = shift.reshape(1, -1, 1, 1)
     scaled = (acc.astype(np.int64) * m + (np.int64(1) << (s - 1))) >> s
@@ -118,7 +118,8 @@ def _make_rewriter():
             """Evaluate a compile-time constant expression (constants, their dequantize/reshape, ONNX clip bounds)."""
             value = self._value(expr)
             if isinstance(value, Constant):
-                return value.value.numpy()
+                data = value.value
+                return data.numpy() if hasattr(data, "numpy") else np.array(data)
             if isinstance(value, (IntImm, FloatImm)):
                 return np.array(value.value)
             if not isinstance(value, relax.Call):
