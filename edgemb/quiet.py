@@ -43,7 +43,7 @@ def native_output_captured() -> Iterator[list[str]]:
 # pytree deprecation notes and TFLite's XNNPACK "INFO:" lines.
 NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|[IW]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]"
+    r"|[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"
     r"|Failed to load \S*torchao\S*"
     r"|INFO: (Created TensorFlow Lite|Initialized TensorFlow Lite|Replacing \d+ node|Using XNNPACK))"
 )

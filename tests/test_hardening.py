@@ -269,6 +269,7 @@ from edgemb.quiet import stderr_filtered
 with stderr_filtered():
     os.write(2, b"Failed to load /x/torchao/_C_mxfp8.so: Could not load this library\n")
     os.write(2, b"W1123 08:57:33.356000 8513 torch/utils/_pytree.py:630] <enum> is an Enum subclass\n")
+    os.write(2, b"I0000 00:00:1795425677.295705   20992 port.cc:153] oneDNN custom operations are on.\n")
     subprocess.run(["sh", "-c", "echo 'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.' >&2"])
     os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n")
     print("edgemb: warning: kept", file=sys.stderr)
