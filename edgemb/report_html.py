@@ -208,7 +208,7 @@ def latency_plot(report: dict[str, Any]) -> str:
               ("<line x1='6' x2='6' y1='-7' y2='7' stroke='#555' stroke-width='3'/>", "p50"),
               ("<line x1='6' x2='6' y1='-7' y2='7' stroke='#555' stroke-width='1'/>", "p90, p99"),
               ("<rect x='0' y='-6' width='12' height='12' fill='#555' fill-opacity='.15'/>",
-               "range of the interleaved rounds' medians; &#177; is their spread")]
+               "range of the interleaved rounds' medians; ± is their spread")]
     parts.append(_legend(legend, left, bottom + 48) + "</svg>")
     return "".join(parts)
 
