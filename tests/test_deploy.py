@@ -38,7 +38,7 @@ def test_report_has_every_artifact_with_parity_latency_and_hashes(x86_deploy):
     assert json.loads((folder / "report.json").read_text())["artifacts"] == report["artifacts"]
     built = {(a["backend"], a["precision"]) for a in report["artifacts"]}
     assert built == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
-                     ("tflite", "fp32"), ("tflite", "int8"), ("tvm", "fp32")}
+                     ("tflite", "fp32"), ("tflite", "int8"), ("tvm", "fp32"), ("tvm", "int8")}
     for a in report["artifacts"]:
         assert a["status"] == "ok", a
         assert (folder / a["path"]).exists() and len(a["sha256"]) == 64 and a["size_bytes"] > 0
@@ -158,9 +158,11 @@ def test_make_deploy_x86_v2_cold_then_warm(tmp_path):
                                                                                    False)
     assert evaluation["n"] >= 300 and not set(calibration["photos"]["photos"]) & set(evaluation["photos"]["photos"])
     assert "confident samples" in report["budget"]["applied"]
-    for a in report["artifacts"]:
+    by = {(a["backend"], a["precision"]): a for a in report["artifacts"]}
+    for a in by.values():
         if a.get("parity"):
             assert {"agreement_confident", "n_confident", "top5_overlap", "sqnr_db"} <= set(a["parity"])
+    assert by[("tflite", "int8")]["parity"]["agreement_confident"] >= 0.85, "logits range not clipped"
     assert not any(stage["cached"] for stage in report["stages"].values())
     warm = make_deploy("x86", "v2_1.0", env_out, 600)
     assert warm.returncode == 0, warm.stderr[-2000:]

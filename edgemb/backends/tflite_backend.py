@@ -40,15 +40,32 @@ def int8_tflite(inputs: BuildInputs) -> Path:
         from ai_edge_quantizer import quantizer, recipe
 
         source = float_tflite(inputs)
-        signatures = Interpreter(model_path=str(source)).get_signature_list()
-        signature, spec = next(iter(signatures.items()))
+        interpreter = Interpreter(model_path=str(source))
+        signature, spec = next(iter(interpreter.get_signature_list().items()))
         samples = [{spec["inputs"][0]: x.transpose(1, 2, 0)[None]} for x in inputs.calibration]
         qt = quantizer.Quantizer(str(source))
         qt.load_quantization_recipe(recipe.static_wi8_ai8())
         with native_output_captured():
-            result = qt.quantize(qt.calibrate({signature: samples}))
+            ranges = qt.calibrate({signature: samples})
+            outputs = [o["name"] for o in interpreter.get_output_details()]
+            if len(outputs) == 1:  # a classifier's logits (detection heads keep the quantizer's ranges)
+                ranges[outputs[0]] = output_range(inputs.prepared.float_logits(inputs.calibration))
+            result = qt.quantize(ranges)
             result.export_model(str(path), overwrite=True)
     return path
+
+
+def output_range(float_outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """The logits' int8 range from the float model's extremes over the whole calibration set.
+
+    ai-edge-quantizer keeps a moving average of per-sample min/max (smoothing 0.95). Inside the network that
+    clips outliers usefully, but on the logits it clips exactly the confident samples' top logits: measured on
+    the ImageNet MobileNetV2 at 224 (96 photo crops to calibrate, 325 to evaluate), top-1 agreement on the
+    float model's confident samples was 37.9% with the moving average and 93.2% with this range (SQNR
+    15.9 -> 16.6 dB).
+    """
+    return {"min": np.array([[float_outputs.min()]], np.float32), "max": np.array([[float_outputs.max()]], np.float32),
+            "num_samples": np.array(len(float_outputs))}
 
 
 class TfliteRunner:
@@ -73,6 +90,22 @@ class TfliteRunner:
             self.interpreter.invoke()
             outputs.append(dequantize_output(self.interpreter.get_tensor(self.output["index"]), self.output))
         return np.concatenate(outputs)
+
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output in signature order (output_0, output_1, ...: the PyTorch tuple order), stacked per output."""
+        by_index = {d["index"]: d for d in self.interpreter.get_output_details()}
+        signatures = self.interpreter._get_full_signature_list()  # name -> tensor index, in declaration order
+        named = next(iter(signatures.values()))["outputs"] if signatures else {}
+        order = [by_index[named[k]] for k in sorted(named, key=lambda k: int(k.rsplit("_", 1)[-1]))] \
+            if named and all(k.rsplit("_", 1)[-1].isdigit() for k in named) else list(by_index.values())
+        columns: list[list[np.ndarray]] = [[] for _ in order]
+        for sample in batch:
+            x = sample.transpose(1, 2, 0)[None]
+            self.interpreter.set_tensor(self.input["index"], quantize_input(x, self.input))
+            self.interpreter.invoke()
+            for column, detail in zip(columns, order, strict=True):
+                column.append(dequantize_output(self.interpreter.get_tensor(detail["index"]), detail))
+        return [np.concatenate(column) for column in columns]
 
 
 def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
