@@ -518,6 +518,47 @@ def drive_train_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_argument(parser)
+    _weights_arguments(parser)
+    parser.add_argument("--data", default="synthdet:test:200", metavar="SPEC",
+                        help="evaluation images; synthdet:test[:N] has ground truth (default synthdet:test:200)")
+    parser.add_argument("--calib", default="synthdet:train:256", metavar="SPEC",
+                        help="calibration images (default synthdet:train:256)")
+    parser.add_argument("--backend", action="append", metavar="NAME:PRECISION",
+                        help="artifact to build and check, repeatable (default onnxruntime and openvino, fp32 and "
+                             "int8)")
+    parser.add_argument("--target", default="x86", help="board whose settings the artifacts use (default x86)")
+    parser.add_argument("--max-drop", type=float, metavar="POINTS",
+                        help="largest allowed mAP (detection) or mIoU (segmentation) drop in points; exit 1 above")
+    parser.add_argument("--out", type=Path, required=True, help="folder for artifacts, task_parity.json and "
+                                                                 "task_report.html")
+
+
+@command("task-verify", "detectors/segmenters: build artifacts and compare decoded boxes/masks with float "
+         "(mAP, mIoU, agreement)", _task_verify_arguments)
+def drive_task_verify(args: argparse.Namespace) -> int:
+    """Task-aware parity for every artifact of a detection or segmentation model."""
+    from edgemb.tasks.verify import DEFAULT_ARTIFACTS, verify_task
+
+    pairs = DEFAULT_ARTIFACTS
+    if args.backend:
+        if any(item.count(":") != 1 for item in args.backend):
+            raise EdgembError("--backend takes NAME:PRECISION, e.g. onnxruntime:int8 or openvino:fp32")
+        pairs = tuple(tuple(item.split(":")) for item in args.backend)
+    report = verify_task(args.model, args.weights, args.data, args.calib, args.out, pairs, args.target,
+                         args.max_drop)
+    for row in report["artifacts"]:
+        parity = row.get("parity", {})
+        metric = parity.get("metric", "")
+        print(f"{row['backend']:<12} {row['precision']:<5} {row['status']:<8} "
+              + (f"{metric} {parity.get('quant_' + metric, '-')} (float {parity.get('float_' + metric, '-')}, "
+                 f"drop {parity.get('drop', '-')} points) network {row['network_ms']} ms, post-processing "
+                 f"{row['postprocess_ms']} ms" if row["status"] == "ok" else row.get("detail", "")))
+    print(f"wrote {args.out / 'task_parity.json'} and {args.out / 'task_report.html'}")
+    return 0
+
+
 VERBOSE_HELP = "also show library log lines and warnings (torch, TFLite, TVM, ...); EDGEMB_VERBOSE=1 does the same"
 
 

@@ -2,7 +2,7 @@
 
     python scripts/train_task_models.py [MODEL ...] [--out DIR]
 
-Writes DIR/<model>.safetensors and updates DIR/manifest.json (default: edgemb/zoo/reference/).
+Writes DIR/<model>.safetensors and updates DIR/manifest-tasks.json (default: edgemb/zoo/reference/).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgemb.tasks.training import TASK_RECIPES, train_task_reference
 from edgemb.train import update_manifest
-from edgemb.zoo.weights import REFERENCE_DIR
+from edgemb.zoo.weights import REFERENCE_DIR, TASK_MANIFEST
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.models or list(TASK_RECIPES):
         entry = train_task_reference(TASK_RECIPES[name], args.out)
-        update_manifest(entry, args.out / "manifest.json")
+        update_manifest(entry, args.out / TASK_MANIFEST)
         print({k: entry[k] for k in ("model", "metrics", "train_seconds")}, flush=True)
 
 

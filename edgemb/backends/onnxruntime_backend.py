@@ -27,6 +27,11 @@ class OnnxRuntimeRunner:
         """Logits, one sample at a time."""
         return np.concatenate([self.session.run(None, {self.input_name: s[None]})[0] for s in batch])
 
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output (detectors and segmenters have several), one sample at a time, stacked per output."""
+        runs = [self.session.run(None, {self.input_name: s[None]}) for s in batch]
+        return [np.concatenate(column) for column in zip(*runs, strict=True)]
+
 
 class OnnxRuntimeBackend:
     """onnxruntime behind the common interface."""

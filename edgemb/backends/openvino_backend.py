@@ -45,6 +45,13 @@ class OpenVinoRunner:
         """Logits, one sample at a time (the IR has a static batch of 1)."""
         return np.concatenate([self.request.infer({0: sample[None]})[0].copy() for sample in batch])
 
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output in the model's output order (detectors and segmenters have several), stacked per output."""
+        count = len(self.compiled.outputs)
+        runs = [[result[k].copy() for k in range(count)] for result in
+                (self.request.infer({0: sample[None]}) for sample in batch)]
+        return [np.concatenate(column) for column in zip(*runs, strict=True)]
+
     def kernel_precisions(self) -> dict[str, int]:
         """How many convolutions the CPU plugin runs in each precision: proof that int8 kernels run."""
         counts: Counter = Counter()

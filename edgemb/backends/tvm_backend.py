@@ -199,6 +199,14 @@ class TvmRunner:
         return np.concatenate([self.vm["main"](self._tvm.runtime.tensor(np.ascontiguousarray(s[None]))).numpy()
                                for s in batch.astype(np.float32)])
 
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output (a detector's tuple comes back as a TVM array of tensors), stacked per output."""
+        runs = []
+        for s in batch.astype(np.float32):
+            result = self.vm["main"](self._tvm.runtime.tensor(np.ascontiguousarray(s[None])))
+            runs.append([result.numpy()] if hasattr(result, "numpy") else [r.numpy() for r in result])
+        return [np.concatenate(column) for column in zip(*runs, strict=True)]
+
 
 class TvmBackend:
     """TVM behind the common interface."""

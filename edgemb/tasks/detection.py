@@ -115,11 +115,11 @@ def decode(deltas: np.ndarray, anchors: np.ndarray, weights: tuple[float, ...] =
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairwise IoU of two box sets (N, 4) and (M, 4) -> (N, M); empty boxes have IoU 0."""
     a, b = a.astype(np.float64), b.astype(np.float64)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0.0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0.0, None), axis=1)
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(width, 0.0) * np.maximum(height, 0.0)
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
@@ -127,14 +127,13 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy non-maximum suppression: indices of kept boxes, highest score first (ties keep input order)."""
     order = np.argsort(-scores, kind="stable")
+    overlap = box_iou(boxes[order], boxes[order]) > iou_threshold  # one matrix, then a cheap greedy pass
+    suppressed = np.zeros(len(order), bool)
     keep = []
-    while order.size:
-        best = order[0]
-        keep.append(best)
-        if order.size == 1:
-            break
-        overlap = box_iou(boxes[best:best + 1], boxes[order[1:]])[0]
-        order = order[1:][overlap <= iou_threshold]
+    for i in range(len(order)):
+        if not suppressed[i]:
+            keep.append(order[i])
+            suppressed |= overlap[i]
     return np.asarray(keep, np.int64)
 
 

@@ -51,8 +51,8 @@ class TaskRecipe:
 TASK_RECIPES: dict[str, TaskRecipe] = {
     r.model.split("@")[0]: r
     for r in (
-        TaskRecipe("ssdlite_v2_0.35@128", epochs=5, init="v2_0.35"),
-        TaskRecipe("lraspp_v3l_0.5@128", epochs=6),
+        TaskRecipe("ssdlite_v2_0.35@96", epochs=3, init="v2_0.35"),
+        TaskRecipe("lraspp_v3l_0.5@128", epochs=3, lr=5e-3),
     )
 }
 

@@ -31,6 +31,7 @@ from edgemb.zoo.registry import FAMILIES, ModelSpec
 URL_SCHEMES = ("https", "http", "file")
 REFERENCE_DIR = Path(__file__).parent / "reference"
 REFERENCE_TAGS = ("ref", "reference")
+TASK_MANIFEST = "manifest-tasks.json"
 RANDOM_TAG = "random"
 # Default data for ImageNet weights: natural-photo crops (edgemb/data/photos.toml), disjoint source photos.
 PHOTOS_CALIB = "photos:calib:300"
@@ -106,15 +107,27 @@ def reference_entries() -> dict[str, dict]:
     return json.loads(manifest.read_text())["models"] if manifest.exists() else {}
 
 
+def task_reference_entries() -> dict[str, dict]:
+    """The detection/segmentation reference models (scripts/train_task_models.py), kept in their own manifest."""
+    manifest = REFERENCE_DIR / TASK_MANIFEST
+    return json.loads(manifest.read_text())["models"] if manifest.exists() else {}
+
+
 def reference_weights(spec: ModelSpec) -> NamedWeights | None:
     """The shipped reference checkpoint of a model as a named entry, if there is one."""
-    entry = reference_entries().get(spec.base_name)
+    entry = reference_entries().get(spec.base_name) or task_reference_entries().get(spec.base_name)
     if entry is None:
         return None
+    if "metrics" in entry:  # detection/segmentation references (edgemb/tasks/training.py): mAP, mIoU
+        metrics = {k: 100 * v for k, v in entry["metrics"].items() if isinstance(v, float)}
+        data = entry["recipe"]["train_data"].split(":")[0]
+        calibration, evaluation = f"{data}:train:256", entry["metrics"]["data"]
+    else:
+        metrics = {"top1": 100 * entry["accuracy"]["top1"], "top5": 100 * entry["accuracy"]["top5"]}
+        calibration, evaluation = REFERENCE_CALIB, REFERENCE_EVAL
     return NamedWeights(spec.base_name, "ref", (REFERENCE_DIR / entry["file"]).as_uri(), entry["sha256"],
-                        entry["num_classes"], Preprocessing.from_dict(entry["preprocessing"]),
-                        {"top1": 100 * entry["accuracy"]["top1"], "top5": 100 * entry["accuracy"]["top5"]},
-                        REFERENCE_CALIB, REFERENCE_EVAL)
+                        entry["num_classes"], Preprocessing.from_dict(entry["preprocessing"]), metrics,
+                        calibration, evaluation)
 
 
 def named_weights_for(spec: ModelSpec) -> dict[str, NamedWeights]:
@@ -354,7 +367,8 @@ def resolve_weights(weights: str, spec: ModelSpec, sha256: str | None = None) ->
     named = named_weights_for(spec)
     tag = "ref" if weights.lower() in REFERENCE_TAGS else weights.lower()
     if tag == "ref" and "ref" not in named:
-        have = ", ".join(sorted(reference_entries())) or "none (run `make reference-models`)"
+        known = {**reference_entries(), **task_reference_entries()}
+        have = ", ".join(sorted(known)) or "none (run `make reference-models`)"
         raise EdgembError(f"there is no reference checkpoint for {spec.base_name}; reference models: {have}")
     if tag in named:
         entry = named[tag]

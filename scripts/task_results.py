@@ -1,0 +1,44 @@
+"""Measure the detection/segmentation reference models on every backend here into results/tasks.json.
+
+    python scripts/task_results.py [MODEL ...]
+
+Each model runs `edgemb task-verify` (the same library call) with the data, calibration and artifacts below;
+the README table (`make readme`) is rendered from the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from edgemb.artifacts import write_json
+from edgemb.tasks.report import RESULTS
+from edgemb.tasks.verify import verify_task
+from edgemb.zoo.weights import task_reference_entries
+
+DATA = "synthdet:test"
+CALIB = "synthdet:train:256"
+ARTIFACTS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"),
+             ("tflite", "fp32"), ("tflite", "int8"), ("tvm", "fp32"))
+
+
+def main(names: list[str]) -> None:
+    """Run task-verify for each model and keep the other models' reports already in the file."""
+    existing = json.loads(RESULTS.read_text())["reports"] if RESULTS.exists() else []
+    names = names or list(task_reference_entries())
+    reports = [r for r in existing if r["model"].split("@")[0] not in names]
+    for name in names:
+        with tempfile.TemporaryDirectory() as scratch:
+            report = verify_task(name, "ref", DATA, CALIB, Path(scratch) / name, ARTIFACTS)
+        backends = " ".join(f"--backend {b}:{p}" for b, p in ARTIFACTS)
+        report["command"] = (f"edgemb task-verify {shlex.quote(name)} --weights ref --data {DATA} "
+                             f"--calib {CALIB} {backends} --out build/tasks/{name}")
+        reports.append(report)
+        write_json(RESULTS, {"note": "written by scripts/task_results.py", "reports": reports})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
