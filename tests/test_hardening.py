@@ -57,8 +57,12 @@ def test_second_deploy_into_the_same_folder_exits_2_and_a_new_run_removes_the_ol
 
     args = ["deploy", "v1_0.25", "--target", "x86", "--weights", "ref", "--calib", "fashion-mnist:train:64",
             "--eval", "fashion-mnist:test:200", "--runs", "2", "--max-drop", "0.3", "--out", str(tmp_path)]
-    first = subprocess.Popen([sys.executable, "-m", "edgemb", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+    board = tmp_path / "boards" / "x86.toml"  # the first run names its board by path: same folder, same lock
+    board.parent.mkdir()
+    board.write_text((TARGETS_DIR / "x86.toml").read_text())
+    by_path = [str(board) if a == "x86" else a for a in args]
+    first = subprocess.Popen([sys.executable, "-m", "edgemb", *by_path], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
         lock = folder / LOCK_NAME
         _wait_for(lambda: lock.exists() and f"pid {first.pid} on " in lock.read_text(), 120, "the first deploy never "
