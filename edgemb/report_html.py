@@ -135,7 +135,7 @@ def accuracy_plot(report: dict[str, Any]) -> str:
         parts.append(f"<text x='{left - 6}' y='{y + 16}' text-anchor='end'>{_e(_name(a))}</text>"
                      f"<rect x='{start:.1f}' y='{y + 4}' width='{max(1.5, end - start):.1f}' height='{bar - 8}' "
                      f"fill='{color}'><title>{_e(_name(a))}: {v:.2f} {unit} on n={p.get('n')}</title></rect>"
-                     f"<text x='{left + plot_w + 8}' y='{y + 16}'>{v:.2f} {unit}, n={_e(p.get('n', '-'))}"
+                     f"<text x='{left + plot_w + 8}' y='{y + 16}'>{v:.2f} {unit}, {_n_text(p, unit)}"
                      f"{' (' + _e(where) + ')' if where else ''}</text>")
     bottom = top + bar * len(rows)
     parts.append(f"<line x1='{zero:.1f}' x2='{zero:.1f}' y1='{top}' y2='{bottom}' stroke='#999'/>"
@@ -151,6 +151,13 @@ def accuracy_plot(report: dict[str, Any]) -> str:
                        f"stroke-dasharray='5 3'/>", "budget"))
     parts.append(_legend(legend, left, bottom + 38) + "</svg>")
     return "".join(parts)
+
+
+def _n_text(p: dict[str, Any], unit: str) -> str:
+    """How many samples a bar rests on: the confident ones when disagreement was measured on those."""
+    if unit == "%" and p.get("n_confident"):
+        return f"n={_e(p['n_confident'])} confident of {_e(p.get('n', '-'))}"
+    return f"n={_e(p.get('n', '-'))}"
 
 
 def _log_ticks(low: float, high: float) -> list[float]:

@@ -397,3 +397,15 @@ def test_cli_warns_about_a_one_sample_calibration_set(tmp_path, capsys):
                      "fashion-mnist:train:1", "--out", str(tmp_path / "q")])
     err = capsys.readouterr().err
     assert code == 2 and "edgemb: warning: calibration set (fashion-mnist:train:1) has only 1 sample" in err
+
+
+def test_accuracy_plot_on_unlabelled_data_shows_disagreement_on_confident_samples():
+    report = _report()
+    report["data"]["evaluation"]["labelled"] = False
+    report["budget"] = {"max_drop": 0.5, "min_agreement": 0.99, "applied": "agreement"}
+    for a in report["artifacts"]:
+        a["parity"].update(drop=None, agreement_confident=0.995, n_confident=150)
+    page = render(report)
+    plot = page[page.index("id='accuracy-plot'"):page.index("</svg>", page.index("id='accuracy-plot'"))]
+    assert "disagreement with float on confident samples (%)" in plot and "budget 1 %" in plot
+    assert "0.50 %, n=150 confident of 10000" in plot
