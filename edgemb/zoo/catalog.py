@@ -39,11 +39,29 @@ def measure_table(num_classes: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+REFERENCE_MANIFESTS = ("manifest.json", "manifest-tasks.json")  # edgemb/zoo/reference, see weights.py
+
+
+def _reference_models() -> set[str]:
+    """Models with a shipped `ref` checkpoint, read from the manifests (they change more often than the zoo)."""
+    names: set[str] = set()
+    for name in REFERENCE_MANIFESTS:
+        path = Path(__file__).with_name("reference") / name
+        if path.exists():
+            names.update(json.loads(path.read_text())["models"])
+    return names
+
+
 def model_table(num_classes: int | None = None) -> list[dict[str, Any]]:
-    """The shipped table (no torch import); measured afresh when another class count is asked for."""
-    if num_classes is None and CATALOG.exists():
-        return json.loads(CATALOG.read_text())["models"]
-    return measure_table(num_classes)
+    """The shipped table (no torch import), its `ref` tags read live; measured afresh for another class count."""
+    if num_classes is not None or not CATALOG.exists():
+        return measure_table(num_classes)
+    refs = _reference_models()
+    rows = json.loads(CATALOG.read_text())["models"]
+    for row in rows:
+        tags = set(row["weights"]) - {"ref"} | ({"ref"} if row["name"].split("@")[0] in refs else set())
+        row["weights"] = sorted(tags)
+    return rows
 
 
 def write_catalog(path: Path = CATALOG) -> Path:
