@@ -138,6 +138,23 @@ def bench_table(path: Path = README.parent / "results" / "bench.json",
 TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table, "quantization": quantization_table,
                                         "compile": compile_table, "deploy": deploy_table, "benchmarks": bench_table}
 
+# Detection and segmentation tables live with their task code (edgemb/tasks/report.py).
+
+
+def _task_reference_table() -> str:
+    from edgemb.tasks.report import task_reference_table
+
+    return task_reference_table()
+
+
+def _task_table() -> str:
+    from edgemb.tasks.report import task_table
+
+    return task_table()
+
+
+TABLES.update({"task-reference-models": _task_reference_table, "tasks": _task_table})
+
 
 def render(text: str) -> str:
     """Replace every known marked section of `text` with freshly rendered content."""

@@ -148,3 +148,36 @@ def test_task_parity_of_a_model_with_itself_is_perfect_and_noise_is_seen():
     assert same["box_recall"] == 1.0 and same["sqnr_db"]["cls_logits"] == float("inf")
     noisy = [o + np.random.default_rng(1).standard_normal(o.shape).astype(np.float32) for o in outputs]
     assert task_parity(task, outputs, noisy)["sqnr_db"]["cls_logits"] < 30
+
+
+def test_comparison_page_draws_boxes_and_masks(tmp_path):
+    from edgemb.tasks.render import comparison_page, draw_boxes, draw_mask
+
+    pixels = np.zeros((2, 32, 32, 3), np.uint8)
+    det = Detections(np.array([[4, 4, 20, 20]], np.float32), np.array([0.9], np.float32), np.array([1]))
+    drawn = np.asarray(draw_boxes(pixels[0], det, ("background", "top")))
+    assert drawn.shape == (64, 64, 3) and drawn.any()  # the box outline is painted on a black image
+    assert not np.asarray(draw_boxes(pixels[0], det.above(0.95), None)).any()  # below the score: nothing drawn
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:16, 8:16] = 2
+    blended = np.asarray(draw_mask(pixels[0], mask))
+    assert blended[20, 20].any() and not blended[0, 0].any()
+    page = comparison_page("t", pixels, {"float": [det, det], "int8": [mask, mask]}, None, ["a line"])
+    assert page.count("<img") == 4 and "a line" in page
+
+
+def test_task_table_renders_measured_rows(tmp_path):
+    from edgemb.tasks.report import task_table
+
+    parity = {"task": "segmentation", "metric": "miou", "float_miou": 0.7, "quant_miou": 0.69, "drop": 1.0,
+              "mask_agreement": 0.99, "sqnr_db": {"seg_logits": 30.0}}
+    report = {"model": "lraspp_v3l_0.5", "task": "segmentation", "data": "synthdet:test", "n": 500,
+              "host": {"model": "cpu", "isa": ["avx2"]}, "command": "edgemb task-verify lraspp_v3l_0.5 ...",
+              "artifacts": [{"backend": "onnxruntime", "precision": "int8", "status": "ok", "network_ms": 1.5,
+                             "postprocess_ms": 0.4, "parity": parity},
+                            {"backend": "tflm", "precision": "int8", "status": "failed", "detail": "no fit"}]}
+    path = tmp_path / "tasks.json"
+    path.write_text(__import__("json").dumps({"reports": [report]}))
+    table = task_table(path)
+    assert "| 0.700 | 0.690 | +1.00 | mask agreement 0.9900 | 30.0 | 1.50 | 0.40 |" in table
+    assert "failed: no fit" in table and "edgemb task-verify lraspp_v3l_0.5" in table and "avx2" in table

@@ -46,3 +46,23 @@ def task_table(path: Path = RESULTS) -> str:
                       "runs on a shared, busy machine (compare within a row set, not across machines).", "",
                   "Commands:", ""] + [f"    {c}" for c in commands]
     return "\n".join(lines)
+
+
+def task_reference_table() -> str:
+    """Markdown table of the shipped detection/segmentation reference models with their measured quality."""
+    from edgemb.zoo.weights import task_reference_entries
+
+    entries = task_reference_entries()
+    if not entries:
+        return "_none shipped yet: run `python scripts/train_task_models.py`_"
+    lines = ["| model | task | resolution | classes | quality (data, n) | epochs | train time | size | sha256 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, entry in entries.items():
+        m = entry["metrics"]
+        quality = (f"mAP@[.5:.95] {m['map']:.3f}, mAP@0.5 {m['map50']:.3f}" if entry["task"] == "detection"
+                   else f"mIoU {m['miou']:.3f}, pixel accuracy {m['pixel_accuracy']:.3f}")
+        lines.append(f"| `{name}` | {entry['task']} | {entry['preprocessing']['resolution']} | "
+                     f"{entry['num_classes']} | {quality} (`{m['data']}`, {m['n']}) | {entry['recipe']['epochs']} | "
+                     f"{entry['train_seconds'] / 60:.0f} min | {entry['size_bytes'] / 1e6:.2f} MB | "
+                     f"`{entry['sha256'][:12]}` |")
+    return "\n".join(lines)

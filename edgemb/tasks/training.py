@@ -39,6 +39,7 @@ class TaskRecipe:
     model: str  # with its training resolution, e.g. ssdlite_v2_0.35@128
     epochs: int
     init: str | None = None  # classifier reference model whose features start the backbone
+    resume: str | None = None  # a checkpoint of an earlier stage of this recipe to continue from (its sha256 recorded)
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -59,6 +60,12 @@ TASK_RECIPES: dict[str, TaskRecipe] = {
 
 def _build(recipe: TaskRecipe) -> nn.Module:
     spec = parse_model_name(recipe.model)
+    if recipe.resume is not None:
+        from edgemb.zoo.weights import read_state_dict
+
+        model = spec.build(len(CLASSES))
+        model.load_state_dict(read_state_dict(Path(recipe.resume)), strict=True)
+        return model
     if recipe.init is None:
         return spec.build(len(CLASSES))
     if spec.family != "ssdlite_v2":
@@ -159,6 +166,8 @@ def train_task_reference(recipe: TaskRecipe, out_dir: Path = REFERENCE_DIR, log:
         "classes": list(CLASSES),
         "preprocessing": pp.to_dict(),
         "recipe": asdict(recipe),
+        "resumed_from": {"file": Path(recipe.resume).name, "sha256": sha256_file(Path(recipe.resume))}
+        if recipe.resume else None,
         "metrics": {"data": recipe.eval_data, **metrics},
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),

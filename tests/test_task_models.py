@@ -1,0 +1,61 @@
+"""The shipped detection/segmentation reference models: recorded quality, export parity, task-aware verify."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgemb.artifacts import sha256_file
+from edgemb.data import load_data
+from edgemb.export import onnx_parity
+from edgemb.tasks.training import TASK_RECIPES
+from edgemb.zoo.weights import REFERENCE_DIR, prepare_model, task_reference_entries
+
+TARGETS = {"detection": ("map50", 0.80), "segmentation": ("miou", 0.70)}
+
+
+@pytest.mark.parametrize("name", sorted(task_reference_entries()))
+def test_shipped_task_model_matches_its_manifest_and_recipe(name):
+    entry = task_reference_entries()[name]
+    assert sha256_file(REFERENCE_DIR / entry["file"]) == entry["sha256"]
+    assert name in TASK_RECIPES and entry["recipe"]["model"] == TASK_RECIPES[name].model
+    prepared = prepare_model(name, "ref")
+    assert prepared.spec.resolution == entry["preprocessing"]["resolution"]
+    assert prepared.num_classes == entry["num_classes"] == 6
+
+
+@pytest.mark.parametrize("name", sorted(task_reference_entries()))
+def test_export_parity_on_raw_outputs_of_the_trained_model(tmp_path, name):
+    from edgemb.export import export_simplified
+
+    prepared = prepare_model(name, "ref")
+    x = load_data("synthdet:test:8", prepared.preprocessing).x
+    path = export_simplified(prepared.model, prepared.spec.resolution, tmp_path / "m.onnx")
+    parity = onnx_parity(prepared.model, path, prepared.spec.resolution, inputs=x)
+    assert parity["passed"] and parity["max_abs_diff"] <= 1e-4
+    assert set(parity["max_abs_diff_per_output"]) == set(prepared.model.output_names)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(task_reference_entries()))
+def test_task_verify_cli_reports_metrics_drop_and_pictures(tmp_path, name):
+    entry = task_reference_entries()[name]
+    out = tmp_path / "tv"
+    result = subprocess.run(
+        [sys.executable, "-m", "edgemb", "task-verify", name, "--weights", "ref", "--data", "synthdet:test:48",
+         "--calib", "synthdet:train:64", "--backend", "onnxruntime:fp32", "--backend", "onnxruntime:int8",
+         "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "task_parity.json").read_text())
+    fp32, int8 = report["artifacts"]
+    metric, target = TARGETS[entry["task"]]
+    assert fp32["parity"]["drop"] == 0.0 and fp32["parity"][f"float_{metric}"] >= target - 0.1
+    assert int8["status"] == "ok" and np.isfinite(int8["parity"]["drop"])
+    assert min(int8["parity"]["sqnr_db"].values()) > 10  # int8, not garbage, and not float (which is > 100 dB)
+    assert max(int8["parity"]["sqnr_db"].values()) < 100
+    page = (out / "task_report.html").read_text()
+    assert page.count("<img") == 4 * 3  # 4 images x (truth, float, int8)
