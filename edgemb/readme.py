@@ -126,12 +126,27 @@ def bench_table(path: Path = README.parent / "results" / "bench.json",
     else:
         lines.append("| _run `make bench`_ | | | | | | | | | |")
     if tvm_path.exists():
-        t = json.loads(tvm_path.read_text())
-        lines += ["", f"TVM fp32 after {t['trials']} MetaSchedule trials ({t['tuning_seconds']:.0f} s of tuning "
-                      f"on this host, `make tvm-bench`): {t['latency_ms']['tvm_tuned']:.3f} ms vs onnxruntime fp32 "
-                      f"{t['latency_ms']['onnxruntime_fp32']:.3f} ms on `{t['model']}` at {t['threads']} threads: "
-                      f"**{t['ratio_tuned_to_onnxruntime']}x** onnxruntime's latency (untuned "
-                      f"{t['ratio_untuned_to_onnxruntime']}x)."]
+        lines += ["", tvm_table(json.loads(tvm_path.read_text()))]
+    return "\n".join(lines)
+
+
+def tvm_table(t: dict) -> str:
+    """`make tvm-bench`: TVM fp32/int8 vs onnxruntime fp32/int8, one run, 1 thread, on the CPU it names."""
+    tuned = f"{t['trials_per_library']} MetaSchedule trials per library" if t["trials_per_library"] else \
+        "default schedules, no tuning"
+    lines = [f"TVM (`make tvm-bench`, {tuned}; p50 ms, 1 thread):", "",
+             "| model | weights | onnxruntime fp32 | onnxruntime int8 | TVM fp32 | TVM int8 | TVM fp32 / ort fp32 | "
+             "TVM int8 / ort int8 | TVM int8 / TVM fp32 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in t["models"]:
+        ms, r = m["latency_ms"], m["ratios"]
+        best = {p: min(v for k, v in ms.items() if k.startswith(f"tvm_{p}")) for p in ("fp32", "int8")}
+        cells = [f"`{m['model']}`", m["weights"], f"{ms['onnxruntime_fp32']:.2f}", f"{ms['onnxruntime_int8']:.2f}",
+                 f"{best['fp32']:.2f}", f"{best['int8']:.2f}", f"{r['tvm_fp32_over_onnxruntime_fp32']}x",
+                 f"{r['tvm_int8_over_onnxruntime_int8']}x", f"{r['tvm_int8_over_tvm_fp32']}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    host = t["host"]
+    lines += ["", f"Host: {host['model']}, {host['cores']} cores, ISA: {', '.join(host['isa']) or 'no AVX2'}; "
+                  f"TVM target {t['tvm_target'].get('mcpu', 'generic')}."]
     return "\n".join(lines)
 
 

@@ -1,16 +1,23 @@
-"""Benchmark: TVM fp32 after MetaSchedule tuning vs onnxruntime float, on this host, in one run.
+"""Benchmark: TVM fp32 and int8 (default schedules, then optionally tuned) vs onnxruntime fp32/int8, one run.
 
-Tunes `--trials` candidates (about one per second on 2 cores, so 600 is the issue's 10-minute budget) into
-the cached database that every later TVM build of the same model+target reuses, then times both engines
-on the same inputs, alternating, median of repeats. Writes results/tvm_tuning.json.
+For each model (default: torchvision's ImageNet MobileNetV2 at 224 and the 64x64 Fashion-MNIST reference),
+quantizes with edgemb's own QDQ recipe, builds TVM fp32 and int8 libraries with the default schedules
+(untuned), optionally tunes `--trials` MetaSchedule candidates per library on the dominant tasks (cached
+database, reused by every later build of the same model+target), and times every engine on the same input,
+1 thread, alternating engines, median of repeats. Writes results/tvm_tuning.json with the CPU and its ISA.
 
-    python scripts/tvm_tuning_bench.py [--model v2_1.0] [--trials 600]
+    python scripts/tvm_tuning_bench.py [--trials 0] [--repeats 15]
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")  # before TVM's thread pool starts: 1-thread numbers
+
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +34,22 @@ from edgemb.backends.tvm_backend import (
     tune,
     tvm_target_dict,
 )
-from edgemb.export import export_simplified
 from edgemb.onnx_graph import session
+from edgemb.quant.pipeline import quantize_model
 from edgemb.targets import get_target
-from edgemb.zoo.weights import prepare_model
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "tvm_tuning.json"
+MODELS = {"v2_1.0@224": ("imagenet1k_v1", "photos:calib:64"), "v2_1.0": ("ref", "fashion-mnist:train:256")}
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni")
+
+
+def host_cpu() -> dict[str, object]:
+    """CPU model and the vector ISA flags that decide which kernels each engine can use."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
+    flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    return {"model": model.group(1).strip() if model else "unknown", "isa": [f for f in ISA_FLAGS if f in flags],
+            "cores": os.cpu_count()}
 
 
 def median_ms(run, x: np.ndarray, repeats: int, number: int) -> float:
@@ -46,47 +63,74 @@ def median_ms(run, x: np.ndarray, repeats: int, number: int) -> float:
     return float(np.median(times) * 1e3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="v2_1.0")
-    parser.add_argument("--trials", type=int, default=600)
-    parser.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args()
-    target = get_target("x86")
-    prepared = prepare_model(args.model, "ref")
-    spec = tvm_target_dict(target)
-    database = database_dir(prepared.spec.name, spec)
+def build(onnx_path: Path, precision: str, name: str, spec: dict, trials: int, folder: Path) -> dict:
+    """Untuned library, and the tuned one when `trials` > 0 (or a database is already cached)."""
+    mod, lowering = import_onnx(onnx_path, spec, integer=precision == "int8")
+    database = database_dir(f"{name}-{precision}", spec)
+    started = time.perf_counter()
+    untuned = folder / f"{precision}.untuned.so"
+    compile_library(mod, spec, None, untuned)
+    entry = {"untuned": untuned, "compile_seconds": round(time.perf_counter() - started, 1),
+             "records_before": database_records(database), "tuning_seconds": 0.0}
+    if lowering is not None:
+        entry["integer_lowering"] = lowering.as_dict()
+    if trials > 0:
+        entry["tuning_seconds"] = round(tune(mod, spec, database, trials), 1)
+    if database_records(database):
+        entry["tuned"] = folder / f"{precision}.tuned.so"
+        compile_library(mod, spec, database, entry["tuned"])
+    entry["records_after"] = database_records(database)
+    return entry
+
+
+def bench_model(model: str, weights: str, calib: str, spec: dict, trials: int, repeats: int) -> dict:
+    """Every engine on one model, timed side by side."""
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        export_simplified(prepared.model, prepared.spec.resolution, onnx_path)
-        mod, _ = import_onnx(onnx_path, spec)
-        untuned = Path(tmp) / "untuned.so"
-        compile_library(mod, spec, None, untuned)
-        records_before = database_records(database)
-        seconds = tune(mod, spec, database, args.trials) if args.trials else 0.0
-        tuned = Path(tmp) / "tuned.so"
-        compile_library(mod, spec, database, tuned)
-        x = np.random.default_rng(0).standard_normal((1, 3, prepared.spec.resolution, prepared.spec.resolution),
-                                                     dtype=np.float32)
-        ort = session(onnx_path, threads=target.threads)
-        name = ort.get_inputs()[0].name
-        engines = {"onnxruntime_fp32": lambda v: ort.run(None, {name: v}),
-                   "tvm_untuned": TvmRunner(untuned).run, "tvm_tuned": TvmRunner(tuned).run}
+        folder = Path(tmp)
+        quantize_model(model, calib, folder, weights=weights)
+        float_onnx, qdq_onnx = folder / "model.float.onnx", folder / "model.int8.onnx"
+        builds = {p: build(path, p, model, spec, trials, folder)
+                  for p, path in (("fp32", float_onnx), ("int8", qdq_onnx))}
+        engines = {}
+        for precision, path in (("fp32", float_onnx), ("int8", qdq_onnx)):
+            sess = session(path, threads=1)
+            name = sess.get_inputs()[0].name
+            engines[f"onnxruntime_{precision}"] = lambda v, s=sess, n=name: s.run(None, {n: v})
+        for precision, entry in builds.items():
+            engines[f"tvm_{precision}"] = TvmRunner(entry["untuned"]).run
+            if "tuned" in entry:
+                engines[f"tvm_{precision}_tuned"] = TvmRunner(entry["tuned"]).run
+        resolution = int(model.split("@")[1]) if "@" in model else 64
+        x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
         for run in engines.values():
             run(x)  # warm-up
-        results = {k: [] for k in engines}
+        samples = {k: [] for k in engines}
         for _ in range(3):  # alternate engines so drift in machine load hits all of them alike
             for key, run in engines.items():
-                results[key].append(median_ms(run, x, args.repeats, 20))
-    latency = {k: round(float(np.median(v)), 4) for k, v in results.items()}
-    report = {
-        "model": prepared.spec.name, "target": "x86", "tvm_target": spec, "threads": target.threads,
-        "trials": args.trials, "tuning_seconds": round(seconds, 1), "database_records_before": records_before,
-        "database_records_after": database_records(database), "latency_ms": latency,
-        "ratio_tuned_to_onnxruntime": round(latency["tvm_tuned"] / latency["onnxruntime_fp32"], 2),
-        "ratio_untuned_to_onnxruntime": round(latency["tvm_untuned"] / latency["onnxruntime_fp32"], 2),
-        "tools": tool_versions("apache-tvm", "onnxruntime"),
+                samples[key].append(median_ms(run, x, repeats, 10))
+    latency = {k: round(float(np.median(v)), 4) for k, v in samples.items()}
+    best = {p: min(v for k, v in latency.items() if k.startswith(f"tvm_{p}")) for p in ("fp32", "int8")}
+    return {
+        "model": model, "weights": weights, "calibration": calib, "latency_ms": latency,
+        "ratios": {"tvm_fp32_over_onnxruntime_fp32": round(best["fp32"] / latency["onnxruntime_fp32"], 2),
+                   "tvm_int8_over_onnxruntime_int8": round(best["int8"] / latency["onnxruntime_int8"], 2),
+                   "tvm_int8_over_onnxruntime_fp32": round(best["int8"] / latency["onnxruntime_fp32"], 2),
+                   "tvm_int8_over_tvm_fp32": round(best["int8"] / best["fp32"], 2)},
+        "builds": {p: {k: v for k, v in e.items() if k not in ("untuned", "tuned")} | {"tuned": "tuned" in e}
+                   for p, e in builds.items()},
     }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per library (0: defaults only)")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+    spec = tvm_target_dict(get_target("x86"))
+    results = [bench_model(m, *MODELS[m], spec, args.trials, args.repeats) for m in args.models]
+    report = {"host": host_cpu(), "threads": 1, "tvm_target": spec, "trials_per_library": args.trials,
+              "models": results, "tools": tool_versions("apache-tvm", "onnxruntime")}
     write_json(OUT, report)
     print(json.dumps(report, indent=2))
 

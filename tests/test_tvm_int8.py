@@ -17,6 +17,7 @@ from torch import nn
 
 from edgemb.backends.tvm_backend import compile_library, import_onnx
 from edgemb.backends.tvm_lowering import fixed_point, requantize_reference
+from edgemb.errors import EdgembError
 from edgemb.export import export_simplified
 from edgemb.onnx_graph import Graph, session
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
@@ -172,3 +173,32 @@ def test_fixed_point_requantize_matches_float_rounding():
     assert np.abs(got - want).max() <= 1
     with pytest.raises(ValueError, match="multipliers"):
         fixed_point(np.array([0.0]))
+
+
+def test_tuning_picks_dominant_tasks_and_the_rpc_board(tmp_path, monkeypatch):
+    """Trials go to the tasks with the most FLOPs x calls; $EDGEMB_TVM_TUNE_RPC names the board that measures them.
+
+    (A full tuning run over a loopback tracker took about 6 minutes for 2 trials on this shared 2-core host, too
+    slow for CI; the README documents the real-board procedure.)"""
+    import tvm
+
+    from edgemb.backends.tvm_backend import dominant_tasks, tuning_device
+
+    model, _ = quantized_graph(Residual(), tmp_path, "uint8")
+    qdq = tmp_path / "model.qdq.onnx"
+    onnx.save(model, str(qdq))
+    host = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
+    mod, _ = import_onnx(qdq, host, integer=True)
+    everything = dominant_tasks(mod, host, share=1.0)
+    kept = dominant_tasks(mod, host)
+    scores = [score for _, score in everything]
+    assert scores == sorted(scores, reverse=True) and len(kept) < len(everything)
+    assert sum(s for _, s in kept) >= 0.97 * sum(scores)
+    monkeypatch.delenv("EDGEMB_TVM_TUNE_RPC", raising=False)
+    assert tuning_device(host) is None
+    monkeypatch.setenv("EDGEMB_TVM_TUNE_RPC", "rpc://tracker.local:9190/rpi5")
+    board = tuning_device(host)
+    assert (board.tracker_host, board.tracker_port, board.key) == ("tracker.local", 9190, "rpi5")
+    monkeypatch.setenv("EDGEMB_TVM_TUNE_RPC", "ssh://me@board")
+    with pytest.raises(EdgembError, match="must be rpc://"):
+        tuning_device(host)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
-from edgemb.backends.tvm_lowering import lower_qdq
+from edgemb.backends.tvm_lowering import float_nhwc, lower_qdq
 from edgemb.backends.tvm_schedules import default_schedule_pass
 from edgemb.cache import cache_dir
 from edgemb.device.runner import board_arch
@@ -31,6 +32,7 @@ from edgemb.targets import Target
 
 CROSS_COMPILERS = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}
 PRECISIONS = ("fp32", "int8")
+TUNE_RPC_ENV = "EDGEMB_TVM_TUNE_RPC"
 DEFAULT_TUNE_TRIALS = 0  # deploys stay fast; `--tune-trials N` (or a cached database) makes TVM competitive
 BUILD_TIMEOUT_SECONDS = 120
 DOMINANT_SHARE = 0.97  # tune the fewest tasks covering this share of FLOPs x calls (the rest: a few percent)
@@ -94,6 +96,8 @@ def import_onnx(path: Path, spec: dict[str, Any], integer: bool = False):
         if not report.integer_ops:
             raise EdgembError(f"{path.name} has no quantized convolution TVM could lower to int8: pass a QDQ "
                               f"model from `edgemb quantize`")
+    else:
+        mod = float_nhwc(mod)
     with tvm.target.Target(spec):
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.CanonicalizeBindings()(mod)
@@ -118,26 +122,56 @@ def dominant_tasks(mod, spec: dict[str, Any], share: float = DOMINANT_SHARE) -> 
     return kept
 
 
-def tune(mod, spec: dict[str, Any], database: Path, trials: int) -> float:
-    """MetaSchedule (replay-trace) on this host: `trials` candidates spent on the dominant tasks only; records
-    append to `database`, which every later build of the same model+target reuses."""
+def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None,
+         share: float = DOMINANT_SHARE) -> float:
+    """MetaSchedule (replay-trace): `trials` candidates spent on the dominant tasks only, measured on this host
+    or, with `rpc` (an rpc:// device), on the board behind a TVM RPC tracker (candidates cross-compiled here);
+    records append to `database`, which every later build of the same model+target reuses."""
     from tvm.s_tir import meta_schedule as ms
 
     started = time.perf_counter()
     quiet = logging.getLogger("tvm.s_tir.meta_schedule")
     quiet.setLevel(logging.INFO if show_progress() else logging.WARNING)
-    kept = dominant_tasks(mod, spec)
+    kept = dominant_tasks(mod, spec, share)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [task for task, _ in kept], str(database), strategy="replay-trace", seed=0)
+    if rpc is None:
+        runner = ms.runner.LocalRunner(timeout_sec=60)
+    else:
+        runner = ms.runner.RPCRunner(ms.runner.RPCConfig(
+            tracker_host=rpc.tracker_host, tracker_port=rpc.tracker_port, tracker_key=rpc.key,
+            session_timeout_sec=int(rpc.wait_seconds)))
+    cross = target_arch(spec) != host_arch()
+    builder = ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics,
+                                      f_export=_export_aarch64 if cross else None, timeout_sec=BUILD_TIMEOUT_SECONDS)
     with native_output_captured():
-        ms.tune_tasks(
-            tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=trials,
-            num_trials_per_iter=min(16, trials), cost_model="random",
-            builder=ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics,
-                                            timeout_sec=BUILD_TIMEOUT_SECONDS),
-            runner=ms.runner.LocalRunner(timeout_sec=60),
-        )
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=trials,
+                      num_trials_per_iter=min(16, trials), cost_model="random", builder=builder, runner=runner)
     return time.perf_counter() - started
+
+
+def _export_aarch64(rt_mod) -> str:
+    """MetaSchedule builder export for an aarch64 board: the candidate cross-compiled to a shared library."""
+    import tempfile
+
+    from tvm.support import cc
+
+    path = str(Path(tempfile.mkdtemp(prefix="edgemb-ms-")) / "candidate.so")
+    rt_mod.export_library(path, fcompile=cc.cross_compiler(CROSS_COMPILERS["aarch64"][0]))
+    return path
+
+
+def tuning_device(spec: dict[str, Any]):
+    """The rpc:// board named by $EDGEMB_TVM_TUNE_RPC (tuning an ARM target on its real board), else None."""
+    uri = os.environ.get(TUNE_RPC_ENV)
+    if not uri:
+        return None
+    from edgemb.device.devices import RpcDevice, open_device
+
+    device = open_device(uri)
+    if not isinstance(device, RpcDevice):
+        raise EdgembError(f"${TUNE_RPC_ENV}={uri!r} must be rpc://TRACKER_HOST:PORT/KEY (a TVM RPC tracker)")
+    return device
 
 
 def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path) -> None:
@@ -172,11 +206,13 @@ def target_arch(spec: dict[str, Any]) -> str:
     return triple.split("-")[0] if triple else host_arch()
 
 
-def qdq_model(inputs: BuildInputs) -> Path:
-    """edgemb's QDQ model: the quantize stage's when the deploy has one, else the same recipe as onnxruntime's
-    int8 artifact (so both run the same quantized network)."""
+def qdq_model(inputs: BuildInputs, out_dir: Path) -> Path:
+    """edgemb's QDQ model: the quantize stage's when the deploy has one, else onnxruntime's int8 artifact of
+    the same stage (or the same recipe built here), so both engines run the same quantized network."""
     if inputs.options.get("qdq_model"):
         return Path(inputs.options["qdq_model"])
+    if (out_dir / "model.int8.onnx").exists():
+        return out_dir / "model.int8.onnx"
     from edgemb.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     folder = inputs.scratch / "tvm-qdq"
@@ -223,16 +259,19 @@ class TvmBackend:
             raise EdgembError(f"the TVM backend builds {' and '.join(PRECISIONS)}, not {precision!r}")
         spec = tvm_target_dict(target)
         arch = target_arch(spec)
-        source = inputs.float_onnx if precision == "fp32" else qdq_model(inputs)
+        source = inputs.float_onnx if precision == "fp32" else qdq_model(inputs, out_dir)
         mod, lowering = import_onnx(source, spec, integer=precision == "int8")
         database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec)
         trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
         tuning: dict[str, Any] = {"trials_requested": trials, "database": str(database)}
-        if trials > 0 and arch == host_arch():
+        board = tuning_device(spec) if trials > 0 else None
+        if trials > 0 and (arch == host_arch() or board is not None):
             with file_lock(database.with_name(f".{database.name}.lock"), f"TVM tuning database {database}"):
-                tuning["seconds"] = round(tune(mod, spec, database, trials), 1)  # one tuner per database
+                tuning["seconds"] = round(tune(mod, spec, database, trials, board), 1)  # one tuner per database
+            tuning["measured_on"] = board.uri if board is not None else "this host"
         elif trials > 0:
-            tuning["skipped"] = f"tuning an {arch} target needs its board as a MetaSchedule runner (RPC)"
+            tuning["skipped"] = (f"tuning an {arch} target needs its board: set {TUNE_RPC_ENV}="
+                                 f"rpc://TRACKER:PORT/KEY (see README, ARM boards)")
         tuning["records"] = database_records(database)
         path = out_dir / ("model.tvm.so" if precision == "fp32" else f"model.{precision}.tvm.so")
         compile_library(mod, spec, database if tuning["records"] else None, path)

@@ -69,6 +69,20 @@ def lower_qdq(mod):
     return mod, report
 
 
+def float_nhwc(mod):
+    """The float graph with NHWC convolutions (HWIO weights), the layout the default schedules vectorize.
+
+    ONNX Clip imports as TIR calls that layout conversion cannot see through; they become Relax
+    maximum/minimum with constant bounds first, so ConvertLayout keeps whole blocks in NHWC."""
+    from tvm import relax
+
+    rewriter = _make_rewriter()(mod, LoweringReport(), float_clamps=True)
+    main = rewriter.visit_expr(mod["main"])
+    mod = rewriter.builder_.get()
+    mod["main"] = relax.analysis.remove_all_unused(main)
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
+
+
 def _make_rewriter():
     """The PyExprMutator class (built lazily so importing edgemb never imports TVM)."""
     from tvm import relax
@@ -85,8 +99,9 @@ def _make_rewriter():
     class Rewriter(relax.PyExprMutator):
         """Visits main's bindings in order, remembering each value so patterns can look through variables."""
 
-        def __init__(self, mod, report: LoweringReport) -> None:
+        def __init__(self, mod, report: LoweringReport, float_clamps: bool = False) -> None:
             super().__init__(mod)
+            self.float_clamps = float_clamps
             self.defs: dict[Any, Any] = {}
             self.nhwc: dict[Any, Any] = {}  # quantized NCHW var of the graph -> its NHWC twin made here
             self.report = report
@@ -94,6 +109,12 @@ def _make_rewriter():
         def visit_var_binding_(self, binding) -> None:
             self.defs[binding.var] = binding.value
             value = binding.value
+            if self.float_clamps and (clamp := self._clamp(value)) is not None and self._is_tir_clamp(value):
+                inner, lo, hi = clamp
+                bound = relax.const(lo if hi is None else hi, str(binding.var.ty.dtype))
+                op = relax.op.maximum if hi is None else relax.op.minimum
+                self.set_var_remap(binding.var, self.builder_.emit(op(self.visit_expr(inner), bound)))
+                return
             if isinstance(value, relax.Call) and value.op.same_as(quantize):
                 lowered = self._lower(value)
                 if lowered is None:
@@ -162,6 +183,9 @@ def _make_rewriter():
                 b = float(bound.reshape(()))
                 return (operands[0], b, None) if side == "lo" else (operands[0], None, b)
             return None
+
+        def _is_tir_clamp(self, value) -> bool:
+            return isinstance(value, relax.Call) and value.op.same_as(call_tir)
 
         # --- the rewrite ----------------------------------------------------------------------------
         def _lower(self, q_call):
