@@ -146,7 +146,10 @@ def tvm_table(t: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     host = t["host"]
     lines += ["", f"Host: {host['model']}, {host['cores']} cores, ISA: {', '.join(host['isa']) or 'no AVX2'}; "
-                  f"TVM target {t['tvm_target'].get('mcpu', 'generic')}."]
+                  f"TVM target {t['tvm_target'].get('mcpu', 'generic')}"
+                  + (f"; load average {host['load_average_1min'][0]} -> {host['load_average_1min'][1]} during the "
+                     "run (a shared host: compare ratios, not absolute times)." if "load_average_1min" in host else
+                     ".")]
     return "\n".join(lines)
 
 

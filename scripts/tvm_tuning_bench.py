@@ -128,8 +128,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     spec = tvm_target_dict(get_target("x86"))
+    load_before = os.getloadavg()[0]
     results = [bench_model(m, *MODELS[m], spec, args.trials, args.repeats) for m in args.models]
-    report = {"host": host_cpu(), "threads": 1, "tvm_target": spec, "trials_per_library": args.trials,
+    host = host_cpu() | {"load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
+    report = {"host": host, "threads": 1, "tvm_target": spec, "trials_per_library": args.trials,
               "models": results, "tools": tool_versions("apache-tvm", "onnxruntime")}
     write_json(OUT, report)
     print(json.dumps(report, indent=2))

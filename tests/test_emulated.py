@@ -56,6 +56,16 @@ def test_rpi4_float_artifact_on_the_emulated_board_matches_x86(rpi4_build, backe
     assert m.latency()["emulated"] is True
 
 
+def test_rpi4_tvm_int8_library_on_the_emulated_board_agrees_with_the_float_model(rpi4_build):
+    """The integer-lowered TVM library, cross-compiled for the Cortex-A72 (NEON), runs under emulation."""
+    root, data, float_logits = rpi4_build
+    device = open_device(None, "rpi4", log=lambda _: None)
+    m = device.measure(root / "tvm" / "model.int8.tvm.so", data.x, runs=2, warmup=1, threads=0)
+    assert m.result["arch"] == "aarch64" and m.outputs.shape == (len(data.x), 10)
+    measured = parity(float_logits, m.outputs, data.y)
+    assert measured["n"] == 200 and measured["agreement"] >= 0.99, measured
+
+
 def test_emulated_board_refuses_an_x86_library(tmp_path):
     compile_model("v1_0.25", "x86", tmp_path / "x86", backend="tvm", eval_spec="fashion-mnist:test:8")
     prepared = prepare_model("v1_0.25", "ref")
