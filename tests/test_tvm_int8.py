@@ -202,3 +202,29 @@ def test_tuning_picks_dominant_tasks_and_the_rpc_board(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEMB_TVM_TUNE_RPC", "ssh://me@board")
     with pytest.raises(EdgembError, match="must be rpc://"):
         tuning_device(host)
+
+
+def test_default_schedules_cover_every_convolution_and_float_nhwc_is_exact(tmp_path):
+    """Untuned builds are not naive loops: the rule schedules each NHWC conv (fp32 and int8) and keeps results."""
+    import tvm
+    from tvm import relax
+
+    from edgemb.backends.tvm_schedules import default_schedule_pass
+
+    host = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
+    model, _ = quantized_graph(Residual(), tmp_path, "uint8")
+    qdq = tmp_path / "model.qdq.onnx"
+    onnx.save(model, str(qdq))
+    for path, integer in ((tmp_path / "float.onnx", False), (qdq, True)):
+        mod, _ = import_onnx(path, host, integer=integer)
+        with tvm.target.Target(host) as target:
+            scheduled = default_schedule_pass(target)(mod)
+        convs = [gv for gv in scheduled.get_global_vars() if "conv2d" in gv.name_hint]
+        assert convs and all(scheduled[gv].attrs.get("tirx.is_scheduled") for gv in convs)
+        assert all("nhwc" in scheduled[gv].script() for gv in convs)
+    mod, _ = import_onnx(tmp_path / "float.onnx", host)
+    compile_library(mod, host, None, tmp_path / "float.so")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "float.so")), tvm.cpu())
+    x = np.random.default_rng(4).standard_normal((1, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
+    want = session(tmp_path / "float.onnx").run(None, {"input": x})[0]
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, rtol=1e-4, atol=1e-4)
