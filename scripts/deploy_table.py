@@ -1,10 +1,12 @@
 """`make deploy-table`: run the README's deploys and keep their reports (without raw samples) for the README.
 
-    python scripts/deploy_table.py [TARGET:MODEL[:WEIGHTS] ...]   (default: the deploys the README shows)
+    python scripts/deploy_table.py [TARGET:MODEL[:WEIGHTS] ...]   (default: the deploys the README shows;
+                                                                  named deploys replace theirs, keep the rest)
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,7 +38,11 @@ def main() -> None:
         build = ROOT / "build" / (weights or "default")
         report = deploy(DeploySettings(model, target, weights=weights), build, log=print)
         reports.append(slim(report, model + (f" WEIGHTS={weights}" if weights else "")))
-    write_json(ROOT / "results" / "deploy.json", {"reports": reports})
+    path = ROOT / "results" / "deploy.json"
+    redone = {(r["target"], r["model_arg"]) for r in reports}
+    kept = [r for r in json.loads(path.read_text())["reports"] if (r["target"], r["model_arg"]) not in redone] \
+        if path.exists() and sys.argv[1:] else []
+    write_json(path, {"reports": reports + kept})
 
 
 if __name__ == "__main__":
