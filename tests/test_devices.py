@@ -39,19 +39,24 @@ def built(tmp_path_factory):
 
 
 def test_tvm_x86_library_matches_the_float_model(built):
-    (record,) = built["x86"]["artifacts"]
-    assert record["backend"] == "tvm" and record["precision"] == "fp32" and record["status"] == "ok"
+    by = {a["precision"]: a for a in built["x86"]["artifacts"]}
+    record = by["fp32"]
+    assert record["backend"] == "tvm" and record["status"] == "ok"
     assert record["parity"]["n"] == 200 and record["parity"]["agreement"] >= 0.99
     assert record["parity"]["sqnr_db"] > 60  # the same float math, not an approximation
-    assert "fake-quant" in record["note"] and record["arch"] == "x86_64"
+    assert record["arch"] == "x86_64" and "integer_lowering" not in record
     assert elf_arch(str(built["root"] / "x86" / "model.tvm.so")) == "x86_64"
+    int8 = by["int8"]  # edgemb's QDQ model lowered to integer kernels, verified on the same samples
+    assert int8["status"] == "ok" and int8["parity"]["n"] == 200 and int8["parity"]["agreement"] >= 0.98
+    assert int8["integer_lowering"]["integer_ops"]["pointwise"] == 34
 
 
 def test_tvm_rpi4_library_is_cross_compiled_for_aarch64(built):
-    (record,) = built["rpi4"]["artifacts"]
-    assert record["status"] == "needs-device" and record["arch"] == "aarch64"
-    assert record["tvm_target"]["mcpu"] == "cortex-a72" and record["tvm_target"]["mtriple"] == "aarch64-linux-gnu"
-    assert elf_arch(str(built["root"] / "rpi4" / "model.tvm.so")) == "aarch64"
+    assert {a["precision"] for a in built["rpi4"]["artifacts"]} == {"fp32", "int8"}
+    for record in built["rpi4"]["artifacts"]:
+        assert record["status"] == "needs-device" and record["arch"] == "aarch64"
+        assert record["tvm_target"]["mcpu"] == "cortex-a72" and record["tvm_target"]["mtriple"] == "aarch64-linux-gnu"
+        assert elf_arch(str(built["root"] / "rpi4" / record["path"])) == "aarch64"
 
 
 def test_runner_on_this_host_gives_outputs_and_percentiles(built):

@@ -66,7 +66,7 @@ def task_parity(task: Task, float_outputs: list[np.ndarray], candidate_outputs: 
         result.update({f"float_{k}": round(v, 4) for k, v in ours.items() if isinstance(v, float)})
         result.update({f"quant_{k}": round(v, 4) for k, v in theirs.items() if isinstance(v, float)})
         result["metric"] = key
-        result["drop"] = round(100.0 * (ours[key] - theirs[key]), 3)
+        result["drop"] = round(100.0 * (ours[key] - theirs[key]), 3) + 0.0  # no "-0.0"
     return result
 
 

@@ -19,8 +19,8 @@ def task_table(path: Path = RESULTS) -> str:
     if not path.exists():
         return "_not measured yet: run `python scripts/task_results.py`_"
     data = json.loads(path.read_text())
-    lines = ["| model | task | data (n) | artifact | float | artifact's | drop (points) | vs float | SQNR dB | "
-             "network ms | post-processing ms |",
+    lines = ["| model | task | data (n) | artifact | float | artifact's | drop (mAP@[.5:.95] or mIoU points) | "
+             "vs float | SQNR dB | network ms | post-processing ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     commands, host = [], None
     for report in data["reports"]:
@@ -39,7 +39,7 @@ def task_table(path: Path = RESULTS) -> str:
             theirs = (f"{p['quant_map']:.3f} / {p['quant_map50']:.3f}" if metric == "map" else f"{p['quant_miou']:.3f}")
             sqnr = ", ".join(f"{v:.1f}" for v in p["sqnr_db"].values())
             lines.append(f"| `{report['model']}` | {report['task']} ({label}) | `{report['data']}` ({report['n']}) | "
-                         f"{artifact} | {ours} | {theirs} | {p['drop']:+.2f} | {_agreement(p)} | {sqnr} | "
+                         f"{artifact} | {ours} | {theirs} | {p['drop'] + 0.0:+.2f} | {_agreement(p)} | {sqnr} | "
                          f"{row['network_ms']:.2f} | {row['postprocess_ms']:.2f} |")
     if host:
         lines += ["", f"Host: {host['model']}, ISA: {', '.join(host['isa']) or 'no AVX2'}; medians of single-image "
