@@ -60,3 +60,24 @@ def test_task_verify_cli_reports_metrics_drop_and_pictures(tmp_path, name):
     assert max(int8["parity"]["sqnr_db"].values()) < 100
     page = (out / "task_report.html").read_text()
     assert page.count("<img") == 4 * 3  # 4 images x (truth, float, int8)
+
+
+TRAIN_ONCE = """
+import json, sys
+from pathlib import Path
+from edgemb.tasks.training import TaskRecipe, train_task_reference
+recipe = TaskRecipe("ssdlite_v2_0.35@64", epochs=1, init="v2_0.35", batch_size=8, train_data="synthdet:train:16",
+                    eval_data="synthdet:test:8")
+print(json.dumps(train_task_reference(recipe, Path(sys.argv[1]), log=False)))
+"""
+
+
+def test_task_training_is_reproducible(tmp_path):
+    # fresh processes, one thread (the recipes' setting): the same recipe gives the same bytes
+    digests = []
+    for folder in ("a", "b"):
+        result = subprocess.run([sys.executable, "-c", TRAIN_ONCE, str(tmp_path / folder)], capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        digests.append(json.loads(result.stdout.strip().splitlines()[-1])["sha256"])
+    assert digests[0] == digests[1]
