@@ -206,7 +206,7 @@ def target_arch(spec: dict[str, Any]) -> str:
     return triple.split("-")[0] if triple else host_arch()
 
 
-def qdq_model(inputs: BuildInputs, out_dir: Path) -> Path:
+def qdq_model(inputs: BuildInputs, target: Target, out_dir: Path) -> Path:
     """edgemb's QDQ model: the quantize stage's when the deploy has one, else onnxruntime's int8 artifact of
     the same stage (or the same recipe built here), so both engines run the same quantized network."""
     if inputs.options.get("qdq_model"):
@@ -217,7 +217,7 @@ def qdq_model(inputs: BuildInputs, out_dir: Path) -> Path:
 
     folder = inputs.scratch / "tvm-qdq"
     folder.mkdir(parents=True, exist_ok=True)
-    return OnnxRuntimeBackend().build(inputs, None, "int8", folder).path  # target unused for int8 QDQ
+    return OnnxRuntimeBackend().build(inputs, target, "int8", folder).path  # the target's recipe (e.g. its ISA)
 
 
 class TvmRunner:
@@ -259,7 +259,7 @@ class TvmBackend:
             raise EdgembError(f"the TVM backend builds {' and '.join(PRECISIONS)}, not {precision!r}")
         spec = tvm_target_dict(target)
         arch = target_arch(spec)
-        source = inputs.float_onnx if precision == "fp32" else qdq_model(inputs, out_dir)
+        source = inputs.float_onnx if precision == "fp32" else qdq_model(inputs, target, out_dir)
         mod, lowering = import_onnx(source, spec, integer=precision == "int8")
         database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec)
         trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
