@@ -157,7 +157,7 @@ def test_comparison_page_draws_boxes_and_masks(tmp_path):
     det = Detections(np.array([[4, 4, 20, 20]], np.float32), np.array([0.9], np.float32), np.array([1]))
     drawn = np.asarray(draw_boxes(pixels[0], det, ("background", "top")))
     assert drawn.shape == (64, 64, 3) and drawn.any()  # the box outline is painted on a black image
-    assert not np.asarray(draw_boxes(pixels[0], det.above(0.95), None)).any()  # below the score: nothing drawn
+    assert not np.asarray(draw_boxes(pixels[0], det, None, min_score=0.95)).any()  # below the score: nothing drawn
     mask = np.zeros((32, 32), np.uint8)
     mask[8:16, 8:16] = 2
     blended = np.asarray(draw_mask(pixels[0], mask))

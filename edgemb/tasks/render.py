@@ -19,6 +19,7 @@ from edgemb.tasks.detection import Detections
 PALETTE = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
                     (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)], np.uint8)
 SCALE = 2  # small training resolutions are upscaled for viewing
+DRAW_SCORE = 0.25  # detections drawn from this score up (the page says so)
 
 
 def _colour(label: int) -> tuple[int, int, int]:
@@ -26,7 +27,7 @@ def _colour(label: int) -> tuple[int, int, int]:
 
 
 def draw_boxes(pixels: np.ndarray, detections: Detections, classes: tuple[str, ...] | None,
-               min_score: float = 0.5) -> Image.Image:
+               min_score: float = DRAW_SCORE) -> Image.Image:
     """The image with every detection scoring at least `min_score` drawn as a labelled box."""
     image = Image.fromarray(pixels).resize((pixels.shape[1] * SCALE, pixels.shape[0] * SCALE), Image.NEAREST)
     draw = ImageDraw.Draw(image)
@@ -64,7 +65,8 @@ def comparison_page(title: str, pixels: np.ndarray, columns: dict[str, list[Any]
             picture = draw_boxes(image, item, classes) if isinstance(item, Detections) else draw_mask(image, item)
             cells.append(f'<td><img src="{_uri(picture)}" alt="image {i}"></td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    notes = "".join(f"<li>{html.escape(line)}</li>" for line in summary)
+    notes = "".join(f"<li>{html.escape(line)}</li>" for line in
+                    [*summary, f"boxes drawn from score {DRAW_SCORE} up; masks drawn over the image"])
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif}td{padding:4px}img{image-rendering:pixelated}</style></head>"
             f"<body><h1>{html.escape(title)}</h1><ul>{notes}</ul><table><tr>{head}</tr>{''.join(rows)}</table>"
