@@ -109,12 +109,17 @@ def verify_task(model: str, weights: str | None, data_spec: str, calib_spec: str
                              "detail": why})
                 continue
             started = time.perf_counter()
+            artifact = None
             try:
                 artifact = backend.build(inputs, target, precision, stage)
+                if artifact.status != OK:  # e.g. needs its device, or does not fit the board
+                    rows.append(artifact.record(stage))
+                    continue
                 runner = backend.load(artifact, target)
                 outputs = runner.run_all(data.x)
             except Exception as exc:  # a backend that cannot take this graph is a result, not a crash
-                rows.append({"backend": backend_name, "precision": precision, "status": "failed",
+                built = artifact.record(stage) if artifact is not None else {}
+                rows.append({**built, "backend": backend_name, "precision": precision, "status": "failed",
                              "detail": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]})
                 continue
             net_ms = _median_ms(runner.run_all, [data.x[i:i + 1] for i in range(min(LATENCY_SAMPLES, len(data)))])
