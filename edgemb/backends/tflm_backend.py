@@ -120,6 +120,28 @@ class TflmRunner:
             outputs.append(dequantize_output(self.interpreter.get_output(0), self.output))
         return np.concatenate(outputs)
 
+    def run_all(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output in PyTorch's tuple order (the flatbuffer's signature says which subgraph output is which)."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        lite = Interpreter(model_path=str(self.path))
+        positions = [d["index"] for d in lite.get_output_details()]
+        named = next(iter(lite._get_full_signature_list().values()), {}).get("outputs", {})
+        order = ([positions.index(named[k]) for k in sorted(named, key=lambda k: int(k.rsplit("_", 1)[-1]))]
+                 if named and all(k.rsplit("_", 1)[-1].isdigit() for k in named) else list(range(len(positions))))
+        details = []
+        for k in order:
+            detail = self.interpreter.get_output_details(k)
+            detail["quantization"] = _scale_zero(detail)
+            details.append(detail)
+        columns: list[list[np.ndarray]] = [[] for _ in order]
+        for sample in batch:
+            self.interpreter.set_input(quantize_input(sample.transpose(1, 2, 0)[None], self.input), 0)
+            self.interpreter.invoke()
+            for column, k, detail in zip(columns, order, details, strict=True):
+                column.append(dequantize_output(self.interpreter.get_output(k), detail))
+        return [np.concatenate(column) for column in columns]
+
     def reference_agreement(self, batch: np.ndarray, logits: np.ndarray) -> dict:
         """Agreement of this runner's `logits` on `batch` with LiteRT's reference kernels on the same flatbuffer."""
         reference = TfliteRunner(self.path, reference_kernels=True).run(batch)

@@ -27,7 +27,8 @@ def task_table(path: Path = RESULTS) -> str:
         host = report["host"]
         commands.append(report["command"])
         for row in report["artifacts"]:
-            artifact = f"{row['backend']} {row['precision']}"
+            artifact = f"{row['backend']} {row['precision']}" + (
+                f" ({report['target']})" if report.get("target", "x86") != "x86" else "")
             if row["status"] != "ok":
                 lines.append(f"| `{report['model']}` | {report['task']} | `{report['data']}` ({report['n']}) | "
                              f"{artifact} | {row['status']}: {row.get('detail', '')[:80]} | | | | | | |")

@@ -126,8 +126,8 @@ def verify_task(model: str, weights: str | None, data_spec: str, calib_spec: str
             parity = task_parity(task, float_outputs, outputs, truth)
             if precision != "fp32":
                 pictures[f"{backend_name} {precision}"] = task.postprocess([o[:shown] for o in outputs])
-            rows.append({"backend": backend_name, "precision": precision, "status": artifact.status if artifact.status
-                         != OK else "ok", "network_ms": net_ms, "postprocess_ms": post_ms,
+            rows.append({**artifact.record(stage), "backend": backend_name, "precision": precision, "status": "ok",
+                         "network_ms": net_ms, "postprocess_ms": post_ms,
                          "seconds": round(time.perf_counter() - started, 1), "parity": parity})
         report = {
             "model": prepared.spec.name, "task": task.name, "weights": prepared.weights_tag,
