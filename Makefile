@@ -93,9 +93,9 @@ bench:
 	$(PY) scripts/bench.py $(BENCH_MODELS)
 	$(MAKE) readme
 
-# TVM after TUNE_TRIALS MetaSchedule candidates (600 = about 10 minutes here) vs onnxruntime float.
+# TVM fp32/int8 (default schedules; TUNE_TRIALS=N adds N MetaSchedule trials per library) vs onnxruntime fp32/int8.
 tvm-bench:
-	$(PY) scripts/tvm_tuning_bench.py --model $(MODEL) --trials $(or $(TUNE_TRIALS),600)
+	$(PY) scripts/tvm_tuning_bench.py --trials $(or $(TUNE_TRIALS),0)
 	$(MAKE) readme
 
 # Prepare the emulated Raspberry Pi 4 (arm64 Debian + runtimes under qemu-user; cached, about a minute).
