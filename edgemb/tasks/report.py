@@ -29,6 +29,10 @@ def task_table(path: Path = RESULTS) -> str:
         for row in report["artifacts"]:
             artifact = f"{row['backend']} {row['precision']}" + (
                 f" ({report['target']})" if report.get("target", "x86") != "x86" else "")
+            if "memory" in row:  # a microcontroller artifact: what it needs against what the board has
+                mem = row["memory"]
+                artifact += (f", flash {mem['flash_bytes'] / 1e6:.2f} MB, arena {mem['arena_bytes'] / 1024:.0f} KiB, "
+                             f"{'fits' if row.get('fits') else 'does not fit'}")
             if row["status"] != "ok":
                 lines.append(f"| `{report['model']}` | {report['task']} | `{report['data']}` ({report['n']}) | "
                              f"{artifact} | {row['status']}: {row.get('detail', '')[:80]} | | | | | | |")
