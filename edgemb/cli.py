@@ -233,9 +233,13 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", required=True, metavar="SPEC",
                         help="calibration data, e.g. fashion-mnist:train:512 or imagefolder:DIR:256")
     parser.add_argument("--out", type=Path, required=True, help="folder for model.int8.onnx and quantize.json")
-    parser.add_argument("--method", default="mse", choices=["minmax", "percentile", "mse"],
-                        help="activation ranges: observed min/max, 99.99th percentile, or the clipping that "
-                             "minimises quantization MSE (default mse)")
+    parser.add_argument("--method", default="auto", choices=["auto", "minmax", "percentile", "mse"],
+                        help="activation ranges: observed min/max, 99.99th percentile, the clipping that "
+                             "minimises quantization MSE, or auto (default: percentile or mse, whichever gives "
+                             "the better logits SQNR on calibration samples)")
+    parser.add_argument("--weight-rounding", default="gptq", choices=["gptq", "nearest"],
+                        help="gptq (default): scales and rounding that minimise each layer's output error on "
+                             "calibration data, plus weight-error bias correction; nearest: plain rounding")
     parser.add_argument("--granularity", default="per-channel", choices=["per-channel", "per-tensor"],
                         help="weight scales per output channel (default) or one per tensor")
     parser.add_argument("--activation-type", default="uint8", choices=["uint8", "int8"],
@@ -260,7 +264,8 @@ def drive_quantize(args: argparse.Namespace) -> int:
     warned = warn_small_calibration(args.calib)
     report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, args.method,
                             args.granularity, args.cle, args.bias_correction, None, args.eval,
-                            args.activation_type, args.max_float_layers, budget=_budget(args))
+                            args.activation_type, args.max_float_layers, budget=_budget(args),
+                            weight_rounding=args.weight_rounding)
     print(f"{report['model']}: {report['settings']['method']} {report['settings']['granularity']} int8, "
           f"calibrated on {report['calibration']['n']} samples in {report['seconds']:.0f}s -> "
           f"{args.out / 'model.int8.onnx'}")

@@ -1,7 +1,10 @@
-"""Measure int8 quantization of every reference model, ours next to onnxruntime's and NNCF's, into JSON.
+"""Measure int8 quantization of every reference model and the real ImageNet MobileNetV2 @224, ours next to
+onnxruntime's and NNCF's, into JSON.
 
-Run by `make quant-table` (about 15 minutes on 2 cores); writes results/quantization.json, from which the
-README table is rendered (`make readme`). All tools see the same float graph and the same calibration samples.
+Run by `make quant-table` (`MODELS=imagenet` for the V2@224 part only); writes results/quantization.json, from
+which the README table is rendered (`make readme`). All tools see the same float graph and calibration samples.
+On the real model each QDQ artifact is run twice: with onnxruntime's graph optimisations off (QDQ executes in
+float: the quantizer's own fidelity) and on (QDQ fused into integer kernels: what the host really computes).
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import onnx
+
 from edgemb.artifacts import tool_versions, write_json
 from edgemb.data import load_data
 from edgemb.evaluate import predict
 from edgemb.metrics import parity
 from edgemb.onnx_graph import run_batched, session
+from edgemb.quant.correction import qdq_session
+from edgemb.quant.isa import host_scheme
 from edgemb.quant.peers import nncf_quantize, ort_quantize_static
 from edgemb.quant.pipeline import quantize_model
 from edgemb.zoo.weights import prepare_model, reference_entries
@@ -25,6 +33,11 @@ CALIB = "fashion-mnist:train:512"
 EVAL = "fashion-mnist:test"
 PER_TENSOR_MODELS = ("v2_1.0", "v3l_1.0")
 OUT = Path(__file__).resolve().parent.parent / "results" / "quantization.json"
+IMAGENET = "imagenet"  # pseudo model name selecting the real V2@224 measurements
+REAL_MODEL, REAL_WEIGHTS = "v2_1.0", "imagenet1k_v1"
+REAL_CALIB, REAL_EVAL = "photos:calib:96", "photos:eval"
+CALIB_SIZES = (32, 96, 300, 1000)
+FIELDS = ("agreement", "agreement_confident", "n_confident", "top5_overlap", "sqnr_db")
 
 
 def measure(name: str, scratch: Path) -> list[dict]:
@@ -66,15 +79,74 @@ def measure(name: str, scratch: Path) -> list[dict]:
     return rows
 
 
+def _both_runs(path: Path, float_logits: np.ndarray, x: np.ndarray) -> dict:
+    """Parity of one QDQ model run as float (quantizer fidelity) and with integer kernels (this host)."""
+    model = onnx.load(str(path))
+    qdq = parity(float_logits, run_batched(qdq_session(model), x, desc="QDQ as float")[0], None)
+    ints = parity(float_logits, run_batched(session(model), x, desc="integer kernels")[0], None)
+    return {"qdq_float": {k: qdq[k] for k in FIELDS}, "integer_kernels": {k: ints[k] for k in FIELDS}}
+
+
+def host_cpu() -> dict:
+    """CPU model and int8-relevant ISA flags of this host: every real-model number is tied to them."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown")
+    return {"model": model, **host_scheme().to_dict()}
+
+
+def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) -> list[dict]:
+    """Real ImageNet MobileNetV2 @224 on photo crops: edgemb configurations and peers, float-QDQ and integer."""
+    prepared = prepare_model(REAL_MODEL, REAL_WEIGHTS)
+    calib = load_data(REAL_CALIB, prepared.preprocessing)
+    evaluation = load_data(REAL_EVAL, prepared.preprocessing)
+    float_logits = prepared.float_logits(evaluation.x)
+    rows = []
+
+    def add(tool: str, label: str, path: Path, seconds: float, **extra) -> None:
+        rows.append({"model": f"{REAL_MODEL}@224 imagenet", "tool": tool, "config": label,
+                     "seconds": round(seconds, 1), **extra, **_both_runs(path, float_logits, evaluation.x)})
+        print(json.dumps(rows[-1]), flush=True)
+
+    def ours(label: str, calib_spec: str = REAL_CALIB, **options) -> Path:
+        out = scratch / f"real-{len(rows)}"
+        report = quantize_model(prepared, load_data(calib_spec, prepared.preprocessing), out, **options)
+        add("edgemb", label, out / "model.int8.onnx", report["seconds"], calibration=report["calibration"]["n"],
+            ranges=report["ranges"]["method"], bias_correction_applied=report.get("bias_correction", {}).get("applied"))
+        return out / "model.float.onnx"
+
+    float_graph = ours("default (gptq weights, auto ranges, bias correction)", bias_correction=True)
+    ours("gptq weights, auto ranges, no bias correction")
+    ours("round-to-nearest, mse ranges (previous default)", method="mse", weight_rounding="nearest")
+    for tool, label, make in (
+            ("onnxruntime quantize_static", "per-channel minmax",
+             lambda: ort_quantize_static(float_graph, calib.x, scratch / "real-ort.onnx")),
+            ("nncf quantize", "default (per-channel)",
+             lambda: nncf_quantize(float_graph, calib.x, scratch / "real-nncf.onnx"))):
+        started = time.perf_counter()
+        path = make()
+        add(tool, label, path, time.perf_counter() - started, calibration=len(calib))
+    ours("per-tensor, gptq weights, auto ranges, bias correction", granularity="per-tensor", bias_correction=True)
+    for n in calib_sizes:
+        if n != 96:
+            ours(f"default, {n} calibration crops", f"photos:calib:{n}", bias_correction=True)
+    return rows
+
+
 def main(names: list[str]) -> None:
-    """Measure the named reference models (all by default) and merge them into results/quantization.json."""
-    existing = json.loads(OUT.read_text())["rows"] if OUT.exists() else []
-    names = names or list(reference_entries())
-    rows = [r for r in existing if r["model"] not in names]
+    """Measure the named reference models (all, plus `imagenet`, by default) into results/quantization.json."""
+    existing = json.loads(OUT.read_text()) if OUT.exists() else {}
+    rows_before = existing.get("rows", [])
+    names = names or [*reference_entries(), IMAGENET]
+    real = existing.get("imagenet", {})
+    rows = [r for r in rows_before if r["model"] not in names]
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            rows += measure(name, Path(scratch))
-    write_json(OUT, {"calibration": CALIB, "evaluation": EVAL, "rows": rows,
+            if name == IMAGENET:
+                real = {"model": f"{REAL_MODEL}@224", "weights": REAL_WEIGHTS, "calibration": REAL_CALIB,
+                        "evaluation": REAL_EVAL, "host_cpu": host_cpu(), "rows": measure_imagenet(Path(scratch))}
+            else:
+                rows += measure(name, Path(scratch))
+    write_json(OUT, {"calibration": CALIB, "evaluation": EVAL, "rows": rows, "imagenet": real,
                      "tools": tool_versions("torch", "onnx", "onnxruntime", "nncf")})
 
 

@@ -1,62 +1,118 @@
 """Empirical bias correction and per-layer sensitivity, both measured with onnxruntime on calibration data.
 
 Bias correction (Nagel et al. 2019, empirical variant): quantizing weights and inputs shifts each layer's
-mean output; layer by layer, in graph order, we measure that shift per output channel on calibration samples
-and subtract it from the float bias, so later layers see the corrected statistics.
+mean output; we measure that shift per output channel against the float graph on calibration samples and
+subtract it from the float bias, and keep it only for the layers where it lowers the output error on
+calibration samples it was not fitted on (it can also hurt: the shift measured on few samples is noise).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+
 import numpy as np
+import onnx
 
 from edgemb.metrics import sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
-from edgemb.quant.qdq import QuantConfig, build_qdq, layers
+from edgemb.quant.qdq import QuantConfig, add_to_bias, build_qdq, layers
+
+ITERATIONS = 3
 
 
 def _channel_means(values: np.ndarray) -> np.ndarray:
     return values.mean(axis=(0, 2, 3)) if values.ndim == 4 else values.mean(axis=0)
 
 
-def correct_biases(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
-                   x: np.ndarray) -> tuple[Graph, list[dict]]:
-    """A copy of the float graph whose biases cancel the mean output shift that quantization causes."""
-    g = graph.copy()
-    todo = [(name, node) for name, node in layers(g) if name not in config.keep_float]
-    tensors = [n.output[0] for _, n in todo]
-    reference = run_batched(session(g.model, tensors), x, tensors, desc="bias correction (float)")
-    float_means = {node.output[0]: _channel_means(values) for (_, node), values in zip(todo, reference, strict=True)}
-    report = []
-    for name, node in progress(todo, desc="bias correction", unit="layer"):
-        quantized = build_qdq(g, ranges, config)
-        measured = run_batched(session(quantized, [node.output[0]]), x, [node.output[0]], desc=name)[0]
-        shift = (_channel_means(measured) - float_means[node.output[0]]).astype(np.float32)
-        if len(node.input) > 2 and node.input[2]:
-            g.set_array(node.input[2], g.array(node.input[2]) - shift)
-        else:
-            bias_name = f"{name}.bias_correction"
-            g.set_array(bias_name, -shift)
-            if len(node.input) == 2:
-                node.input.append(bias_name)
-            else:
-                node.input[2] = bias_name
-        g.refresh()
-        report.append({"layer": name, "max_abs_shift": float(np.abs(shift).max())})
-    return g, report
-
-
 def rank_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
-                     x: np.ndarray) -> list[dict]:
+                     x: np.ndarray, rounded: dict | None = None) -> list[dict]:
     """Layers ranked by how much keeping each one in float raises the logits' SQNR (most sensitive first)."""
     reference = run_batched(session(graph.model), x, desc="sensitivity (float)")[0]
-    base = sqnr_db(reference, run_batched(session(build_qdq(graph, ranges, config)), x, desc="sensitivity")[0])
+    base = sqnr_db(reference, run_batched(session(build_qdq(graph, ranges, config, rounded)), x,
+                                          desc="sensitivity")[0])
     ranking = []
     for name, _ in progress(layers(graph), desc="sensitivity", unit="layer"):
         if name in config.keep_float:
             continue
-        trial = QuantConfig(config.method, config.granularity, config.activation_type, [*config.keep_float, name])
-        logits = run_batched(session(build_qdq(graph, ranges, trial)), x, desc=name)[0]
+        trial = replace(config, keep_float=[*config.keep_float, name])
+        logits = run_batched(session(build_qdq(graph, ranges, trial, rounded)), x, desc=name)[0]
         gained = sqnr_db(reference, logits) - base
         ranking.append({"layer": name, "sqnr_gain_db": round(gained, 3)})
     return sorted(ranking, key=lambda r: -r["sqnr_gain_db"])
+
+
+def qdq_session(model: onnx.ModelProto, outputs: Sequence[str] = ()):
+    """onnxruntime with graph optimisations off: QDQ runs as float, so this measures the quantizer itself."""
+    import onnxruntime as ort
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model)
+    existing = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=n) for n in outputs if n not in existing)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _layer_errors(float_sess, quant_sess, tensors: list[str], x: np.ndarray, desc: str
+                  ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Per layer output: mean (quant - float) per channel, and mean squared error, over the samples."""
+    name = float_sess.get_inputs()[0].name
+    shift = {t: 0.0 for t in tensors}
+    mse = {t: 0.0 for t in tensors}
+    for sample in progress(x, desc=desc, unit="img"):
+        ref = float_sess.run(tensors, {name: sample[None]})
+        got = quant_sess.run(tensors, {name: sample[None]})
+        for t, a, b in zip(tensors, ref, got, strict=True):
+            diff = b.astype(np.float64) - a
+            shift[t] = shift[t] + _channel_means(diff) / len(x)
+            mse[t] += float(np.mean(diff**2)) / len(x)
+    return shift, mse
+
+
+def correct_mean_shifts(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
+                        x: np.ndarray, rounded: dict | None = None, iterations: int = ITERATIONS
+                        ) -> tuple[Graph, list[dict]]:
+    """Bias correction that is kept only for the layers where it lowers the output error on held-out samples.
+
+    The mean output shift of every quantized layer is measured against the float graph on the even-numbered
+    calibration samples and subtracted from its bias; repeating this a few times lets downstream layers see
+    their corrected inputs (each pass is one run of the whole model, not one per layer). The odd-numbered
+    samples then decide, layer by layer, whether the correction lowered that layer's output MSE; where it did
+    not, the original bias is restored and the reason recorded.
+    """
+    todo = [(name, node) for name, node in layers(graph) if name not in config.keep_float]
+    tensors = [node.output[0] for _, node in todo]
+    fit, held_out = x[0::2], x[1::2]
+    float_sess = qdq_session(graph.model, tensors)
+    corrected = graph.copy()
+    nodes = dict(layers(corrected))
+    total = {name: np.zeros(0) for name, _ in todo}
+    for step in range(iterations):
+        quant = qdq_session(build_qdq(corrected, ranges, config, rounded), tensors)
+        shift, _ = _layer_errors(float_sess, quant, tensors, fit, f"bias correction {step + 1}/{iterations}")
+        for (name, _), tensor in zip(todo, tensors, strict=True):
+            delta = -shift[tensor].astype(np.float32)
+            add_to_bias(corrected, nodes[name], name, delta)
+            total[name] = delta if total[name].size == 0 else total[name] + delta
+        corrected.refresh()
+        nodes = dict(layers(corrected))
+    _, before = _layer_errors(float_sess, qdq_session(build_qdq(graph, ranges, config, rounded), tensors), tensors,
+                              held_out, "bias correction (held-out, before)")
+    _, after = _layer_errors(float_sess, qdq_session(build_qdq(corrected, ranges, config, rounded), tensors),
+                             tensors, held_out, "bias correction (held-out, after)")
+    result = graph.copy()
+    result_nodes = dict(layers(result))
+    report = []
+    for (name, _), tensor in zip(todo, tensors, strict=True):
+        helps = after[tensor] < before[tensor]
+        if helps:
+            add_to_bias(result, result_nodes[name], name, total[name])
+        report.append({"layer": name, "applied": bool(helps), "max_abs_shift": float(np.abs(total[name]).max()),
+                       "held_out_mse_before": before[tensor], "held_out_mse_after": after[tensor],
+                       "reason": "lowers held-out output MSE" if helps else "raises held-out output MSE: skipped"})
+    result.refresh()
+    return result, report

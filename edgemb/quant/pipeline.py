@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +15,24 @@ from edgemb.budget import Budget
 from edgemb.data import Data, load_data, parse_spec
 from edgemb.errors import EdgembError
 from edgemb.export import export_simplified
-from edgemb.metrics import parity
+from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.cle import equalize, weight_range_spread
-from edgemb.quant.correction import correct_biases, rank_sensitivity
+from edgemb.quant.correction import correct_mean_shifts, qdq_session, rank_sensitivity
+from edgemb.quant.isa import choose_scheme, host_scheme
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
-from edgemb.quant.ranges import DEFAULT_METHOD, METHODS, choose_range, collect_stats
+from edgemb.quant.ranges import METHODS, TensorStats, choose_range, collect_stats
+from edgemb.quant.rounding import RoundedLayer, round_layers
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
 GRANULARITIES = ("per-channel", "per-tensor")
 ACTIVATION_TYPES = ("uint8", "int8")
 BIAS_CORRECTION_SAMPLES = 128
+AUTO_METHOD = "auto"
+DEFAULT_METHOD = AUTO_METHOD
+AUTO_CANDIDATES = ("percentile", "mse")
+RANGE_CHOICE_SAMPLES = 64
+WEIGHT_ROUNDINGS = ("gptq", "nearest")
 SENSITIVITY_SAMPLES = 64
 DEFAULT_MAX_FLOAT_LAYERS = 6
 
@@ -56,15 +64,20 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                    sha256: str | None = None, method: str = DEFAULT_METHOD, granularity: str = "per-channel",
                    cle: bool = False, bias_correction: bool = False, max_drop: float | None = None,
                    eval_spec: str | Data | None = None, activation_type: str = "uint8",
-                   max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS, budget: Budget | None = None
+                   max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS, budget: Budget | None = None,
+                   weight_rounding: str = "gptq", isa: Sequence[str] | None = None, arch: str = "x86_64"
                    ) -> dict[str, Any]:
     """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx and quantize.json.
 
     A deploy passes its prepared model and loaded data; names are resolved here otherwise. The budget is
     `max_drop` top-1 points on labelled --eval data, or a full Budget (agreement/SQNR for unlabelled data).
+    `isa`/`arch` name the target whose integer kernels run the model (default: this host); the int8 scheme
+    they compute exactly is chosen from them (edgemb/quant/isa.py) and recorded under "isa".
     """
-    if method not in METHODS:
-        raise EdgembError(f"--method {method!r} is not one of {', '.join(METHODS)}")
+    if method not in (*METHODS, AUTO_METHOD):
+        raise EdgembError(f"--method {method!r} is not one of {', '.join((AUTO_METHOD, *METHODS))}")
+    if weight_rounding not in WEIGHT_ROUNDINGS:
+        raise EdgembError(f"--weight-rounding {weight_rounding!r} is not one of {', '.join(WEIGHT_ROUNDINGS)}")
     if granularity not in GRANULARITIES:
         raise EdgembError(f"--granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
     if activation_type not in ACTIVATION_TYPES:
@@ -81,35 +94,48 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
     calib_report = check_calibration(calibration, calibration.source)
     evaluation = eval_spec if isinstance(eval_spec, Data) or eval_spec is None else \
         load_data(eval_spec, prepared.preprocessing)
-    config = QuantConfig(method, granularity, activation_type)
+    scheme = host_scheme() if isa is None else choose_scheme(isa, arch)
+    config = QuantConfig(method, granularity, activation_type, weight_max=scheme.weight_max)
     report: dict[str, Any] = {"stage": "quantize", "model": prepared.spec.name,
                               "weights": prepared.weights.source if prepared.weights else None,
                               "resolution": prepared.spec.resolution,
                               "preprocessing": prepared.preprocessing.to_dict(),
                               "settings": {"method": method, "granularity": granularity, "cle": cle,
                                            "bias_correction": bias_correction, "activation_type": activation_type,
-                                           "weight_type": "int8 symmetric",
+                                           "weight_type": f"int8 symmetric [-{scheme.weight_max}, {scheme.weight_max}]",
+                                           "weight_rounding": weight_rounding,
                                            "budget": budget.to_dict() if budget else None,
                                            "max_float_layers": max_float_layers},
-                              "calibration": calib_report}
+                              "isa": scheme.to_dict(), "calibration": calib_report}
     with staged_output(out_dir) as stage:
         graph = _float_graph(prepared, stage)
         if cle:
             before = weight_range_spread(graph)
-            graph, pairs = equalize(graph)
-            graph.save(stage / "model.float.onnx")
+            equalized, pairs = equalize(graph)
+            gate = gate_rewrite(graph, equalized, config, calibration.x[:RANGE_CHOICE_SAMPLES])
+            if gate["applied"]:
+                graph = equalized
+                graph.save(stage / "model.float.onnx")
             report["cle"] = {"pairs": pairs, "weight_range_spread_before": round(before, 3),
-                             "weight_range_spread_after": round(weight_range_spread(graph), 3),
-                             "float_function": "unchanged (Clip(0,6) rewritten as Relu + per-channel Min)"}
+                             "weight_range_spread_after": round(weight_range_spread(equalized), 3),
+                             "float_function": "unchanged (Clip(0,6) rewritten as Relu + per-channel Min)", **gate}
         names = activation_tensors(graph)
         stats = collect_stats(graph.model, calibration.x, names, histograms=method != "minmax")
-        ranges = {name: choose_range(stats[name], method, activation_type) for name in names}
+        rounded = (round_layers(graph, calibration.x, config.per_channel, config.weight_max)
+                   if weight_rounding == "gptq" else None)
+        if rounded:
+            report["weight_rounding"] = {"layers": len(rounded), "layer_output_sqnr_db": {
+                name: r.output_sqnr_db for name, r in rounded.items()}}
+        ranges, report["ranges"] = pick_ranges(graph, stats, names, config, rounded,
+                                               calibration.x[:RANGE_CHOICE_SAMPLES])
         if bias_correction:
-            graph, corrected = correct_biases(graph, ranges, config, calibration.x[:BIAS_CORRECTION_SAMPLES])
+            graph, corrected = correct_mean_shifts(graph, ranges, config, calibration.x[:BIAS_CORRECTION_SAMPLES],
+                                                   rounded)
             report["bias_correction"] = {"layers": len(corrected),
+                                         "applied": sum(c["applied"] for c in corrected),
                                          "samples": min(len(calibration), BIAS_CORRECTION_SAMPLES),
-                                         "largest_shift": max((c["max_abs_shift"] for c in corrected), default=0)}
-        quantized = build_qdq(graph, ranges, config)
+                                         "per_layer": corrected}
+        quantized = build_qdq(graph, ranges, config, rounded)
         if evaluation is not None:
             float_logits = prepared.float_logits(evaluation.x)
             result = _eval_parity(quantized, float_logits, evaluation)
@@ -117,7 +143,7 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
             if budget is not None:
                 quantized, report["budget"] = _fit_budget(graph, ranges, config, quantized, calibration,
                                                           evaluation, float_logits, result, budget,
-                                                          max_float_layers)
+                                                          max_float_layers, rounded)
                 report["eval"] = {"spec": evaluation.source, **report["budget"]["final"]}
         _save(quantized, stage / "model.int8.onnx")
         report["layers"] = len(layers(graph))
@@ -129,18 +155,53 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
     return report
 
 
+def gate_rewrite(graph: Graph, rewritten: Graph, config: QuantConfig, x: np.ndarray) -> dict[str, Any]:
+    """Whether a function-preserving rewrite (CLE) raises the quantized logits' SQNR: ranges are fitted on the
+    even calibration samples and the SQNR measured on the odd ones, with plain rounding for both graphs."""
+    fit, held_out = x[0::2], x[1::2]
+    method = "mse" if config.method == AUTO_METHOD else config.method
+    reference = run_batched(qdq_session(graph.model), held_out, desc="CLE check (float)")[0]
+    scores = []
+    for candidate in (graph, rewritten):
+        names = activation_tensors(candidate)
+        stats = collect_stats(candidate.model, fit, names, histograms=method != "minmax")
+        ranges = {n: choose_range(stats[n], method, config.activation_type) for n in names}
+        logits = run_batched(qdq_session(build_qdq(candidate, ranges, config)), held_out, desc="CLE check")[0]
+        scores.append(round(sqnr_db(reference, logits), 3))
+    applied = scores[1] > scores[0]
+    return {"applied": applied, "held_out_sqnr_db": {"without": scores[0], "with": scores[1]},
+            "reason": "raises held-out calibration SQNR" if applied else "lowers held-out calibration SQNR: skipped"}
+
+
+def pick_ranges(graph: Graph, stats: dict[str, TensorStats], names: list[str], config: QuantConfig,
+                rounded: dict[str, RoundedLayer] | None, x: np.ndarray) -> tuple[dict, dict[str, Any]]:
+    """Activation ranges of the configured method; `auto` keeps the candidate with the best logits SQNR on
+    calibration samples (no one method wins everywhere: percentile on ImageNet V2, mse on Fashion-MNIST)."""
+    candidates = AUTO_CANDIDATES if config.method == AUTO_METHOD else (config.method,)
+    options = {m: {n: choose_range(stats[n], m, config.activation_type) for n in names} for m in candidates}
+    if len(options) == 1:
+        return options[config.method], {"method": config.method}
+    reference = run_batched(qdq_session(graph.model), x, desc="range choice (float)")[0]
+    scores = {m: round(sqnr_db(reference, run_batched(qdq_session(build_qdq(graph, r, config, rounded)), x,
+                                                       desc=f"range choice ({m})")[0]), 3)
+              for m, r in options.items()}
+    best = max(scores, key=lambda m: scores[m])
+    return options[best], {"method": best, "calibration_sqnr_db": scores, "samples": len(x)}
+
+
 def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, calibration: Data, evaluation: Data,
-                float_logits: np.ndarray, result: dict, budget: Budget, limit: int):
+                float_logits: np.ndarray, result: dict, budget: Budget, limit: int,
+                rounded: dict[str, RoundedLayer] | None = None):
     """Keep the most sensitive layers in float, one at a time, until the result fits the budget or `limit`."""
     steps = [{"kept_float": [], **result}]
     ranking: list[dict] = []
     if not budget.met(result) and limit > 0:
-        ranking = rank_sensitivity(graph, ranges, config, calibration.x[:SENSITIVITY_SAMPLES])
+        ranking = rank_sensitivity(graph, ranges, config, calibration.x[:SENSITIVITY_SAMPLES], rounded)
     for candidate in ranking[:limit]:
         if budget.met(result):
             break
         config.keep_float.append(candidate["layer"])
-        quantized = build_qdq(graph, ranges, config)
+        quantized = build_qdq(graph, ranges, config, rounded)
         result = _eval_parity(quantized, float_logits, evaluation)
         steps.append({"kept_float": list(config.keep_float), **result})
     met, verdict = budget.verdict(result)

@@ -18,6 +18,7 @@ from onnx import helper
 
 from edgemb.onnx_graph import Graph
 from edgemb.quant.ranges import DEFAULT_METHOD, quant_params, weight_scales
+from edgemb.quant.rounding import RoundedLayer
 
 LAYER_OPS = ("Conv", "Gemm")
 CLAMP_OPS = ("Relu", "Clip", "Min")
@@ -32,6 +33,7 @@ class QuantConfig:
     granularity: str = "per-channel"
     activation_type: str = "uint8"
     keep_float: list[str] = field(default_factory=list)
+    weight_max: int = 127  # 63 where the target's int8 kernels need 7-bit weights (see edgemb/quant/isa.py)
 
     @property
     def per_channel(self) -> bool:
@@ -66,9 +68,14 @@ def activation_tensors(graph: Graph) -> list[str]:
     return names
 
 
-def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig) -> onnx.ModelProto:
-    """A new QDQ model; `graph` is left untouched."""
+def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
+              rounded: dict[str, RoundedLayer] | None = None) -> onnx.ModelProto:
+    """A new QDQ model; `graph` is left untouched. `rounded` (by layer name) gives precomputed integer weights."""
     g = graph.copy()
+    rounded = rounded or {}
+    for name, node in layers(g):
+        if name in rounded and name not in config.keep_float:
+            add_to_bias(g, node, name, rounded[name].bias_delta)
     zp_type = np.uint8 if config.activation_type == "uint8" else np.int8
     float_layers = set(config.keep_float)
     float_nodes = {id(n) for name, n in layers(g) if name in float_layers}
@@ -95,7 +102,7 @@ def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: Quan
     for name, node in layers(g):
         if name in float_layers:
             continue
-        new_nodes += _quantize_weights(g, node, config, act_scale)
+        new_nodes += _quantize_weights(g, node, config, act_scale, rounded.get(name))
 
     # Q/DQ nodes must come right after their producers: rebuild the node list in topological order.
     _insert_topologically(g, new_nodes)
@@ -103,17 +110,35 @@ def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: Quan
     return g.model
 
 
-def _quantize_weights(g: Graph, node: onnx.NodeProto, config: QuantConfig,
-                      act_scale: dict[str, float]) -> list[onnx.NodeProto]:
+def add_to_bias(g: Graph, node: onnx.NodeProto, name: str, delta: np.ndarray) -> None:
+    """Add `delta` to a layer's float bias, creating the bias input when the layer has none."""
+    if len(node.input) > 2 and node.input[2]:
+        g.set_array(node.input[2], g.array(node.input[2]) + delta)
+        return
+    bias_name = f"{name}.bias_correction"
+    g.set_array(bias_name, delta.astype(np.float32))
+    if len(node.input) == 2:
+        node.input.append(bias_name)
+    else:
+        node.input[2] = bias_name
+
+
+def _quantize_weights(g: Graph, node: onnx.NodeProto, config: QuantConfig, act_scale: dict[str, float],
+                      rounded: RoundedLayer | None = None) -> list[onnx.NodeProto]:
     weight_name = node.input[1]
     w = g.array(weight_name)
     trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
     axis = 0 if node.op_type == "Conv" or trans_b else 1
-    scales = weight_scales(w, config.per_channel, axis, config.method == "mse")
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    broadcast = scales.reshape(shape) if config.per_channel else scales[0]
-    q = np.clip(np.round(w / broadcast), -127, 127).astype(np.int8)
+    if rounded is not None:
+        scales, q = rounded.scales, rounded.q
+        if not config.per_channel and not np.all(scales == scales[0]):
+            raise ValueError(f"per-tensor config got per-channel rounded weights for {weight_name}")
+    else:
+        scales = weight_scales(w, config.per_channel, axis, config.method != "minmax", config.weight_max)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        broadcast = scales.reshape(shape) if config.per_channel else scales[0]
+        q = np.clip(np.round(w / broadcast), -config.weight_max, config.weight_max).astype(np.int8)
     base = weight_name
     g.set_array(f"{base}_quantized", q)
     g.set_array(f"{base}_scale", scales if config.per_channel else np.array(scales[0], np.float32))

@@ -97,18 +97,18 @@ def choose_range(s: TensorStats, method: str, dtype: str = "uint8") -> tuple[flo
     raise ValueError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def weight_scales(w: np.ndarray, per_channel: bool, axis: int, mse: bool) -> np.ndarray:
-    """Symmetric int8 scales ([-127, 127]) per output channel or per tensor; `mse` also searches clipping."""
+def weight_scales(w: np.ndarray, per_channel: bool, axis: int, mse: bool, qmax: int = 127) -> np.ndarray:
+    """Symmetric int8 scales ([-qmax, qmax]) per output channel or per tensor; `mse` also searches clipping."""
     moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1) if per_channel else w.reshape(1, -1)
     absmax = np.abs(moved).max(axis=1)
     absmax = np.where(absmax == 0, 1e-8, absmax)
     if not mse:
-        return (absmax / 127.0).astype(np.float32)
-    best = absmax / 127.0
+        return (absmax / qmax).astype(np.float32)
+    best = absmax / qmax
     best_err = np.full(len(absmax), np.inf)
     for fraction in np.linspace(0.5, 1.0, 51):
-        scale = absmax * fraction / 127.0
-        q = np.clip(np.round(moved / scale[:, None]), -127, 127) * scale[:, None]
+        scale = absmax * fraction / qmax
+        q = np.clip(np.round(moved / scale[:, None]), -qmax, qmax) * scale[:, None]
         err = ((moved - q) ** 2).sum(axis=1)
         better = err < best_err
         best, best_err = np.where(better, scale, best), np.where(better, err, best_err)
