@@ -133,7 +133,7 @@ def test_cle_and_bias_correction_never_lower_fidelity_and_keep_per_channel_scale
 
 def test_budget_keeps_the_most_sensitive_layers_in_float(tmp_path, capsys):
     code = cli.main(["quantize", MODEL, "--weights", "ref", "--calib", CALIB, "--eval", EVAL, "--out",
-                     str(tmp_path / "b"), "--max-drop", "-100", "--max-float-layers", "2"])
+                     str(tmp_path / "b"), "--min-sqnr", "200", "--max-float-layers", "2"])
     assert code == 1, "an impossible budget must fail with exit 1"
     report = json.loads((tmp_path / "b" / "quantize.json").read_text())
     ranking = [r["layer"] for r in report["budget"]["sensitivity"]]
