@@ -132,7 +132,10 @@ def gptq_round(w: np.ndarray, scale: np.ndarray, cov: np.ndarray, group: np.ndar
     damp = DAMPING * np.maximum(np.mean(np.diagonal(cov, axis1=1, axis2=2), axis=1), 1e-12)
     h = cov + damp[:, None, None] * np.eye(d)
     # Upper Cholesky factor U of H^-1 (H^-1 = U^T U): row i of U gives the OBQ update for the later columns.
-    hinv = np.linalg.cholesky(np.linalg.inv(h)).transpose(0, 2, 1)
+    try:
+        hinv = np.linalg.cholesky(np.linalg.inv(h)).transpose(0, 2, 1)
+    except np.linalg.LinAlgError:  # degenerate inputs (e.g. constant calibration images): plain rounding
+        return np.clip(np.round(w / scale[:, None]), -qmax, qmax)
     u = hinv[group] if cov.shape[0] > 1 else np.broadcast_to(hinv[0], (len(w), d, d))
     work = w.copy()
     q = np.zeros_like(w)
