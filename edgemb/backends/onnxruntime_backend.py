@@ -11,6 +11,7 @@ import numpy as np
 from edgemb.backends.base import Artifact, BuildInputs, importable
 from edgemb.errors import EdgembError
 from edgemb.onnx_graph import Graph, session
+from edgemb.quant.isa import choose_scheme
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
 from edgemb.quant.ranges import DEFAULT_METHOD, choose_range, collect_stats
 from edgemb.targets import Target
@@ -56,7 +57,8 @@ class OnnxRuntimeBackend:
                 warnings.simplefilter("ignore")
                 stats = collect_stats(graph.model, inputs.calibration, names, histograms=True)
             ranges = {n: choose_range(stats[n], DEFAULT_METHOD) for n in names}
-            Graph(build_qdq(graph, ranges, QuantConfig())).save(path)
+            scheme = choose_scheme(target.isa, target.arch)  # 7-bit weights where u8 x s8 kernels saturate
+            Graph(build_qdq(graph, ranges, QuantConfig(weight_max=scheme.weight_max))).save(path)
         else:
             raise EdgembError(f"onnxruntime backend cannot build precision {precision!r}")
         return Artifact(self.name, precision, path)
