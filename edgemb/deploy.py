@@ -147,9 +147,9 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
             "tools": tool_versions(*TOOLS)}
 
     export = stages.run("export", base, lambda folder: _export(prepared, folder))
-    quant_inputs = {**base, "calib": calib, "eval": eval_spec, "budget": budget.to_dict()}
+    quant_inputs = {**base, "calib": calib, "eval": eval_spec, "budget": budget.to_dict(), "isa": sorted(target.isa)}
     quantize = stages.run("quantize", quant_inputs, lambda folder: _quantize(prepared, calibration, evaluation,
-                                                                             budget, folder))
+                                                                             budget, target, folder))
     target_text = target.path.read_text() if target.path else json.dumps(target.to_dict())
     compile_inputs = {**quant_inputs, "int8": _file_hash(root / "quantize" / "model.int8.onnx"),
                       "target": target_text, "tune_trials": settings.tune_trials,
@@ -196,10 +196,12 @@ def _tvm_database_state(prepared: PreparedModel, target: Target) -> int | None:
     return database_records(database_dir(prepared.spec.name, tvm_target_dict(target)))
 
 
-def _quantize(prepared: PreparedModel, calibration: Data, evaluation: Data, budget: Budget,
+def _quantize(prepared: PreparedModel, calibration: Data, evaluation: Data, budget: Budget, target: Target,
               folder: Path) -> dict[str, Any]:
-    """Our QDQ int8 model within the accuracy budget, plus the per-layer SQNR table the report plots."""
-    report = quantize_model(prepared, calibration, folder, eval_spec=evaluation, budget=budget)
+    """Our QDQ int8 model within the accuracy budget for the target's integer kernels (its ISA decides the
+    weight range), plus the per-layer SQNR table the report plots."""
+    report = quantize_model(prepared, calibration, folder, eval_spec=evaluation, budget=budget, isa=target.isa,
+                            arch=target.arch)
     import onnx
 
     table = layer_table(Graph.load(folder / "model.float.onnx"), onnx.load(str(folder / "model.int8.onnx")),

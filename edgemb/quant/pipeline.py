@@ -48,7 +48,11 @@ def check_calibration(data: Data, spec: str) -> dict[str, Any]:
     if constant:
         warnings.warn(f"{constant} of {len(data)} calibration images are constant (e.g. all zero): "
                       "activation ranges from them are degenerate; use real images", stacklevel=2)
-    return {"spec": spec, "n": len(data), "constant_images": constant, "skipped": len(data.skipped)}
+    from edgemb.calibration_check import calibration_warning
+
+    report = {"spec": spec, "n": len(data), "constant_images": constant, "skipped": len(data.skipped)}
+    too_few = calibration_warning(len(data), spec)
+    return {**report, "warning": too_few} if too_few else report
 
 
 def _float_graph(prepared: PreparedModel, folder: Path) -> Graph:
