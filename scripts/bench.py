@@ -32,6 +32,7 @@ from edgemb.deploy import DeploySettings, deploy
 from edgemb.device.devices import SubprocessDevice
 from edgemb.metrics import parity
 from edgemb.quant.peers import ort_quantize_static
+from edgemb.readme import tvm_table
 from edgemb.targets import get_target
 from edgemb.zoo.counting import count_macs
 from edgemb.zoo.weights import prepare_model
@@ -177,6 +178,10 @@ def markdown(report: dict) -> str:
         for engine in m["latency_p50_ms"][threads[0]]:
             lines.append(f"| {engine} | {_parity_cells(m['engine_parity'].get(engine))} | "
                          + " | ".join(f"{m['latency_p50_ms'][t][engine]:.3f}" for t in threads) + " |")
+        lines += ["", "Every artifact of the cold deploy, parity from its report (verified on this host):", "",
+                  "| artifact | agreement | confident agreement (n) | top-5 overlap | SQNR dB |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {_parity_cells(p)} |" for name, p in m["accuracy"].items()]
         lines += ["", "| ratio | " + " | ".join(threads) + " |", "| --- | " + " | ".join("---:" for _ in threads)
                   + " |"]
         for key, label in [("speedup_vs_onnxruntime_fp32", "speed-up of recommended vs onnxruntime fp32"),
@@ -196,17 +201,16 @@ def markdown(report: dict) -> str:
                       f"({warm_state}).", ""]
     tvm = ROOT / "results" / "tvm_tuning.json"
     if tvm.exists():
-        t = json.loads(tvm.read_text())
-        lines += ["## TVM after MetaSchedule tuning", "",
-                  f"{t['model']}, {t['trials']} trials in {t['tuning_seconds']} s on this host "
-                  f"(`make tvm-bench`): TVM fp32 {t['latency_ms']['tvm_tuned']} ms vs onnxruntime fp32 "
-                  f"{t['latency_ms']['onnxruntime_fp32']} ms at {t['threads']} threads = "
-                  f"**{t['ratio_tuned_to_onnxruntime']}x** (untuned: {t['ratio_untuned_to_onnxruntime']}x).", ""]
+        lines += ["## TVM", "", tvm_table(json.loads(tvm.read_text())), ""]
     return "\n".join(lines)
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--markdown-only"]:  # re-render BENCHMARKS.md from the last run's bench.json
+        MARKDOWN.write_text(markdown(json.loads(RESULTS.read_text())))
+        return
     models = sys.argv[1:] or ["v2_1.0:imagenet1k_v1", "v2_1.0:ref", "v3l_1.0:ref"]
+    load_before = os.getloadavg()[0]
     build = Path(tempfile.mkdtemp(prefix="edgemb-bench-"))
     try:
         results = [bench_model(name, build) for name in models]
@@ -214,7 +218,8 @@ def main() -> None:
         shutil.rmtree(build, ignore_errors=True)
     _, basis = cpu_peak_int8_macs_per_second(1)
     isa = get_target("x86").isa
-    report = {"machine": f"{basis.split(',')[0]}, {os.cpu_count()} cores, ISA flags: {' '.join(isa)}",
+    report = {"machine": f"{basis.split(',')[0]}, {os.cpu_count()} cores, ISA flags: {' '.join(isa)}, "
+                         f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} during the run",
               "models": results,
               "tools": tool_versions("onnxruntime", "openvino", "ai-edge-litert", "apache-tvm"),
               "target": get_target("x86").to_dict()}
