@@ -13,7 +13,7 @@ from edgemb.artifacts import staged_output, tool_versions, write_json
 from edgemb.backends import BACKENDS, PRECISIONS, Artifact, BuildInputs
 from edgemb.backends.base import BACKEND_MISSING, DOES_NOT_FIT, FAILED, OK
 from edgemb.budget import Budget
-from edgemb.data import Data, load_data
+from edgemb.data import Data, as_data
 from edgemb.errors import EdgembError
 from edgemb.export import export_simplified
 from edgemb.metrics import parity
@@ -39,13 +39,6 @@ def default_data(prepared: PreparedModel, calib: str | Data | None,
     if eval_spec is None and named is not None:
         eval_spec = named.evaluation
     return calib, eval_spec
-
-
-def load_stage_data(prepared: PreparedModel, spec: str | Data | None) -> Data | None:
-    """A data spec read with the model's preprocessing; data a caller already loaded passes through."""
-    if spec is None or isinstance(spec, Data):
-        return spec
-    return load_data(spec, prepared.preprocessing)
 
 
 def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
@@ -81,8 +74,8 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
     pairs = plan(target, backend)
     prepared = model if isinstance(model, PreparedModel) else prepare_model(model, weights, sha256)
     calib, eval_spec = default_data(prepared, calib, eval_spec)
-    calibration = load_stage_data(prepared, calib)
-    evaluation = load_stage_data(prepared, eval_spec)
+    calibration = as_data(calib, prepared.preprocessing)
+    evaluation = as_data(eval_spec, prepared.preprocessing)
     float_logits = prepared.float_logits(evaluation.x) if evaluation is not None else None
     started = time.perf_counter()
     with staged_output(out_dir) as stage:

@@ -250,6 +250,13 @@ def load_pixels(text: str, pp: Preprocessing, seed: int = DEFAULT_SEED) -> Pixel
     raise EdgembError(f"{text} holds preprocessed arrays, not images")
 
 
+def as_data(source: str | Data | None, pp: Preprocessing) -> Data | None:
+    """A data spec read with the model's preprocessing; data a caller (a deploy) already loaded passes through."""
+    if source is None or isinstance(source, Data):
+        return source
+    return load_data(source, pp)
+
+
 def load_data(text: str, pp: Preprocessing, seed: int = DEFAULT_SEED) -> Data:
     """Read a data spec and preprocess it exactly as the model's weights require."""
     spec = parse_spec(text)

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgemb.artifacts import file_record, staged_output, tool_versions, write_json
 from edgemb.budget import Budget
-from edgemb.data import Data, load_data, parse_spec
+from edgemb.data import Data, as_data, parse_spec
 from edgemb.errors import EdgembError
 from edgemb.export import export_simplified
 from edgemb.metrics import parity, sqnr_db
@@ -94,10 +94,9 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
         raise EdgembError("an accuracy budget (--max-drop) needs --eval SPEC: it is measured on evaluation data")
     started = time.perf_counter()
     prepared = model_name if isinstance(model_name, PreparedModel) else prepare_model(model_name, weights, sha256)
-    calibration = calib if isinstance(calib, Data) else load_data(calib, prepared.preprocessing)
+    calibration = as_data(calib, prepared.preprocessing)
     calib_report = check_calibration(calibration, calibration.source)
-    evaluation = eval_spec if isinstance(eval_spec, Data) or eval_spec is None else \
-        load_data(eval_spec, prepared.preprocessing)
+    evaluation = as_data(eval_spec, prepared.preprocessing)
     scheme = host_scheme() if isa is None else choose_scheme(isa, arch)
     config = QuantConfig(method, granularity, activation_type, weight_max=scheme.weight_max)
     report: dict[str, Any] = {"stage": "quantize", "model": prepared.spec.name,
