@@ -2,6 +2,7 @@
 
     python scripts/deploy_table.py [TARGET:MODEL[:WEIGHTS] ...]   (default: the deploys the README shows;
                                                                   named deploys replace theirs, keep the rest)
+    python scripts/deploy_table.py --report build/T/M/report.json ...   (add deploys already made)
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from edgemb.artifacts import write_json
 from edgemb.deploy import DeploySettings, deploy
+from edgemb.zoo import parse_model_name
+from edgemb.zoo.weights import default_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["x86:v2_1.0", "x86:v2_1.0:ref", "rpi4:v2_1.0:ref", "cortex-m7:v1_0.25"]
@@ -30,18 +33,33 @@ def slim(report: dict, model_arg: str) -> dict:
     return {"model_arg": model_arg, **{k: report[k] for k in keep}, "artifacts": artifacts}
 
 
+def command_args(report: dict) -> str:
+    """`MODEL` or `MODEL WEIGHTS=W`: what `make deploy` needs today to repeat this report's deploy."""
+    base = report["model_arg"].split()[0] if "model_arg" in report else report["model"].split("@")[0]
+    default, _ = default_weights(parse_model_name(base))
+    weights = report["weights"]["spec"]
+    return base if weights in (None, default) else f"{base} WEIGHTS={weights}"
+
+
 def main() -> None:
     reports = []
-    for item in sys.argv[1:] or DEFAULT:
-        target, model, weights = [*item.split(":"), None][:3]
-        print(f"deploying {model} to {target} (weights: {weights or 'default'})", flush=True)
-        build = ROOT / "build" / (weights or "default")
-        report = deploy(DeploySettings(model, target, weights=weights), build, log=print)
-        reports.append(slim(report, model + (f" WEIGHTS={weights}" if weights else "")))
+    args = sys.argv[1:]
+    if args[:1] == ["--report"]:  # keep an existing deploy's report.json (e.g. one a test just made)
+        reports = [json.loads(Path(path).read_text()) for path in args[1:]]
+        reports = [slim(r, command_args(r)) for r in reports]
+    else:
+        for item in args or DEFAULT:
+            target, model, weights = [*item.split(":"), None][:3]
+            print(f"deploying {model} to {target} (weights: {weights or 'default'})", flush=True)
+            build = ROOT / "build" / (weights or "default")
+            report = deploy(DeploySettings(model, target, weights=weights), build, log=print)
+            reports.append(slim(report, model + (f" WEIGHTS={weights}" if weights else "")))
     path = ROOT / "results" / "deploy.json"
+    # Earlier rows are relabelled with today's command (the default weights changed), then replaced if redone.
+    earlier = [{**r, "model_arg": command_args(r)} for r in json.loads(path.read_text())["reports"]] \
+        if path.exists() and args else []
     redone = {(r["target"], r["model_arg"]) for r in reports}
-    kept = [r for r in json.loads(path.read_text())["reports"] if (r["target"], r["model_arg"]) not in redone] \
-        if path.exists() and sys.argv[1:] else []
+    kept = [r for r in earlier if (r["target"], r["model_arg"]) not in redone]
     write_json(path, {"reports": reports + kept})
 
 
