@@ -262,7 +262,9 @@ def download(url: str, sha256: str, dest_dir: Path | None = None, timeout: float
     except OSError as exc:
         raise EdgembError(f"the weights cache {folder} is not writable ({exc.strerror}): set EDGEMB_CACHE to a "
                           "writable folder, or download the file yourself and pass its path") from None
-    with file_lock(folder / f".{target.name}.lock", f"download of {name}"):
+    # The lock lives in edgemb's own locks folder: a lock file cannot be deleted safely after use (a waiter may
+    # hold the old inode), and it must not be left beside the downloads as if it were one.
+    with file_lock(cache_dir("locks") / f"download-{target.name}.lock", f"download of {name}"):
         return _download_locked(url, expected, name, target, timeout)
 
 
