@@ -118,8 +118,6 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
 
     The model, target and data are prepared once here and handed to every stage (one walk down the chain).
     """
-    if settings.tune_trials < 0 or settings.warmup < 0:
-        raise EdgembError("--tune-trials and --warmup must be >= 0")
     budget = settings.budget
     started = time.perf_counter()
     target = get_target(settings.target)
