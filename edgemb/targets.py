@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemb.errors import EdgembError
+from edgemb.hostinfo import read_cpuinfo
 
 PACKAGE = Path(__file__).resolve().parent
 # The boards shipped with edgemb: `targets/` at the top of a checkout; in an installed wheel the same files are
@@ -128,17 +129,7 @@ def load_target_file(path: Path) -> Target:
 
 def _with_host_isa(target: Target) -> Target:
     """The x86 target describes this host: fill in the ISA flags the CPU actually has."""
-    flags: list[str] = []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-                          "amx_int8", "avx512_bf16")
-                flags = [f for f in wanted if f in have]
-                break
-    except OSError:
-        pass
+    flags = read_cpuinfo().isa
     cores = len(os.sched_getaffinity(0))
     return Target(**{**target.__dict__, "isa": tuple(flags) or target.isa, "cores": cores,
                      "threads": min(target.threads, cores), "arch": platform.machine() or target.arch})

@@ -30,6 +30,7 @@ from edgemb.compile import default_data
 from edgemb.data import load_data
 from edgemb.deploy import DeploySettings, deploy
 from edgemb.device.devices import SubprocessDevice
+from edgemb.hostinfo import read_cpuinfo
 from edgemb.metrics import parity
 from edgemb.quant.peers import ort_quantize_static
 from edgemb.readme import tvm_table
@@ -51,12 +52,12 @@ def cpu_peak_int8_macs_per_second(cores: int) -> tuple[float, str]:
     One 512-bit VNNI vpdpbusd does 64 int8 MACs; we assume one per cycle per core (one 512-bit FMA port, as
     on client Intel cores and Zen 4's double-pumped units). AVX2 without VNNI: 32 MACs per cycle (vpmaddubsw).
     """
-    text = Path("/proc/cpuinfo").read_text()
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split())
-    mhz = max(float(v) for v in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.M))
-    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M).group(1).strip()
-    per_cycle = 64 if "avx512_vnni" in flags else (32 if "avx2" in flags else 16)
-    basis = (f"{model}, {mhz / 1000:.2f} GHz (cpuinfo), {per_cycle} int8 MACs/cycle/core "
+    cpu = read_cpuinfo()
+    if cpu.mhz is None:
+        raise SystemExit("/proc/cpuinfo states no `cpu MHz`: the compute bound needs the clock")
+    mhz = cpu.mhz
+    per_cycle = 64 if "avx512_vnni" in cpu.flags else (32 if "avx2" in cpu.flags else 16)
+    basis = (f"{cpu.model}, {mhz / 1000:.2f} GHz (cpuinfo), {per_cycle} int8 MACs/cycle/core "
              f"({'AVX-512 VNNI' if per_cycle == 64 else 'AVX2'})")
     return cores * mhz * 1e6 * per_cycle, basis
 

@@ -21,6 +21,7 @@ import onnx
 from edgemb.artifacts import tool_versions, write_json
 from edgemb.data import load_data
 from edgemb.evaluate import predict
+from edgemb.hostinfo import read_cpuinfo
 from edgemb.metrics import parity
 from edgemb.onnx_graph import run_batched, session
 from edgemb.quant.correction import qdq_session
@@ -89,9 +90,7 @@ def _both_runs(path: Path, float_logits: np.ndarray, x: np.ndarray) -> dict:
 
 def host_cpu() -> dict:
     """CPU model and int8-relevant ISA flags of this host: every real-model number is tied to them."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown")
-    return {"model": model, **host_scheme().to_dict()}
+    return {"model": read_cpuinfo().model, **host_scheme().to_dict()}
 
 
 def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) -> list[dict]:

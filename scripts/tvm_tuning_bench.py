@@ -17,7 +17,6 @@ os.environ.setdefault("TVM_NUM_THREADS", "1")  # before TVM's thread pool starts
 
 import argparse
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -34,22 +33,18 @@ from edgemb.backends.tvm_backend import (
     tune,
     tvm_target_dict,
 )
+from edgemb.hostinfo import read_cpuinfo
 from edgemb.onnx_graph import session
 from edgemb.quant.pipeline import quantize_model
 from edgemb.targets import get_target
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "tvm_tuning.json"
 MODELS = {"v2_1.0@224": ("imagenet1k_v1", "photos:calib:64"), "v2_1.0": ("ref", "fashion-mnist:train:256")}
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni")
 
 
 def host_cpu() -> dict[str, object]:
-    """CPU model and the vector ISA flags that decide which kernels each engine can use."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.*)$", text, re.M)
-    flags = set(re.search(r"^flags\s*:\s*(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
-    return {"model": model.group(1).strip() if model else "unknown", "isa": [f for f in ISA_FLAGS if f in flags],
-            "cores": os.cpu_count()}
+    """CPU model, the ISA flags that decide which kernels each engine can use, and the core count."""
+    return {**read_cpuinfo().to_dict(), "cores": os.cpu_count()}
 
 
 def median_ms(run, x: np.ndarray, repeats: int, number: int) -> float:

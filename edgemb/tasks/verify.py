@@ -24,6 +24,7 @@ from edgemb.backends.base import OK
 from edgemb.data import load_data
 from edgemb.errors import EdgembError, ParityError
 from edgemb.export import export_simplified
+from edgemb.hostinfo import host_cpu
 from edgemb.targets import get_target
 from edgemb.tasks import task_for, task_parity, torch_outputs
 from edgemb.tasks.detection import Detections
@@ -48,21 +49,6 @@ def _unnormalize(x: np.ndarray, pp: Any) -> np.ndarray:
     """A preprocessed CHW sample back to uint8 HWC pixels for drawing."""
     pixels = x.transpose(1, 2, 0) * np.asarray(pp.std, np.float32) + np.asarray(pp.mean, np.float32)
     return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def host_cpu() -> dict[str, Any]:
-    """CPU model and the ISA flags that decide which int8 kernels run, as every measured number must state."""
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return {"model": model, "isa": [f for f in wanted if f in flags]}
 
 
 def verify_task(model: str, weights: str | None, data_spec: str, calib_spec: str, out_dir: Path,
