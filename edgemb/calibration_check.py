@@ -28,6 +28,6 @@ def requested_samples(spec: str | None) -> int | None:
     """The sample count a data spec asks for (`...:N`), or None when it takes a whole dataset."""
     if not spec:
         return None
-    from edgemb.data.datasets import parse_spec
+    from edgemb.data.spec import parse_spec
 
     return parse_spec(spec).count

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from edgemb.data import Preprocessing, load_data, load_pixels, parse_spec, preprocess, to_pixels
-from edgemb.data.datasets import FASHION_MNIST_DIR, read_idx
+from edgemb.data.fashion_mnist import FASHION_MNIST_DIR, read_idx
 from edgemb.errors import EdgembError
 
 RAW = Preprocessing(28, 28, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "gray3")  # identity on Fashion-MNIST pixels

@@ -12,10 +12,6 @@ N picks a seeded random subset (same N and seed -> same samples, in file order).
 
 from __future__ import annotations
 
-import gzip
-import os
-import re
-import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,30 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from edgemb.data import synthetic
+from edgemb.data.fashion_mnist import FASHION_MNIST_CLASSES, FASHION_MNIST_FILES, read_split
 from edgemb.data.preprocess import Preprocessing, normalize, to_pixels
+from edgemb.data.spec import DEFAULT_SEED, DataSpec, choose, parse_spec
 from edgemb.errors import EdgembError
 from edgemb.progress import progress
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot")
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-KINDS = ("fashion-mnist", "imagefolder", "npy", "npz", "photos", "synthdet")
-DEFAULT_SEED = 0
-
-
-@dataclass
-class DataSpec:
-    """A parsed data spec: what to read, where, and how many samples."""
-
-    kind: str
-    location: str
-    count: int | None
-    text: str
 
 
 @dataclass
@@ -74,71 +54,11 @@ class Pixels:
     skipped: list[str] = field(default_factory=list)
 
 
-def parse_spec(text: str) -> DataSpec:
-    """Split `KIND:LOCATION[:N]` and check each part, with a usage hint on error."""
-    kind, sep, rest = text.partition(":")
-    if not sep or kind not in KINDS or not rest:
-        raise EdgembError(
-            f"data spec {text!r} is not KIND:LOCATION[:N] with KIND one of {', '.join(KINDS)}; "
-            "e.g. fashion-mnist:test, fashion-mnist:train:512, photos:eval, imagefolder:DIR:100, npy:x.npy+y.npy"
-        )
-    count = None
-    match = re.fullmatch(r"(?P<loc>.+?):(?P<n>-?\d+)", rest)
-    if match:
-        rest, count = match["loc"], int(match["n"])
-        if count < 1:
-            raise EdgembError(f"sample count in {text!r} must be >= 1, got {count}")
-    return DataSpec(kind, rest, count, text)
-
-
-def choose(total: int, count: int | None, spec: DataSpec, seed: int = DEFAULT_SEED) -> np.ndarray:
-    """Indices of a seeded random subset (all when count is None), kept in dataset order."""
-    if count is None:
-        return np.arange(total)
-    if count > total:
-        raise EdgembError(f"{spec.text} asks for {count} samples but only {total} are available")
-    return np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))
-
-
-def fashion_mnist_dir() -> Path:
-    """Where Debian's dataset-fashion-mnist put the IDX files ($EDGEMB_FASHION_MNIST overrides)."""
-    return Path(os.environ.get("EDGEMB_FASHION_MNIST", FASHION_MNIST_DIR))
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read a (gzipped) IDX file: unsigned-byte images (N, rows, cols) or labels (N,)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, EOFError) as exc:
-        raise EdgembError(f"{path} is not a readable IDX file ({exc}); reinstall dataset-fashion-mnist") from exc
-    if len(data) < 8:
-        raise EdgembError(f"{path} is too short to be an IDX file")
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise EdgembError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4: 4 + 4 * ndim])
-    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise EdgembError(f"{path} holds {body.size} bytes but its header says {shape}: the file is truncated")
-    return body.reshape(shape)
-
-
 def _fashion_mnist(spec: DataSpec, pp: Preprocessing, seed: int) -> Pixels:
     split = spec.location
     if split not in FASHION_MNIST_FILES:
         raise EdgembError(f"Fashion-MNIST split {split!r} in {spec.text!r} must be train or test")
-    folder = fashion_mnist_dir()
-    image_file, label_file = (folder / name for name in FASHION_MNIST_FILES[split])
-    if not image_file.exists() or not label_file.exists():
-        raise EdgembError(
-            f"Fashion-MNIST is not installed ({image_file} missing): run `make setup` or "
-            "`sudo apt-get install dataset-fashion-mnist` (or set EDGEMB_FASHION_MNIST to a folder of IDX files)"
-        )
-    images, labels = read_idx(image_file), read_idx(label_file)
-    if len(images) != len(labels):
-        raise EdgembError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")
+    images, labels = read_split(split)
     index = choose(len(images), spec.count, spec, seed)
     pixels = np.stack([to_pixels(images[i], pp) for i in progress(index, desc=f"read {spec.text}", unit="img")])
     return Pixels(pixels, labels[index].astype(np.int64), spec.text, FASHION_MNIST_CLASSES)
@@ -243,10 +163,8 @@ def load_pixels(text: str, pp: Preprocessing, seed: int = DEFAULT_SEED) -> Pixel
         return _image_folder(spec, pp, seed)
     if spec.kind == "photos":
         return _photos(spec, pp, seed)
-    if spec.kind == "synthdet":  # detection/segmentation images; their truth: edgemb.data.synthetic.load_spec
-        from edgemb.data.synthetic import CLASSES, load_spec
-
-        return Pixels(load_spec(text, pp, seed).pixels, None, text, CLASSES)
+    if spec.kind == synthetic.KIND:  # detection/segmentation images; their truth: synthetic.load_spec
+        return Pixels(synthetic.load_spec(text, pp, seed).pixels, None, text, synthetic.CLASSES)
     raise EdgembError(f"{text} holds preprocessed arrays, not images")
 
 

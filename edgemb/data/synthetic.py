@@ -20,7 +20,10 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
+from edgemb.data.boxes import box_iou
+from edgemb.data.fashion_mnist import read_split
 from edgemb.data.preprocess import Preprocessing, to_pixels
+from edgemb.data.spec import choose, parse_spec
 from edgemb.errors import EdgembError
 from edgemb.progress import progress
 
@@ -64,13 +67,7 @@ def _split(split: str) -> tuple[int, str, str, int]:
 
 @cache
 def _items(fashion_split: str) -> tuple[np.ndarray, np.ndarray]:
-    from edgemb.data.datasets import FASHION_MNIST_FILES, fashion_mnist_dir, read_idx
-
-    image_file, label_file = (fashion_mnist_dir() / name for name in FASHION_MNIST_FILES[fashion_split])
-    if not image_file.exists():
-        raise EdgembError(f"Fashion-MNIST is not installed ({image_file} missing): run `make setup` or "
-                          "`sudo apt-get install dataset-fashion-mnist`")
-    return read_idx(image_file), read_idx(label_file)
+    return read_split(fashion_split)
 
 
 @cache
@@ -131,8 +128,6 @@ def render(split: str, index: int, resolution: int) -> tuple[np.ndarray, np.ndar
 
 
 def _iou_max(box: np.ndarray, others: list[np.ndarray]) -> float:
-    from edgemb.tasks.detection import box_iou
-
     return float(box_iou(box[None], np.stack(others)).max())
 
 
@@ -153,8 +148,6 @@ def load_synthetic(split: str, pp: Preprocessing, indices: np.ndarray | None = N
 
 def load_spec(text: str, pp: Preprocessing, seed: int = 0) -> SynthSet:
     """The images and truth of a `synthdet:SPLIT[:N]` spec (N picks the same seeded subset as every data spec)."""
-    from edgemb.data.datasets import choose, parse_spec
-
     spec = parse_spec(text)
     if spec.kind != KIND:
         raise EdgembError(f"{text!r} is not a {KIND}: spec; ground truth exists only for {KIND}:train/test")

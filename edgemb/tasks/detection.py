@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgemb.data.boxes import box_iou
 from edgemb.zoo.detection import AnchorConfig
 
 BOX_EXP_CLIP = math.log(1000.0 / 16)  # torchvision's clamp of exp() arguments in decoding
@@ -110,18 +111,6 @@ def decode(deltas: np.ndarray, anchors: np.ndarray, weights: tuple[float, ...] =
     w = np.exp(np.minimum(deltas[:, 2] / ww, BOX_EXP_CLIP)) * aw
     h = np.exp(np.minimum(deltas[:, 3] / wh, BOX_EXP_CLIP)) * ah
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of two box sets (N, 4) and (M, 4) -> (N, M); empty boxes have IoU 0."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(width, 0.0) * np.maximum(height, 0.0)
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
