@@ -6,24 +6,11 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
-from edgemb.progress import progress
+from edgemb.zoo.inference import DEFAULT_BATCH, predict
 from edgemb.zoo.weights import prepare_model
-
-DEFAULT_BATCH = 250
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = DEFAULT_BATCH, desc: str = "float") -> np.ndarray:
-    """Logits of a PyTorch model for preprocessed float32 NCHW inputs, batched, with a progress bar."""
-    model.eval()
-    outputs = [model(torch.from_numpy(x[start: start + batch_size])).numpy()
-               for start in progress(range(0, len(x), batch_size), desc=desc, unit="batch")]
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

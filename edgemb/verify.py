@@ -12,11 +12,11 @@ import onnx
 
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
-from edgemb.evaluate import predict
 from edgemb.export import export_simplified
 from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.qdq import layers
+from edgemb.zoo.inference import predict
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
 LAYER_SAMPLES = 64

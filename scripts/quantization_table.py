@@ -20,7 +20,6 @@ import onnx
 
 from edgemb.artifacts import tool_versions, write_json
 from edgemb.data import load_data
-from edgemb.evaluate import predict
 from edgemb.hostinfo import read_cpuinfo
 from edgemb.metrics import parity
 from edgemb.onnx_graph import run_batched, session
@@ -28,6 +27,7 @@ from edgemb.quant.correction import qdq_session
 from edgemb.quant.isa import host_scheme
 from edgemb.quant.peers import nncf_quantize, ort_quantize_static
 from edgemb.quant.pipeline import quantize_model
+from edgemb.zoo.inference import predict
 from edgemb.zoo.weights import prepare_model, reference_entries
 
 CALIB = "fashion-mnist:train:512"

@@ -26,6 +26,7 @@ from edgemb.data.preprocess import Preprocessing
 from edgemb.errors import EdgembError
 from edgemb.locking import file_lock
 from edgemb.progress import progress
+from edgemb.zoo.inference import predict
 from edgemb.zoo.registry import FAMILIES, ModelSpec
 
 URL_SCHEMES = ("https", "http", "file")
@@ -485,8 +486,6 @@ class PreparedModel:
     def float_logits(self, x: np.ndarray) -> np.ndarray:
         """The float model's outputs for x, computed once per array so every stage of a deploy shares them."""
         if self._float_cache is None or self._float_cache[0] is not x:
-            from edgemb.evaluate import predict
-
             self._float_cache = (x, predict(self.model, x))
         return self._float_cache[1]
 
