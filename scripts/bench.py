@@ -33,10 +33,10 @@ from edgemb.device.devices import SubprocessDevice
 from edgemb.hostinfo import read_cpuinfo
 from edgemb.metrics import parity
 from edgemb.quant.peers import ort_quantize_static
-from edgemb.readme import tvm_table
 from edgemb.targets import get_target
 from edgemb.zoo.counting import count_macs
 from edgemb.zoo.weights import prepare_model
+from readme_tables import tvm_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "bench.json"

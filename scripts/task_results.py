@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from edgemb.artifacts import write_json
-from edgemb.tasks.report import RESULTS
 from edgemb.tasks.verify import verify_task
 from edgemb.zoo.weights import task_reference_entries
+from readme_tables import TASK_RESULTS
 
 DATA = "synthdet:test"
 CALIB = "synthdet:train:256"
@@ -30,7 +30,7 @@ MCU = {"target": "cortex-m7", "data": "synthdet:test:64", "artifacts": (("tflm",
 
 def main(names: list[str]) -> None:
     """Run task-verify for each model and keep the other models' reports already in the file."""
-    existing = json.loads(RESULTS.read_text())["reports"] if RESULTS.exists() else []
+    existing = json.loads(TASK_RESULTS.read_text())["reports"] if TASK_RESULTS.exists() else []
     mcu = "--mcu" in names
     names = [n for n in names if n != "--mcu"] or list(task_reference_entries())
     target, data, artifacts = (MCU["target"], MCU["data"], MCU["artifacts"]) if mcu else ("x86", DATA, ARTIFACTS)
@@ -42,7 +42,7 @@ def main(names: list[str]) -> None:
         report["command"] = (f"edgemb task-verify {shlex.quote(name)} --weights ref --data {data} "
                              f"--calib {CALIB} {backends} --target {target} --out build/tasks/{name}")
         reports.append(report)
-        write_json(RESULTS, {"note": "written by scripts/task_results.py", "reports": reports})
+        write_json(TASK_RESULTS, {"note": "written by scripts/task_results.py", "reports": reports})
 
 
 if __name__ == "__main__":

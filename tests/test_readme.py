@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgemb.readme import README, TABLES, render
+from readme_tables import README, TABLES, render
 
 
 def test_readme_tables_match_the_json():

@@ -167,7 +167,7 @@ def test_comparison_page_draws_boxes_and_masks(tmp_path):
 
 
 def test_task_table_renders_measured_rows(tmp_path):
-    from edgemb.tasks.report import task_table
+    from readme_tables import task_table
 
     parity = {"task": "segmentation", "metric": "miou", "float_miou": 0.7, "quant_miou": 0.69, "drop": 1.0,
               "mask_agreement": 0.99, "sqnr_db": {"seg_logits": 30.0}}

@@ -1,7 +1,8 @@
-"""README tables rendered from the JSON the code wrote, never typed by hand.
+"""README tables rendered from the JSON the code wrote, never typed by hand (project tooling, not the library).
 
 Each table sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers; `make readme` rewrites them
-and a test fails when the README and the JSON disagree.
+and a test fails when the README and the JSON disagree. The scripts that measure (scripts/*.py) write the
+JSON under results/; this module only renders it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from edgemb.zoo.weights import reference_entries
+from edgemb.zoo.weights import reference_entries, task_reference_entries
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+RESULTS = README.parent / "results"
+TASK_RESULTS = RESULTS / "tasks.json"  # written by scripts/task_results.py
 
 
 def reference_table() -> str:
@@ -30,7 +33,7 @@ def reference_table() -> str:
     return "\n".join(lines)
 
 
-def quantization_table(path: Path = README.parent / "results" / "quantization.json") -> str:
+def quantization_table(path: Path = RESULTS / "quantization.json") -> str:
     """Markdown table of int8 accuracy: ours next to onnxruntime's and NNCF's, on the full test set."""
     if not path.exists():
         return "_not measured yet: run `make quant-table`_"
@@ -44,7 +47,7 @@ def quantization_table(path: Path = README.parent / "results" / "quantization.js
     return "\n".join(lines)
 
 
-def compile_table(path: Path = README.parent / "results" / "compile.json") -> str:
+def compile_table(path: Path = RESULTS / "compile.json") -> str:
     """Markdown table of compiled artifacts per model and board, with their measured parity."""
     if not path.exists():
         return "_not measured yet: run `make compile-table`_"
@@ -72,7 +75,7 @@ def compile_table(path: Path = README.parent / "results" / "compile.json") -> st
     return "\n".join(lines)
 
 
-def deploy_table(path: Path = README.parent / "results" / "deploy.json") -> str:
+def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
     """One row per `make deploy`: the recommended artifact with its parity and latency, and the verdict."""
     if not path.exists():
         return "_not measured yet: run `make deploy-table`_"
@@ -105,8 +108,8 @@ def deploy_table(path: Path = README.parent / "results" / "deploy.json") -> str:
     return "\n".join(lines)
 
 
-def bench_table(path: Path = README.parent / "results" / "bench.json",
-                tvm_path: Path = README.parent / "results" / "tvm_tuning.json") -> str:
+def bench_table(path: Path = RESULTS / "bench.json",
+                tvm_path: Path = RESULTS / "tvm_tuning.json") -> str:
     """Latency ratios from `make bench` (and `make tvm-bench`), measured in one run each; details in BENCHMARKS.md."""
     lines = ["| model | weights | threads | recommended | p50 ms | vs onnxruntime fp32 | vs onnxruntime stock int8 | "
              "OpenVINO int8 vs its fp32 | our runner / benchmark_app | / compute bound |",
@@ -153,25 +156,72 @@ def tvm_table(t: dict) -> str:
     return "\n".join(lines)
 
 
+def _agreement(parity: dict) -> str:
+    if parity["task"] == "detection":
+        return f"box recall {parity['box_recall']:.3f}, precision {parity['box_precision']:.3f}"
+    return f"mask agreement {parity['mask_agreement']:.4f}"
+
+
+def task_table(path: Path = TASK_RESULTS) -> str:
+    """Markdown table: every artifact of every task reference model with its task metric, drop and latency."""
+    if not path.exists():
+        return "_not measured yet: run `python scripts/task_results.py`_"
+    data = json.loads(path.read_text())
+    lines = ["| model | task | data (n) | artifact | float | artifact's | drop (mAP@[.5:.95] or mIoU points) | "
+             "vs float | SQNR dB | network ms | post-processing ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    commands, host = [], None
+    for report in data["reports"]:
+        host = report["host"]
+        commands.append(report["command"])
+        for row in report["artifacts"]:
+            artifact = f"{row['backend']} {row['precision']}" + (
+                f" ({report['target']})" if report.get("target", "x86") != "x86" else "")
+            if "memory" in row:  # a microcontroller artifact: what it needs against what the board has
+                mem = row["memory"]
+                artifact += (f", flash {mem['flash_bytes'] / 1e6:.2f} MB, arena {mem['arena_bytes'] / 1024:.0f} KiB, "
+                             f"{'fits' if row.get('fits') else 'does not fit'}")
+            if row["status"] != "ok":
+                lines.append(f"| `{report['model']}` | {report['task']} | `{report['data']}` ({report['n']}) | "
+                             f"{artifact} | {row['status']}: {row.get('detail', '')[:80]} | | | | | | |")
+                continue
+            p = row["parity"]
+            metric = p["metric"]
+            label = "mAP@[.5:.95] / @0.5" if metric == "map" else "mIoU"
+            ours = (f"{p['float_map']:.3f} / {p['float_map50']:.3f}" if metric == "map" else f"{p['float_miou']:.3f}")
+            theirs = (f"{p['quant_map']:.3f} / {p['quant_map50']:.3f}" if metric == "map" else f"{p['quant_miou']:.3f}")
+            sqnr = ", ".join(f"{v:.1f}" for v in p["sqnr_db"].values())
+            lines.append(f"| `{report['model']}` | {report['task']} ({label}) | `{report['data']}` ({report['n']}) | "
+                         f"{artifact} | {ours} | {theirs} | {p['drop'] + 0.0:+.2f} | {_agreement(p)} | {sqnr} | "
+                         f"{row['network_ms']:.2f} | {row['postprocess_ms']:.2f} |")
+    if host:
+        lines += ["", f"Host: {host['model']}, ISA: {', '.join(host['isa']) or 'no AVX2'}; medians of single-image "
+                      "runs on a shared, busy machine (compare within a row set, not across machines).", "",
+                  "Commands:", ""] + [f"    {c}" for c in commands]
+    return "\n".join(lines)
+
+
+def task_reference_table() -> str:
+    """Markdown table of the shipped detection/segmentation reference models with their measured quality."""
+    entries = task_reference_entries()
+    if not entries:
+        return "_none shipped yet: run `python scripts/train_task_models.py`_"
+    lines = ["| model | task | resolution | classes | quality (data, n) | epochs | train time | size | sha256 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, entry in entries.items():
+        m = entry["metrics"]
+        quality = (f"mAP@[.5:.95] {m['map']:.3f}, mAP@0.5 {m['map50']:.3f}" if entry["task"] == "detection"
+                   else f"mIoU {m['miou']:.3f}, pixel accuracy {m['pixel_accuracy']:.3f}")
+        lines.append(f"| `{name}` | {entry['task']} | {entry['preprocessing']['resolution']} | "
+                     f"{entry['num_classes']} | {quality} (`{m['data']}`, {m['n']}) | {entry['recipe']['epochs']} | "
+                     f"{entry['train_seconds'] / 60:.0f} min | {entry['size_bytes'] / 1e6:.2f} MB | "
+                     f"`{entry['sha256'][:12]}` |")
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table, "quantization": quantization_table,
-                                        "compile": compile_table, "deploy": deploy_table, "benchmarks": bench_table}
-
-# Detection and segmentation tables live with their task code (edgemb/tasks/report.py).
-
-
-def _task_reference_table() -> str:
-    from edgemb.tasks.report import task_reference_table
-
-    return task_reference_table()
-
-
-def _task_table() -> str:
-    from edgemb.tasks.report import task_table
-
-    return task_table()
-
-
-TABLES.update({"task-reference-models": _task_reference_table, "tasks": _task_table})
+                                        "compile": compile_table, "deploy": deploy_table, "benchmarks": bench_table,
+                                        "task-reference-models": task_reference_table, "tasks": task_table}
 
 
 def render(text: str) -> str:
