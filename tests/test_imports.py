@@ -1,0 +1,186 @@
+"""The package's imports, read from the source with ast: no circles, and nothing climbs back up the floors.
+
+Every `import` counts, also those inside functions (a lazy import that closes a circle is still a circle), and
+so do the modules a package's `__init__.py` names as strings for lazy loading (edgemb/zoo/__init__.py). The
+import of a parent package that Python performs implicitly is not an edge.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).resolve().parents[1] / "edgemb"
+
+# Floors from the top down: a module imports modules on its own floor or below, never above. Longest prefix wins
+# (`edgemb.tasks.verify` is a stage, the rest of `edgemb.tasks` supports the stages).
+FLOORS: dict[str, tuple[str, ...]] = {
+    "command line": ("edgemb.__main__", "edgemb.cli"),
+    "deploy": ("edgemb.deploy",),
+    "stages": ("edgemb.export", "edgemb.quant.pipeline", "edgemb.compile", "edgemb.verify", "edgemb.profile",
+               "edgemb.evaluate", "edgemb.train", "edgemb.tasks.verify", "edgemb.tasks.training"),
+    "what stages run on": ("edgemb.backends", "edgemb.tasks", "edgemb.deploy_guard", "edgemb.report_html",
+                           "edgemb.calibration_check", "edgemb.latency_estimate"),
+    "models, kernels, devices": ("edgemb.zoo", "edgemb.quant", "edgemb.device"),
+    "data": ("edgemb.data",),
+    "ground": ("edgemb", "edgemb.errors", "edgemb.progress", "edgemb.quiet", "edgemb.metrics", "edgemb.cache",
+               "edgemb.artifacts", "edgemb.locking", "edgemb.onnx_graph", "edgemb.targets", "edgemb.budget",
+               "edgemb.hostinfo"),
+}
+STAGE_FLOORS = ("command line", "deploy", "stages")
+# The one circle known when this test was written, in files of the quantization work; see the xfail below.
+KNOWN_CIRCLE = frozenset({"edgemb.quant.qdq", "edgemb.quant.rounding"})
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(SOURCE.rglob("*.py")):
+        parts = list(path.relative_to(SOURCE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _resolve(name: str) -> str | None:
+    """The module an import of `name` executes: itself, or the nearest package or module above it."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(module: str, path: Path) -> dict[str, int]:
+    """Every edgemb module that `module` imports, with the first line that does."""
+    tree = ast.parse(path.read_text(), str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: dict[str, int] = {}
+
+    def add(target: str | None, line: int) -> None:
+        if target and target != module and target.split(".")[0] == "edgemb":
+            found.setdefault(target, line)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(_resolve(alias.name), node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                add(full if full in MODULES else _resolve(base), node.lineno)
+        elif (path.name == "__init__.py" and isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and node.value.startswith(module + ".") and node.value in MODULES):
+            add(node.value, node.lineno)  # a lazy facade: import_module("edgemb.zoo.registry")
+    return found
+
+
+GRAPH = {module: _imports(module, path) for module, path in MODULES.items()}
+
+
+def floor_of(module: str) -> str | None:
+    """The floor whose longest matching entry names `module` (the bare `edgemb` entry matches only itself)."""
+    best, floor = -1, None
+    for name, entries in FLOORS.items():
+        for entry in entries:
+            matches = module == entry or (entry != "edgemb" and module.startswith(entry + "."))
+            if matches and len(entry) > best:
+                best, floor = len(entry), name
+    return floor
+
+
+def circles(graph: dict[str, dict[str, int]]) -> list[frozenset[str]]:
+    """Strongly connected groups of two or more modules (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[frozenset[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, {}):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                group.add(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(frozenset(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def describe(group: frozenset[str]) -> str:
+    """The imports inside one circle, file:line each."""
+    ties = [f"{a} -> {b} ({MODULES[a].relative_to(SOURCE.parent)}:{line})" for a in sorted(group)
+            for b, line in sorted(GRAPH[a].items()) if b in group]
+    return "; ".join(ties)
+
+
+def test_the_walker_sees_lazy_relative_and_facade_imports():
+    # a circle closed inside a function, relative imports and a lazy facade are all edges
+    assert "edgemb.zoo.registry" in GRAPH["edgemb.zoo"]
+    assert "edgemb.quant.pipeline" in GRAPH["edgemb.cli"]  # imported inside drive_quantize
+    graph = {"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1}, "d": {"a": 1}}
+    assert circles(graph) == [frozenset({"a", "b", "c"})]
+
+
+def test_no_import_circles():
+    found = [group for group in circles(GRAPH) if group != KNOWN_CIRCLE]
+    assert not found, "import circles: " + " | ".join(describe(group) for group in found)
+
+
+@pytest.mark.xfail(strict=True, reason="quant/qdq.py <-> quant/rounding.py is an open circle of the quantization "
+                                       "work; when it is gone this XPASSes: delete this test (test_no_import_circles "
+                                       "then covers the pair)")
+def test_quant_qdq_and_rounding_do_not_import_each_other():
+    assert KNOWN_CIRCLE not in circles(GRAPH), describe(KNOWN_CIRCLE)
+
+
+def test_every_module_stands_on_a_floor():
+    lost = [m for m in MODULES if floor_of(m) is None]
+    assert not lost, f"place {lost} on a floor in tests/test_imports.py FLOORS"
+
+
+def test_no_import_climbs_back_up():
+    order = list(FLOORS)
+    climbs = defaultdict(list)
+    for module, targets in GRAPH.items():
+        here = order.index(floor_of(module) or "command line")
+        for target, line in targets.items():
+            there = order.index(floor_of(target) or "command line")
+            if there < here:
+                climbs[f"{floor_of(module)} -> {floor_of(target)}"].append(
+                    f"{module} imports {target} ({MODULES[module].relative_to(SOURCE.parent)}:{line})")
+    assert not climbs, "imports that climb up a floor: " + "; ".join(
+        f"[{k}] " + ", ".join(v) for k, v in sorted(climbs.items()))
+
+
+def test_support_code_never_imports_a_stage():
+    # the rule the floors exist for, spelled out: below the stages nothing reaches a stage, deploy or the CLI
+    stages = {m for m in MODULES if floor_of(m) in STAGE_FLOORS}
+    support = set(MODULES) - stages
+    offenders = [f"{m} -> {t}" for m in sorted(support) for t in GRAPH[m] if t in stages]
+    assert not offenders, f"support code imports a stage: {offenders}"
