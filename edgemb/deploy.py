@@ -293,7 +293,9 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
         if "path" in record:
             entry.update(path=str(Path("compile") / record["path"]), sha256=record["sha256"],
                          size_bytes=record["size_bytes"])
-        for key in ("detail", "kernel_precisions", "arch", "note", "tuning"):
+        # A backend's own performance model (Vela for Ethos-U NPUs) gives `latency_estimate` with the artifact.
+        for key in ("detail", "kernel_precisions", "arch", "note", "tuning", "latency_estimate", "npu_split",
+                    "parity_note"):
             if key in record:
                 entry[key] = record[key]
         profile = by_key.get((record["backend"], record["precision"]), {})

@@ -20,7 +20,7 @@ TARGETS_DIR = next((d for d in (PACKAGE / "targets_data", PACKAGE.parent / "targ
                    PACKAGE.parent / "targets")
 TARGETS_ENV = "EDGEMB_TARGETS"  # more folders of board files, separated by ":"; they win over shipped names
 KINDS = ("cpu", "mcu", "accelerator")
-BACKENDS = ("onnxruntime", "openvino", "tflite", "tflm", "tvm")
+BACKENDS = ("onnxruntime", "openvino", "tflite", "tflm", "tvm", "vela")
 PRECISIONS = ("fp32", "fp16", "int8")
 ACCESS = ("local", "emulated", "rpc", "ssh", "none")
 
@@ -44,6 +44,7 @@ class Target:
     tvm_target: dict[str, Any] | None = None
     openvino_device: str | None = None
     notes: str = ""
+    npu: dict[str, Any] | None = None  # Ethos-U boards: accelerator, system_config, memory_mode (see _parse_npu)
     path: Path | None = field(default=None, compare=False)
 
     def supports(self, backend: str, precision: str | None = None) -> bool:
@@ -56,7 +57,7 @@ class Target:
                 "cores": self.cores, "isa": list(self.isa), "backends": list(self.backends),
                 "precisions": list(self.precisions), "threads": self.threads, "memory": self.memory,
                 "access": self.access, "tvm_target": self.tvm_target, "openvino_device": self.openvino_device,
-                "notes": self.notes}
+                "notes": self.notes, **({"npu": self.npu} if self.npu else {})}
 
 
 def _field(data: dict, key: str, kind: type | tuple, where: str, required: bool = True) -> Any:
@@ -76,6 +77,36 @@ def _choices(values: list, allowed: tuple[str, ...], key: str, where: str) -> tu
     if bad:
         raise EdgembError(f"{where}: field `{key}` has {bad[0]!r}; allowed: {', '.join(allowed)}")
     return tuple(values)
+
+
+# Vela 5.2's --accelerator-config choices.
+NPU_ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256",
+                    "ethos-u65-512", "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024",
+                    "ethos-u85-2048")
+NPU_KEYS = {"accelerator": str, "system_config": str, "memory_mode": str, "core_clock_hz": (int, float),
+            "arena_cache_size": int, "sources": list}
+
+
+def _parse_npu(data: dict[str, Any], backends: tuple[str, ...], where: str) -> dict[str, Any] | None:
+    """The [npu] section of an Ethos-U board: Vela's accelerator config, system config and memory mode."""
+    npu = _field(data, "npu", dict, where, required=False)
+    if npu is None:
+        if "vela" in backends:
+            raise EdgembError(f"{where}: backend `vela` needs an [npu] section with accelerator, system_config and "
+                              "memory_mode (see targets/corstone-300.toml)")
+        return None
+    for key in ("accelerator", "system_config", "memory_mode"):
+        _field(npu, key, str, f"{where} [npu]")
+    unknown = sorted(set(npu) - set(NPU_KEYS))
+    if unknown:
+        raise EdgembError(f"{where}: unknown field `npu.{unknown[0]}`; allowed: {', '.join(NPU_KEYS)}")
+    for key, kind in NPU_KEYS.items():
+        _field(npu, key, kind, f"{where} [npu]", required=False)
+    _choices([npu["accelerator"]], NPU_ACCELERATORS, "npu.accelerator", where)
+    for key in ("core_clock_hz", "arena_cache_size"):
+        if key in npu and npu[key] <= 0:
+            raise EdgembError(f"{where}: field `npu.{key}` must be positive, got {npu[key]!r}")
+    return dict(npu)
 
 
 def parse_target(data: dict[str, Any], where: str) -> Target:
@@ -110,6 +141,7 @@ def parse_target(data: dict[str, Any], where: str) -> Target:
         threads=threads, memory=dict(memory), access=access, tvm_target=tvm_target,
         openvino_device=_field(runtime, "openvino_device", str, f"{where} [runtime]", required=False),
         notes=data.get("notes", ""),
+        npu=_parse_npu(data, tuple(runtime.get("backends", ())), where),
     )
 
 
