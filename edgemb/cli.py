@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 import warnings
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from edgemb import __version__
 from edgemb.errors import EdgembError, ParityError
+from edgemb.limits import out_of_range
 
 Driver = Callable[[argparse.Namespace], int]
 # Defaults shown in --help, copied here so building the parser imports no torch (tests/test_cli.py pins them to
@@ -584,27 +584,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Numeric options and the range that makes sense for each (inclusive); checked before any work starts.
-LIMITS: dict[str, tuple[float, float]] = {
-    "runs": (1, 100_000), "warmup": (0, 10_000), "device_samples": (1, 100_000), "tune_trials": (0, 1_000_000),
-    "batch_size": (1, 100_000), "samples": (1, 100_000), "layer_samples": (1, 100_000), "threads": (0, 1024),
-    "max_float_layers": (0, 10_000), "port": (1, 65_535), "max_drop": (0, 100), "min_agreement": (0, 1),
-    "min_sqnr": (-200, 200),
-}
-
-
-def check_numbers(args: argparse.Namespace) -> str | None:
-    """The first numeric option outside its range (NaN and inf included), as a one-line message."""
-    for dest, (low, high) in LIMITS.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        if not (math.isfinite(value) and low <= value <= high):
-            flag = "--" + dest.replace("_", "-")
-            return f"{flag} must be between {low:g} and {high:g}, got {value}"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `edgemb` console script."""
     parser = build_parser()
@@ -612,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "driver", None):
         parser.print_help()
         return 2
-    problem = check_numbers(args)
+    problem = out_of_range(vars(args))  # every numeric option, before any work starts
     if problem:
         print(f"edgemb {args.command}: error: {problem}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from edgemb.budget import Budget
 from edgemb.data import Data, as_data
 from edgemb.errors import EdgembError
 from edgemb.export import export_simplified
+from edgemb.limits import check_limits
 from edgemb.metrics import parity
 from edgemb.progress import progress
 from edgemb.targets import Target, get_target
@@ -68,8 +69,7 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
     A deploy passes what it already prepared (model, target, data); names are resolved here otherwise. With a
     budget, each verified artifact records whether it meets it.
     """
-    if tune_trials < 0:
-        raise EdgembError("--tune-trials must be >= 0")
+    check_limits({"tune_trials": tune_trials})
     target = target_name if isinstance(target_name, Target) else get_target(target_name)
     pairs = plan(target, backend)
     prepared = model if isinstance(model, PreparedModel) else prepare_model(model, weights, sha256)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -19,28 +18,15 @@ from typing import Any
 
 from edgemb.artifacts import write_json
 from edgemb.calibration_check import calibration_warning
-from edgemb.errors import EdgembError
+from edgemb.limits import check_limits
 from edgemb.locking import LOCK_NAME, file_lock
 
 REPORT_FILES = ("report.json", "report.html")
-MAX_RUNS = 100_000
-MAX_DEVICE_SAMPLES = 100_000
 
 
 def check_settings(settings: Any) -> None:
-    """Refuse numbers that make no sense before any work starts (the CLI maps the error to exit 2)."""
-    drop = settings.max_drop
-    if drop is not None and (not isinstance(drop, int | float) or not math.isfinite(drop) or drop < 0):
-        raise EdgembError(f"--max-drop must be a finite number of points >= 0, got {drop}")
-    if settings.runs is not None and not 1 <= settings.runs <= MAX_RUNS:
-        raise EdgembError(f"--runs must be between 1 and {MAX_RUNS}, got {settings.runs}")
-    if settings.warmup < 0:
-        raise EdgembError(f"--warmup must be >= 0, got {settings.warmup}")
-    if settings.device_samples is not None and not 1 <= settings.device_samples <= MAX_DEVICE_SAMPLES:
-        raise EdgembError(f"--device-samples must be between 1 and {MAX_DEVICE_SAMPLES}, got "
-                          f"{settings.device_samples}")
-    if settings.tune_trials < 0:
-        raise EdgembError(f"--tune-trials must be >= 0, got {settings.tune_trials}")
+    """Refuse numbers that make no sense before any work starts, by the CLI's own limits (exit 2 there)."""
+    check_limits(asdict(settings))
 
 
 def run_key(settings: Any, target: Any) -> str:

@@ -74,3 +74,19 @@ def test_parity_failure_exits_1(tmp_path, monkeypatch):
     monkeypatch.setattr(export, "MAX_ABS_DIFF", -1.0)  # no export can meet a negative tolerance
     code = cli.main(["export", "v1_0.25@64", "--out", str(tmp_path / "o")])
     assert code == 1
+
+
+@pytest.mark.parametrize("setting,value", [("runs", 0), ("device_samples", 100_001), ("max_drop", float("nan")),
+                                           ("tune_trials", -1)])
+def test_flags_and_library_settings_meet_one_range_check(capsys, setting, value):
+    from edgemb import cli
+    from edgemb.deploy import DeploySettings
+    from edgemb.deploy_guard import check_settings
+    from edgemb.errors import EdgembError
+
+    flag = "--" + setting.replace("_", "-")
+    assert cli.main(["deploy", "v1_0.25", "--target", "x86", flag, str(value)]) == 2
+    said = capsys.readouterr().err.strip().split("error: ", 1)[1]
+    with pytest.raises(EdgembError) as info:
+        check_settings(DeploySettings("v1_0.25", "x86", **{setting: value}))
+    assert str(info.value) == said and said.startswith(f"{flag} must be between")
