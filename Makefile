@@ -13,8 +13,8 @@ OUT ?= build/export/$(MODEL)
 
 TARGET ?= x86
 BUILD ?= build
-.PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table compile-table readme \
-	deploy deploy-table bench tvm-bench emulate clean
+.PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table estimate-table compile-table readme \
+	deploy deploy-table bench tvm-bench emulate clean ethos-u-table
 
 setup: apt venv
 
@@ -67,6 +67,11 @@ compile-table:
 	$(PY) scripts/compile_table.py $(MODELS)
 	$(MAKE) readme
 
+# The label-free estimated drop beside the true drop on labelled data (a few minutes), then the README.
+estimate-table:
+	$(PY) scripts/estimate_table.py $(MODELS)
+	$(MAKE) readme
+
 readme:
 	$(PY) scripts/render_readme.py
 
@@ -96,6 +101,11 @@ bench:
 # TVM fp32/int8 (default schedules; TUNE_TRIALS=N adds N MetaSchedule trials per library) vs onnxruntime fp32/int8.
 tvm-bench:
 	$(PY) scripts/tvm_tuning_bench.py --trials $(or $(TUNE_TRIALS),0)
+	$(MAKE) readme
+
+# Vela's estimates for the zoo's small models on every Ethos-U board -> results/ethos_u.json, README (minutes).
+ethos-u-table:
+	$(PY) scripts/ethos_u_table.py $(MODELS)
 	$(MAKE) readme
 
 # Prepare the emulated Raspberry Pi 4 (arm64 Debian + runtimes under qemu-user; cached, about a minute).

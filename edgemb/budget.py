@@ -1,9 +1,11 @@
-"""The accuracy budget an artifact must meet: top-1 drop on labelled data, agreement and SQNR without labels.
+"""The accuracy budget an artifact must meet: a top-1 drop in points, measured or estimated.
 
-ImageNet labels are not available offline and most users' own data is unlabelled, so the budget cannot
-always be a top-1 drop. Without labels an artifact is held to the float model itself: top-1 agreement on the
-samples where the float model is confident (a change there is a real regression, not a near-tie flipping)
-and, optionally, the logits' SQNR.
+ImageNet labels are not available offline and most users' own data is unlabelled, so the drop cannot
+always be measured. Without labels it is estimated from the float model's own probabilities
+(edgemb.metrics.estimated_drop) with a 95% interval, and `--max-drop` keeps the same number and meaning:
+the interval must lie under it to pass, above it to fail, and an interval that straddles it is
+"inconclusive": more evaluation data is needed, not a verdict. Agreement on confident samples and the
+logits' SQNR are optional extra limits.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 from edgemb.errors import EdgembError
 
 DEFAULT_MAX_DROP = 0.5
-DEFAULT_MIN_AGREEMENT = 0.99
+DEFAULT_MIN_AGREEMENT: float | None = None  # confident-sample agreement is reported; a limit only when asked
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Limits for one deploy; `max_drop` applies to labelled data, `min_agreement`/`min_sqnr_db` to any data."""
+    """Limits for one deploy: `max_drop` in top-1 points (measured on labelled data, estimated otherwise),
+    optional `min_agreement` (confident samples) and `min_sqnr_db`."""
 
     max_drop: float | None = DEFAULT_MAX_DROP
     min_agreement: float | None = DEFAULT_MIN_AGREEMENT
@@ -33,20 +37,36 @@ class Budget:
             if value is not None and not (math.isfinite(value) and low <= value <= high):
                 raise EdgembError(f"{flag} must be a number from {low:g} to {high:g}, got {value}")
 
-    def verdict(self, parity: dict[str, Any]) -> tuple[bool, str]:
-        """Whether a parity result (edgemb.metrics.parity) meets the budget, and the deciding numbers."""
-        reasons, ok = [], True
-        if parity.get("drop") is not None and self.max_drop is not None:
-            ok &= parity["drop"] <= self.max_drop
-            reasons.append(f"drop {parity['drop']:.2f} (max {self.max_drop:g})")
-        elif self.min_agreement is not None:
+    def judge(self, parity: dict[str, Any]) -> tuple[str, str]:
+        """PASS, FAIL or INCONCLUSIVE for a parity result (edgemb.metrics.parity), and the deciding numbers."""
+        outcomes: list[str] = []
+        reasons: list[str] = []
+        if self.max_drop is not None:
+            if parity.get("drop") is not None:
+                outcomes.append(PASS if parity["drop"] <= self.max_drop else FAIL)
+                reasons.append(f"drop {parity['drop']:.2f} (max {self.max_drop:g})")
+            elif parity.get("est_drop") is not None:
+                low, high = parity["est_drop_low"], parity["est_drop_high"]
+                outcomes.append(PASS if high <= self.max_drop else FAIL if low > self.max_drop else INCONCLUSIVE)
+                reasons.append(f"estimated drop {parity['est_drop']:.2f} [{low:.2f}, {high:.2f}] "
+                               f"(max {self.max_drop:g})")
+        if self.min_agreement is not None:
             agreement, where = agreement_for_budget(parity)
-            ok &= agreement >= self.min_agreement
+            outcomes.append(PASS if agreement >= self.min_agreement else FAIL)
             reasons.append(f"agreement {agreement:.2%} on {where} (min {self.min_agreement:.2%})")
         if self.min_sqnr_db is not None:
-            ok &= parity["sqnr_db"] >= self.min_sqnr_db
+            outcomes.append(PASS if parity["sqnr_db"] >= self.min_sqnr_db else FAIL)
             reasons.append(f"SQNR {parity['sqnr_db']:.1f} dB (min {self.min_sqnr_db:g})")
-        return bool(ok), ", ".join(reasons)
+        status = FAIL if FAIL in outcomes else INCONCLUSIVE if INCONCLUSIVE in outcomes else PASS
+        text = ", ".join(reasons) or "no limit"
+        if status == INCONCLUSIVE:
+            text = f"inconclusive: more evaluation data needed ({text})"
+        return status, text
+
+    def verdict(self, parity: dict[str, Any]) -> tuple[bool, str]:
+        """Whether a parity result passes (an inconclusive one does not), and the deciding numbers."""
+        status, text = self.judge(parity)
+        return status == PASS, text
 
     def met(self, parity: dict[str, Any]) -> bool:
         """Shorthand for verdict(...)[0]."""
@@ -55,9 +75,10 @@ class Budget:
     def describe(self, labelled: bool) -> str:
         """One line for logs and reports: what this budget demands on such data."""
         parts = []
-        if labelled and self.max_drop is not None:
-            parts.append(f"top-1 drop <= {self.max_drop:g} points")
-        elif self.min_agreement is not None:
+        if self.max_drop is not None:
+            parts.append(f"top-1 drop <= {self.max_drop:g} points" if labelled else
+                         f"estimated top-1 drop <= {self.max_drop:g} points (whole 95% interval, no labels)")
+        if self.min_agreement is not None:
             parts.append(f"agreement with float >= {self.min_agreement:.0%} on confident samples")
         if self.min_sqnr_db is not None:
             parts.append(f"logits SQNR >= {self.min_sqnr_db:g} dB")

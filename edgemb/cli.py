@@ -29,6 +29,7 @@ EPILOG = """\
 typical use:
   edgemb deploy v2_1.0 --target x86  everything below in one step, into build/x86/v2_1.0/ (make deploy)
   edgemb models                      list the zoo with parameter and MAC counts
+  edgemb models --fit corstone-300   which small models fit an Ethos-U board (Vela's estimates)
   edgemb export v2_1.0 --out build/v2    PyTorch -> ONNX -> simplified ONNX, checked in onnxruntime
   edgemb eval v2_1.0 --weights ref --data fashion-mnist:test    float accuracy of a reference model
   edgemb quantize v2_1.0 --weights ref --calib fashion-mnist:train:512 --out build/q
@@ -82,12 +83,13 @@ def _budget_arguments(parser: argparse.ArgumentParser, defaults: bool) -> None:
 
     when = f" (default {DEFAULT_MAX_DROP})" if defaults else ""
     parser.add_argument("--max-drop", type=float, metavar="POINTS", default=DEFAULT_MAX_DROP if defaults else None,
-                        help=f"budget on labelled data: top-1 points an artifact may lose against float{when}")
-    when = f" (default {DEFAULT_MIN_AGREEMENT})" if defaults else ""
+                        help="top-1 points an artifact may lose against float: measured on labelled data, estimated "
+                             "from the float model's probabilities (whole 95%% interval under it) on unlabelled "
+                             f"data{when}")
     parser.add_argument("--min-agreement", type=float, metavar="FRACTION",
                         default=DEFAULT_MIN_AGREEMENT if defaults else None,
-                        help="budget on unlabelled data: top-1 agreement with the float model on the samples it is "
-                             f"confident on (max probability >= 0.5; all samples if none){when}")
+                        help="also require this top-1 agreement with the float model on the samples it is "
+                             "confident on (max probability >= 0.5; all samples if none)")
     parser.add_argument("--min-sqnr", type=float, metavar="DB", help="also require this logits SQNR against float")
 
 
@@ -105,6 +107,9 @@ def parity_line(p: dict) -> str:
     parts = []
     if p.get("float_top1") is not None:
         parts.append(f"top-1 float {p['float_top1']:.2%} -> {p['quant_top1']:.2%} (drop {p['drop']:.2f} points)")
+    if p.get("est_drop") is not None and p.get("drop") is None:
+        parts.append(f"estimated drop {p['est_drop']:.2f} points [{p['est_drop_low']:.2f}, {p['est_drop_high']:.2f}]"
+                     " (95% interval, no labels)")
     parts.append(f"agreement {p['agreement']:.2%}")
     if p.get("agreement_confident") is not None:
         parts[-1] += f" ({p['agreement_confident']:.2%} on {p['n_confident']} confident)"
@@ -124,6 +129,9 @@ def warn_small_calibration(spec: str | None, n: int | None = None) -> bool:
 
 def _models_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    parser.add_argument("--fit", metavar="TARGET", help="an Ethos-U board (e.g. corstone-300): which small zoo models "
+                                                        "and resolutions fit it, with Vela's estimated time (from "
+                                                        "results/ethos_u.json, made by `make ethos-u-table`)")
 
 
 @command("models", "list the MobileNet zoo with parameter and MAC counts", _models_arguments)
@@ -131,6 +139,14 @@ def drive_models(args: argparse.Namespace) -> int:
     """Print every zoo entry at its default resolution with its task, measured size and cost."""
     from edgemb.zoo.catalog import model_table
 
+    if args.fit:
+        from edgemb.ethos_u import fit_lines, fit_rows
+
+        if args.json:
+            print(json.dumps(fit_rows(args.fit)[1], indent=2))
+        else:
+            print("\n".join(fit_lines(args.fit)))
+        return 0
     rows = model_table()
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -462,9 +478,11 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
                                                         "rpc://tracker:port/key")
     _budget_arguments(parser, defaults=True)
     parser.add_argument("--tune-trials", type=int, default=0, metavar="N", help="TVM tuning candidates (default 0)")
-    parser.add_argument("--runs", type=int, help="timed inferences per artifact (default 50; 10 when emulated)")
+    parser.add_argument("--runs", type=int, help="timed inferences per artifact on a real device (default 50; an "
+                                                 "emulated board is never timed)")
     parser.add_argument("--device-samples", type=int,
-                        help="eval samples whose device outputs are checked (default 64 here, 200 on a board)")
+                        help="eval samples whose device outputs are checked (default 64 here, 200 on a board, 16 "
+                             "on an emulated board)")
     parser.add_argument("--out", type=Path, default=Path("build"), help="root folder (default build/): the "
                                                                         "deploy goes to OUT/TARGET/MODEL")
 
@@ -482,20 +500,34 @@ def drive_deploy(args: argparse.Namespace) -> int:
     report = deploy(settings, args.out, log=lambda message: print(message, flush=True))
     for message in [] if warned else report.get("warnings", []):
         print(f"edgemb: warning: {message}", file=sys.stderr)
-    print(f"{'artifact':<20} {'status':<14} {'top-1':>7} {'drop':>6} {'agree':>7} {'conf.':>7} {'SQNR':>6} "
-          f"{'p50 ms':>9}  device")
+    labelled = report["data"]["evaluation"].get("labelled")
+    drop_head = "drop" if labelled else "est. drop [95% interval]"
+    print(f"{'artifact':<18} {'status':<13} {drop_head:>24} {'agree':>7} {'conf.':>7} {'SQNR':>6} "
+          f"{'p50 ms':>10}  budget / device")
     for a in report["artifacts"]:
-        p, lat = a.get("parity") or {}, a.get("latency") or {}
-        top1 = f"{p['quant_top1']:.2%}" if p.get("quant_top1") is not None else "-"
-        drop = f"{p['drop']:.2f}" if p.get("drop") is not None else "-"
+        p = a.get("parity") or {}
+        if p.get("drop") is not None:
+            drop = f"{p['drop']:.2f}"
+        elif p.get("est_drop") is not None:
+            drop = f"{p['est_drop']:.2f} [{p['est_drop_low']:.2f}, {p['est_drop_high']:.2f}]"
+        else:
+            drop = "-"
         agree = f"{p['agreement']:.2%}" if p.get("agreement") is not None else "-"
         confident = f"{p['agreement_confident']:.2%}" if p.get("agreement_confident") is not None else "-"
         sqnr = f"{p['sqnr_db']:.1f}" if p.get("sqnr_db") is not None else "-"
-        p50 = f"{lat['p50_ms']:.3f}" if lat else "-"
-        where = (lat.get("device", "") + (" (emulated)" if lat.get("emulated") else "")) if lat else \
-            a.get("profile_error", a.get("profile_skipped", ""))[:60]
-        print(f"{a['backend'] + ' ' + a['precision']:<20} {a['status']:<14} {top1:>7} {drop:>6} {agree:>7} "
-              f"{confident:>7} {sqnr:>6} {p50:>9}  {where}")
+        if a.get("latency"):
+            p50 = f"{a['latency']['p50_ms']:.3f}"
+        elif a.get("latency_estimate"):
+            p50 = f"~{a['latency_estimate']['p50_ms']:.1f} est"
+        else:
+            p50 = "-"
+        where = a.get("profile_error", a.get("profile_skipped", ""))[:60]
+        print(f"{a['backend'] + ' ' + a['precision']:<18} {a['status']:<13} {drop:>24} {agree:>7} {confident:>7} "
+              f"{sqnr:>6} {p50:>10}  {a.get('budget_status', '-')}{'; ' + where if where else ''}")
+    print(f"latency: {report.get('latency_source', 'measured')}; device: {report['device']['uri']}"
+          f"{' (' + report['device']['note'] + ')' if report['device'].get('note') else ''}")
+    if report.get("inconclusive"):
+        print(f"inconclusive (more evaluation data needed to decide): {', '.join(report['inconclusive'])}")
     folder = Path(report["folder"])
     rec = report["recommended"]
     if rec is None:

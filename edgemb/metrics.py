@@ -7,6 +7,9 @@ from typing import Any
 import numpy as np
 
 CONFIDENT = 0.5  # float top-1 probability from which a sample counts as confident
+BOOTSTRAP_DRAWS = 2000
+INTERVAL = 0.95
+BOOTSTRAP_SEED = 0
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -36,6 +39,52 @@ def softmax_max(logits: np.ndarray) -> np.ndarray:
     return exp.max(axis=1) / exp.sum(axis=1)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def estimated_drop(float_logits: np.ndarray, quant_logits: np.ndarray, draws: int = BOOTSTRAP_DRAWS,
+                   seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """Top-1 drop in points estimated without labels, taking the float model's probabilities as the truth.
+
+    The point estimate is 100 * mean(p_float(float's class) - p_float(int8's class)). Its 95% interval must
+    cover two sources of doubt: which samples were drawn, and which label each would carry. A bootstrap of the
+    mean alone sees only the first and is far too narrow (on 10,000 Fashion-MNIST images it excluded the true
+    drop). So each bootstrap draw resamples the samples *and* draws each one's label from p_float: a sample
+    the two models agree on contributes 0 whatever its label; one they disagree on contributes +1 when the
+    label is the float class, -1 when it is the int8 class, else 0.
+    """
+    probs = softmax(float_logits)
+    float_cls, quant_cls = float_logits.argmax(1), quant_logits.argmax(1)
+    rows = np.arange(len(probs))
+    gain, loss = probs[rows, float_cls], probs[rows, quant_cls]
+    differ = float_cls != quant_cls
+    n = len(probs)
+    point = 100.0 * float(np.mean(gain - loss)) if n else 0.0
+    # Only disagreeing samples can move the drop: draw how often each is picked (multinomial counts of a
+    # bootstrap of all n samples), then its labels.
+    p_win, p_lose = gain[differ], loss[differ]
+    rng = np.random.default_rng(seed)
+    if n == 0 or len(p_win) == 0:
+        low = high = 0.0
+    else:
+        share = len(p_win) / n
+        totals = np.empty(draws)
+        picked = rng.binomial(n, share, size=draws)  # how many of the n resampled are disagreements
+        for d in range(draws):
+            idx = rng.integers(0, len(p_win), size=picked[d])
+            u = rng.random(picked[d])
+            totals[d] = np.sum(u < p_win[idx]) - np.sum((u >= p_win[idx]) & (u < p_win[idx] + p_lose[idx]))
+        drops = 100.0 * totals / n
+        tail = 100.0 * (1 - INTERVAL) / 2
+        low, high = (float(v) for v in np.percentile(drops, [tail, 100.0 - tail]))
+    return {"est_drop": round(point, 4), "est_drop_low": round(low, 4), "est_drop_high": round(high, 4),
+            "est_interval": INTERVAL, "n_disagree": int(differ.sum())}
+
+
 def top5_overlap(reference: np.ndarray, test: np.ndarray) -> float:
     """Mean share of the float model's top-5 classes that the candidate also ranks in its top-5."""
     k = min(5, reference.shape[1])
@@ -49,6 +98,7 @@ def parity(float_logits: np.ndarray, quant_logits: np.ndarray, labels: np.ndarra
 
     Agreement is also given on the samples where the float model is confident (top probability >=
     CONFIDENT), so a low-confidence data set can neither hide a regression nor fake one through near-ties.
+    Every result carries the label-free estimated drop and its interval; labelled data adds the true drop.
     """
     if float_logits.shape != quant_logits.shape:
         raise ValueError(f"logit shapes differ: {float_logits.shape} vs {quant_logits.shape}")
@@ -59,7 +109,8 @@ def parity(float_logits: np.ndarray, quant_logits: np.ndarray, labels: np.ndarra
                               "agreement_confident": float(np.mean(same[confident])) if confident.any() else None,
                               "top5_overlap": round(top5_overlap(float_logits, quant_logits), 6),
                               "sqnr_db": round(sqnr_db(float_logits, quant_logits), 3),
-                              "cosine": round(cosine(float_logits, quant_logits), 6)}
+                              "cosine": round(cosine(float_logits, quant_logits), 6),
+                              **estimated_drop(float_logits, quant_logits)}
     if labels is not None:
         float_top1 = float(np.mean(float_logits.argmax(1) == labels))
         quant_top1 = float(np.mean(quant_logits.argmax(1) == labels))

@@ -45,6 +45,7 @@ class Target:
     openvino_device: str | None = None
     notes: str = ""
     npu: dict[str, Any] | None = None  # Ethos-U boards: accelerator, system_config, memory_mode (see _parse_npu)
+    published_latency: tuple[dict[str, Any], ...] = ()  # cited board measurements that latency estimates scale
     path: Path | None = field(default=None, compare=False)
 
     def supports(self, backend: str, precision: str | None = None) -> bool:
@@ -57,7 +58,8 @@ class Target:
                 "cores": self.cores, "isa": list(self.isa), "backends": list(self.backends),
                 "precisions": list(self.precisions), "threads": self.threads, "memory": self.memory,
                 "access": self.access, "tvm_target": self.tvm_target, "openvino_device": self.openvino_device,
-                "notes": self.notes, **({"npu": self.npu} if self.npu else {})}
+                "notes": self.notes, "published_latency": [dict(r) for r in self.published_latency],
+                **({"npu": self.npu} if self.npu else {})}
 
 
 def _field(data: dict, key: str, kind: type | tuple, where: str, required: bool = True) -> Any:
@@ -142,7 +144,30 @@ def parse_target(data: dict[str, Any], where: str) -> Target:
         openvino_device=_field(runtime, "openvino_device", str, f"{where} [runtime]", required=False),
         notes=data.get("notes", ""),
         npu=_parse_npu(data, tuple(runtime.get("backends", ())), where),
+        published_latency=_published_latency(data.get("published_latency", []), where),
     )
+
+
+PUBLISHED_FIELDS = {"backend": str, "precision": str, "model": str, "ms": (int, float), "threads": int,
+                    "source": str}
+
+
+def _published_latency(entries: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """`[[published_latency]]` tables: a measured latency of a named zoo model, with where it was published."""
+    if not isinstance(entries, list):
+        raise EdgembError(f"{where}: `published_latency` must be a list of [[published_latency]] tables")
+    checked = []
+    for i, entry in enumerate(entries):
+        at = f"{where} [[published_latency]] #{i + 1}"
+        if not isinstance(entry, dict):
+            raise EdgembError(f"{at}: must be a table")
+        record = {key: _field(entry, key, kind, at) for key, kind in PUBLISHED_FIELDS.items()}
+        _choices([record["backend"]], BACKENDS, "backend", at)
+        _choices([record["precision"]], PRECISIONS, "precision", at)
+        if record["ms"] <= 0:
+            raise EdgembError(f"{at}: `ms` must be a positive latency in milliseconds, got {record['ms']!r}")
+        checked.append({**record, "note": entry.get("note", "")})
+    return tuple(checked)
 
 
 def load_target_file(path: Path) -> Target:

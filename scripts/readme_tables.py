@@ -219,9 +219,42 @@ def task_reference_table() -> str:
     return "\n".join(lines)
 
 
+def estimate_table(path: Path = RESULTS / "estimate.json") -> str:
+    """The label-free estimated drop and its 95% interval beside the true drop (make estimate-table)."""
+    if not path.exists():
+        return "_not measured yet: run `make estimate-table`_"
+    data = json.loads(path.read_text())
+    cpu = data["cpu"]
+    lines = [f"edgemb's default int8 (calibration `{data['calibration']}`) on `{data['evaluation']}`; commit "
+             f"`{data['commit']}`, {cpu['model']} ({', '.join(cpu['isa']) or 'no x86 ISA flags'}).", "",
+             "| model | n | true drop (points) | estimated drop | 95% interval (labels drawn) | contains truth | "
+             "plain bootstrap of the mean | contains truth |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in data["rows"]:
+        lines.append(f"| `{r['model']}` | {r['n']:,} | {r['true_drop']:.2f} | {r['est_drop']:.3f} | "
+                     f"[{r['est_drop_low']:.2f}, {r['est_drop_high']:.2f}] | {'yes' if r['covered'] else 'NO'} | "
+                     f"[{r['plain_low']:.3f}, {r['plain_high']:.3f}] | {'yes' if r['plain_covered'] else 'no'} |")
+    s = data.get("synthetic")
+    if s:
+        lines += ["", f"Labelled synthetic set ({s['data']}, `{s['model']}`, {s['draws']} label draws): the "
+                      f"interval covered the true drop in {s['coverage']:.1%} of draws, a plain bootstrap of the "
+                      f"mean in {s['plain_coverage']:.1%}."]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table, "quantization": quantization_table,
                                         "compile": compile_table, "deploy": deploy_table, "benchmarks": bench_table,
-                                        "task-reference-models": task_reference_table, "tasks": task_table}
+                                        "task-reference-models": task_reference_table, "tasks": task_table,
+                                        "estimate": estimate_table}
+
+
+def ethos_u_table() -> str:
+    """Vela's estimates for the small zoo models on each Ethos-U board (make ethos-u-table)."""
+    from edgemb.ethos_u import readme_table
+
+    return readme_table()
+
+
+TABLES["ethos-u"] = ethos_u_table
 
 
 def render(text: str) -> str:

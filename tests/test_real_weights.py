@@ -142,15 +142,23 @@ def test_parity_reports_confident_agreement_and_top5_overlap():
     assert parity(reference, candidate, None)["agreement_confident"] == 0.5
 
 
-def test_budget_uses_drop_with_labels_and_confident_agreement_without():
-    budget = Budget(max_drop=0.5, min_agreement=0.99)
+def test_budget_uses_drop_with_labels_and_the_estimated_interval_without():
+    budget = Budget(max_drop=0.5)
     assert budget.verdict({"drop": 0.3, "agreement": 0.5, "n": 10})[0]
     assert not budget.met({"drop": 0.7, "agreement": 1.0, "n": 10})
-    unlabelled = {"agreement": 0.8, "n": 300, "n_confident": 100, "agreement_confident": 0.99, "sqnr_db": 20.0}
-    assert budget.met(unlabelled)
-    assert not budget.met({**unlabelled, "agreement_confident": 0.98})
+    unlabelled = {"agreement": 0.8, "n": 300, "n_confident": 100, "agreement_confident": 0.98, "sqnr_db": 20.0,
+                  "est_drop": 0.2, "est_drop_low": 0.05, "est_drop_high": 0.45}
+    assert budget.judge(unlabelled)[0] == "pass"
+    assert budget.judge({**unlabelled, "est_drop_low": 0.55, "est_drop_high": 0.9})[0] == "fail"
+    status, text = budget.judge({**unlabelled, "est_drop_high": 0.6})
+    assert status == "inconclusive" and "more evaluation data needed" in text
+    assert not budget.met({**unlabelled, "est_drop_high": 0.6}), "an inconclusive verdict is not a pass"
+    # agreement on confident samples is an extra limit only when asked for, on any data
+    strict = Budget(max_drop=0.5, min_agreement=0.99)
+    assert not strict.met(unlabelled) and not strict.met({"drop": 0.3, "agreement": 0.5, "n": 10})
+    assert strict.met({**unlabelled, "agreement_confident": 0.99})
     assert not Budget(min_sqnr_db=25.0).met(unlabelled)
-    assert budget.met({"agreement": 1.0, "n": 5, "n_confident": 0, "agreement_confident": None})
+    assert strict.met({"agreement": 1.0, "n": 5, "n_confident": 0, "agreement_confident": None})
     for bad in ({"max_drop": -1.0}, {"max_drop": float("nan")}, {"min_agreement": 1.5}):
         with pytest.raises(EdgembError):
             Budget(**bad)

@@ -33,9 +33,8 @@ BASE_PACKAGES = ("python3", "libstdc++6", "libgomp1")
 # max CPU models alike); 2.1.6 runs the same .tflite files.
 DEVICE_WHEELS = ("numpy==2.4.6", "ai-edge-litert==2.1.6", "openvino==2026.4.1", "apache-tvm==0.27.0.post1",
                  "apache-tvm-ffi==0.1.14.post1", "typing_extensions==4.16.0", "ml_dtypes==0.6.0",
-                 "psutil==7.2.2", "cloudpickle==3.1.2", "tornado==6.6.1")
+                 "psutil==7.2.2", "cloudpickle==3.1.2", "tornado==6.6.1", "onnxruntime==1.31.1")
 WHEEL_PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in (17, 24, 27, 28, 31, 34, 35, 36)))
-SMOKE_IMPORTS = ("numpy", "ai_edge_litert.interpreter", "openvino", "tvm")
 # qemu 7.2 models these cores; boards whose core it lacks run on "max" (a superset of ARMv8 features).
 QEMU_CPUS = {"cortex-a53": "cortex-a53", "cortex-a72": "cortex-a72", "cortex-a76": "cortex-a76"}
 TOOLS = {"debootstrap": "debootstrap", "qemu-aarch64-static": "qemu-user-static", "dpkg": "dpkg"}
