@@ -98,7 +98,7 @@ def run_vela(model: Path, npu: dict[str, Any], folder: Path,
     command = [sys.executable, "-m", "ethosu.vela", str(model), "--accelerator-config", npu["accelerator"],
                "--config", str(ini), "--system-config", system, "--memory-mode", memory,
                "--output-dir", str(out), "--show-cpu-operations"]
-    if "arena_cache_size" in npu:
+    if npu.get("arena_cache_size"):
         command += ["--arena-cache-size", str(npu["arena_cache_size"])]
     command += list(extra)
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
@@ -244,6 +244,17 @@ def memory_record(row: dict[str, str], compiled_size: int, arena: int, fast: int
     return record, problems
 
 
+def sram_budget(target: Target) -> int | None:
+    """The SRAM Vela may plan for (its --arena-cache-size): what the board file gives, and with the arena in SRAM
+    (Shared_Sram, Sram_Only) no more than the SRAM left after TFLite Micro's own structures, so a plan Vela
+    squeezes to the limit still fits once the firmware adds them. None: the memory mode's own size."""
+    budget = target.npu.get("arena_cache_size") if target.npu else None
+    sram = target.memory.get("sram_bytes")
+    if target.npu and target.npu["memory_mode"] in ("Shared_Sram", "Sram_Only") and sram:
+        budget = min(budget or sram, sram - TFLM_OVERHEAD_BYTES)
+    return budget
+
+
 def write_header(path: Path, split: dict[str, Any], memory: dict[str, Any], estimate: dict[str, Any]) -> None:
     """model_data.h for an Ethos-U firmware: what to register, the arena to reserve and where it must live."""
     cpu = split["cpu_fallback_ops"]
@@ -281,7 +292,8 @@ class VelaBackend:
         folder.mkdir(exist_ok=True)
         source = folder / "model.int8.tflite"
         inline_buffers(int8_tflite(inputs), source)  # the same int8 model as tflite/tflm, every buffer inline
-        compiled, row, log = run_vela(source, target.npu, folder)
+        npu = {**target.npu, "arena_cache_size": sram_budget(target)}
+        compiled, row, log = run_vela(source, npu, folder)
         model = folder / "model.vela.tflite"
         shutil.move(compiled, model)
         for summary in (folder / "vela-output").glob("*_summary_*.csv"):
@@ -290,6 +302,7 @@ class VelaBackend:
         arena, fast = planned_arena(model)
         split = operator_split(source, model, log)
         memory, problems = memory_record(row, model.stat().st_size, arena, fast, target)
+        memory["vela_sram_budget_bytes"] = npu["arena_cache_size"]  # --arena-cache-size (None: the memory mode's)
         ops = sorted(set(_operators(model)))
         write_c_array(model, folder, ops, memory["arena_bytes"])
         write_header(folder / "model_data.h", split, memory, estimate_record(row))
