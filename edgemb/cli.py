@@ -71,7 +71,7 @@ def _resolve_weights(args: argparse.Namespace) -> None:
     """Fill in the default weights (never random) and say so when it fell back to the reference model."""
     if args.weights is None:
         from edgemb.zoo import parse_model_name
-        from edgemb.zoo.weights import default_weights
+        from edgemb.zoo.weights.load import default_weights
 
         args.weights, note = default_weights(parse_model_name(args.model))
         if note:
@@ -199,7 +199,7 @@ def _weights_command_arguments(parser: argparse.ArgumentParser) -> None:
          _weights_command_arguments)
 def drive_weights(args: argparse.Namespace) -> int:
     """Show which named weights work offline; optionally expose packaged ones in torch's cache."""
-    from edgemb.zoo.weights import link_packaged_checkpoints, weights_status
+    from edgemb.zoo.weights.fetch import link_packaged_checkpoints, weights_status
 
     if args.link:
         for path in link_packaged_checkpoints():

@@ -10,7 +10,7 @@ import numpy as np
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
 from edgemb.zoo.inference import DEFAULT_BATCH, predict
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

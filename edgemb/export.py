@@ -19,8 +19,8 @@ from torch import nn
 from edgemb.artifacts import file_record, staged_output, tool_versions, write_json
 from edgemb.errors import EdgembError
 from edgemb.zoo import count_macs, count_params
+from edgemb.zoo.prepared import PreparedModel, prepare_model
 from edgemb.zoo.registry import ModelSpec
-from edgemb.zoo.weights import PreparedModel, prepare_model
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 13

@@ -25,7 +25,7 @@ from edgemb.evaluate import accuracy
 from edgemb.progress import progress
 from edgemb.zoo.inference import predict
 from edgemb.zoo.registry import ModelSpec, parse_model_name
-from edgemb.zoo.weights import REFERENCE_DIR
+from edgemb.zoo.weights.catalog import REFERENCE_DIR
 
 MANIFEST = REFERENCE_DIR / "manifest.json"
 HISTORY_SAMPLES = 2000  # test images scored after each epoch (the final score uses all of them)

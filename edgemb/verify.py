@@ -17,7 +17,7 @@ from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.qdq import layers
 from edgemb.zoo.inference import predict
-from edgemb.zoo.weights import PreparedModel, prepare_model
+from edgemb.zoo.prepared import PreparedModel, prepare_model
 
 LAYER_SAMPLES = 64
 

@@ -35,7 +35,7 @@ from edgemb.metrics import parity
 from edgemb.quant.peers import ort_quantize_static
 from edgemb.targets import get_target
 from edgemb.zoo.counting import count_macs
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 from readme_tables import tvm_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 from edgemb.artifacts import write_json
 from edgemb.deploy import DeploySettings, deploy
 from edgemb.zoo import parse_model_name
-from edgemb.zoo.weights import default_weights
+from edgemb.zoo.weights.load import default_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["x86:v2_1.0", "x86:v2_1.0:ref", "rpi4:v2_1.0:ref", "cortex-m7:v1_0.25"]

@@ -25,7 +25,8 @@ from edgemb.metrics import estimated_drop, softmax
 from edgemb.onnx_graph import run_batched, session
 from edgemb.quant.pipeline import quantize_model
 from edgemb.zoo.inference import predict
-from edgemb.zoo.weights import prepare_model, reference_entries
+from edgemb.zoo.prepared import prepare_model
+from edgemb.zoo.weights.catalog import reference_entries
 
 CALIB, EVAL = "fashion-mnist:train:512", "fashion-mnist:test"
 OUT = Path(__file__).resolve().parent.parent / "results" / "estimate.json"

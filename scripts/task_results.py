@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgemb.artifacts import write_json
 from edgemb.tasks.verify import verify_task
-from edgemb.zoo.weights import task_reference_entries
+from edgemb.zoo.weights.catalog import task_reference_entries
 from readme_tables import TASK_RESULTS
 
 DATA = "synthdet:test"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgemb.tasks.training import TASK_RECIPES, train_task_reference
 from edgemb.train import update_manifest
-from edgemb.zoo.weights import REFERENCE_DIR, TASK_MANIFEST
+from edgemb.zoo.weights.catalog import REFERENCE_DIR, TASK_MANIFEST
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from edgemb.backends import BACKENDS
 from edgemb.compile import compile_model
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 
 SMALL = {"calib": "fashion-mnist:train:128", "eval_spec": "fashion-mnist:test:500"}
 

@@ -18,7 +18,7 @@ from edgemb.device.devices import SshDevice, SubprocessDevice, open_device
 from edgemb.device.runner import elf_arch, percentile_ms
 from edgemb.errors import EdgembError
 from edgemb.evaluate import predict
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 from tests.servers import rpc_server, rpc_tracker, sshd, x86_rpc_server_command
 
 MODEL = "v1_0.25"

@@ -16,7 +16,7 @@ from edgemb.device.emulate import prepare_board
 from edgemb.errors import EdgembError
 from edgemb.evaluate import predict
 from edgemb.metrics import parity
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 from tests.servers import free_port, rpc_server, rpc_tracker
 
 pytestmark = pytest.mark.slow

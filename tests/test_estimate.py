@@ -52,7 +52,7 @@ def test_fashion_mnist_reference_true_drop_is_inside_the_interval(tmp_path):
     from edgemb.onnx_graph import run_batched, session
     from edgemb.quant.pipeline import quantize_model
     from edgemb.zoo.inference import predict
-    from edgemb.zoo.weights import prepare_model
+    from edgemb.zoo.prepared import prepare_model
 
     prepared = prepare_model("v2_1.0", "ref")
     test = load_data("fashion-mnist:test", prepared.preprocessing)

@@ -11,7 +11,7 @@ from edgemb.data import load_data
 from edgemb.onnx_graph import Graph
 from edgemb.quant.qdq import layers
 from edgemb.quant.rounding import _attrs, _rows, collect_input_stats, round_layer
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 
 MODEL = "v1_0.25"
 

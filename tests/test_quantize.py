@@ -17,7 +17,7 @@ from edgemb.quant.cle import equalize, weight_range_spread
 from edgemb.quant.pipeline import AUTO_CANDIDATES, quantize_model
 from edgemb.quant.ranges import BINS, TensorStats, _expected_error, choose_range
 from edgemb.verify import verify_quantized
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 
 MODEL = "v1_0.25"
 CALIB = "fashion-mnist:train:128"

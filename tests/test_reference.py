@@ -12,7 +12,8 @@ from edgemb.artifacts import sha256_file
 from edgemb.data import Preprocessing
 from edgemb.errors import EdgembError
 from edgemb.train import FASHION_MNIST_PREPROCESSING, REFERENCE_RECIPES
-from edgemb.zoo.weights import REFERENCE_DIR, prepare_model, reference_entries
+from edgemb.zoo.prepared import prepare_model
+from edgemb.zoo.weights.catalog import REFERENCE_DIR, reference_entries
 
 REQUIRED = ["v1_0.25", "v1_1.0", "v2_0.35", "v2_1.0", "v3s_1.0", "v3l_1.0"]
 

@@ -13,7 +13,8 @@ from edgemb.artifacts import sha256_file
 from edgemb.data import load_data
 from edgemb.export import onnx_parity
 from edgemb.tasks.training import TASK_RECIPES
-from edgemb.zoo.weights import REFERENCE_DIR, prepare_model, task_reference_entries
+from edgemb.zoo.prepared import prepare_model
+from edgemb.zoo.weights.catalog import REFERENCE_DIR, task_reference_entries
 
 METRIC = {"detection": "map50", "segmentation": "miou"}
 

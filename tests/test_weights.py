@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 
 from edgemb.errors import EdgembError
 from edgemb.zoo import parse_model_name
-from edgemb.zoo import weights as weights_mod
-from edgemb.zoo.weights import download, load_model, read_state_dict, resolve_weights
+from edgemb.zoo.weights import catalog
+from edgemb.zoo.weights.fetch import download
+from edgemb.zoo.weights.load import load_model, read_state_dict, resolve_weights
 
 
 @pytest.fixture(autouse=True)
@@ -141,11 +142,11 @@ def test_named_torchvision_entry_resolves_through_the_download_code(tmp_path, se
     root, base, hits = served
     state = parse_model_name("v3s_1.0").build(1000).state_dict()
     torch.save(state, root / "mobilenet_v3_small-test.pth")
-    entry = weights_mod.TORCHVISION_WEIGHTS[-1]
+    entry = catalog.TORCHVISION_WEIGHTS[-1]
     assert entry.model == "v3s_1.0" and entry.url.startswith("https://download.pytorch.org/")
-    local = weights_mod.NamedWeights(entry.model, entry.tag, f"{base}/mobilenet_v3_small-test.pth",
-                                     _sha(root / "mobilenet_v3_small-test.pth")[:8], 1000, entry.preprocessing)
-    monkeypatch.setattr(weights_mod, "TORCHVISION_WEIGHTS", (local,))
+    local = catalog.NamedWeights(entry.model, entry.tag, f"{base}/mobilenet_v3_small-test.pth",
+                                 _sha(root / "mobilenet_v3_small-test.pth")[:8], 1000, entry.preprocessing)
+    monkeypatch.setattr(catalog, "TORCHVISION_WEIGHTS", (local,))
     model, loaded = load_model(parse_model_name("v3s_1.0"), "imagenet1k_v1")
     assert loaded.named is local and hits == ["/mobilenet_v3_small-test.pth"]
     assert model.classifier[-1].out_features == 1000
@@ -162,3 +163,19 @@ def test_malformed_sha256_is_rejected(tmp_path):
         resolve_weights(str(tmp_path / "w.pt"), parse_model_name("v2_0.35"), sha256="xyz")
     with pytest.raises(EdgembError, match="does not match"):
         resolve_weights(str(tmp_path / "w.pt"), parse_model_name("v2_0.35"), sha256="0" * 64)
+
+
+def test_the_weights_facade_hands_out_each_name_from_the_module_that_defines_it():
+    # edgemb.zoo.weights re-exports catalog/fetch/load and the prepared model for older callers; a name whose
+    # entry points at the wrong module, or at a name that moved or went, fails here rather than at a caller.
+    import importlib
+
+    import edgemb.zoo.weights as facade
+
+    for name, home in facade._HOME.items():
+        defined = getattr(importlib.import_module(home), name)
+        assert getattr(facade, name) is defined, f"{name} from {home}"
+        if callable(defined) and hasattr(defined, "__module__"):
+            assert defined.__module__ == home, f"{name} is defined in {defined.__module__}, not {home}"
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        _ = facade.no_such_name

@@ -7,7 +7,7 @@ import torch
 
 from edgemb.errors import EdgembError
 from edgemb.zoo import all_names, count_params, parse_model_name
-from edgemb.zoo.weights import num_classes_of
+from edgemb.zoo.weights.load import num_classes_of
 
 # torchvision's published numbers (weights metadata of ssdlite320_mobilenet_v3_large, lraspp_mobilenet_v3_large).
 PARAMS = {"ssdlite_v3l_1.0": 3_440_060, "lraspp_v3l_1.0": 3_221_538}

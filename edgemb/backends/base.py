@@ -11,7 +11,7 @@ import numpy as np
 
 from edgemb.artifacts import sha256_file
 from edgemb.targets import Target
-from edgemb.zoo.weights import PreparedModel
+from edgemb.zoo.prepared import PreparedModel
 
 # Artifact status values: "ok" ran here; the others say why it could not.
 OK = "ok"

@@ -27,7 +27,8 @@ from edgemb.errors import EdgembError
 from edgemb.progress import progress
 from edgemb.tasks.detection import default_boxes, encode, match_anchors
 from edgemb.zoo.registry import parse_model_name
-from edgemb.zoo.weights import REFERENCE_DIR, load_model
+from edgemb.zoo.weights.catalog import REFERENCE_DIR
+from edgemb.zoo.weights.load import load_model
 
 NEGATIVES_PER_POSITIVE = 3  # SSD's hard-negative mining ratio
 
@@ -61,7 +62,7 @@ TASK_RECIPES: dict[str, TaskRecipe] = {
 def _build(recipe: TaskRecipe) -> nn.Module:
     spec = parse_model_name(recipe.model)
     if recipe.resume is not None:
-        from edgemb.zoo.weights import read_state_dict
+        from edgemb.zoo.weights.load import read_state_dict
 
         model = spec.build(len(CLASSES))
         model.load_state_dict(read_state_dict(Path(recipe.resume)), strict=True)

@@ -29,7 +29,7 @@ from edgemb.targets import get_target
 from edgemb.tasks import task_for, task_parity, torch_outputs
 from edgemb.tasks.detection import Detections
 from edgemb.tasks.render import comparison_page
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 
 DEFAULT_ARTIFACTS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
 LATENCY_SAMPLES = 20

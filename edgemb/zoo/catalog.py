@@ -20,7 +20,7 @@ def measure_table(num_classes: int | None = None) -> list[dict[str, Any]]:
     """One row per zoo entry at its default resolution, with params and MACs counted on the built model."""
     from edgemb.zoo.counting import count_macs, count_params
     from edgemb.zoo.registry import all_names, parse_model_name
-    from edgemb.zoo.weights import named_weights_for
+    from edgemb.zoo.weights.catalog import named_weights_for
 
     rows = []
     for name in all_names():
@@ -39,7 +39,7 @@ def measure_table(num_classes: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-REFERENCE_MANIFESTS = ("manifest.json", "manifest-tasks.json")  # edgemb/zoo/reference, see weights.py
+REFERENCE_MANIFESTS = ("manifest.json", "manifest-tasks.json")  # edgemb/zoo/reference, see weights/catalog.py
 
 
 def _reference_models() -> set[str]:

@@ -1,0 +1,63 @@
+"""A model ready to run: spec, float module, weights and preprocessing, and the float outputs every stage shares.
+
+This sits above the weights modules (catalog, fetch, load): it is what the stages take, and its float-logits
+cache lets export, quantize, verify and profile of one deploy run the float PyTorch reference once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+
+from edgemb.data.preprocess import Preprocessing
+from edgemb.zoo.inference import predict
+from edgemb.zoo.registry import ModelSpec, parse_model_name
+from edgemb.zoo.weights.catalog import RANDOM_TAG
+from edgemb.zoo.weights.load import LoadedWeights, load_model
+
+
+@dataclass
+class PreparedModel:
+    """A model ready to run: its resolved spec (resolution included), float module, weights and preprocessing."""
+
+    spec: ModelSpec
+    model: nn.Module
+    weights: LoadedWeights | None
+    preprocessing: Preprocessing
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the head predicts."""
+        if hasattr(self.model, "num_classes"):  # detectors and segmenters say it themselves
+            return int(self.model.num_classes)
+        return int(self.model.classifier[-1].out_features)
+
+    @property
+    def weights_tag(self) -> str:
+        """How the weights are named in reports: the named tag (ref, imagenet1k_v1), a path/URL, or random."""
+        if self.weights is None:
+            return RANDOM_TAG
+        return self.weights.named.tag if self.weights.named else self.weights.source
+
+    def float_logits(self, x: np.ndarray) -> np.ndarray:
+        """The float model's outputs for x, computed once per array so every stage of a deploy shares them."""
+        if self._float_cache is None or self._float_cache[0] is not x:
+            self._float_cache = (x, predict(self.model, x))
+        return self._float_cache[1]
+
+    _float_cache: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+
+
+def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
+                  sha256: str | None = None) -> PreparedModel:
+    """Build and load a model; weights decide resolution and preprocessing unless `@R` overrides the size."""
+    spec = parse_model_name(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    model, loaded = load_model(spec, weights, sha256)
+    pp = loaded.preprocessing if loaded and loaded.preprocessing else spec.info.preprocessing or Preprocessing()
+    if spec.resolution_given:
+        pp = pp.at_resolution(spec.resolution)
+    else:
+        spec = spec.with_resolution(pp.resolution)
+    return PreparedModel(spec, model, loaded, pp)
