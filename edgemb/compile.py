@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,8 @@ def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
 def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir: Path,
                   backend: str | None = None, weights: str | None = "ref", sha256: str | None = None,
                   calib: str | Data | None = None, eval_spec: str | Data | None = None, tune_trials: int = 0,
-                  qdq_model: Path | None = None, budget: Budget | None = None) -> dict[str, Any]:
+                  qdq_model: Path | None = None, budget: Budget | None = None,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the target's artifacts into out_dir, verify each that can run here, write compile.json.
 
     A deploy passes what it already prepared (model, target, data); names are resolved here otherwise. With a
@@ -84,7 +86,7 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
         inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch,
                              {"tune_trials": tune_trials, "qdq_model": qdq_model})
         try:
-            records = _build_all(pairs, inputs, target, stage, evaluation, float_logits, budget)
+            records = _build_all(pairs, inputs, target, stage, evaluation, float_logits, budget, log)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if backend is None:
@@ -105,10 +107,15 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
 
 
 def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluation, float_logits,
-               budget: Budget | None) -> list[dict]:
-    """Build and verify each (backend, precision) in turn."""
+               budget: Budget | None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Build and verify each (backend, precision) in turn; `log` gets one line per artifact with an ETA."""
     records = []
-    for backend_name, precision in progress(pairs, desc="compile", unit="artifact"):
+    started = time.perf_counter()
+    for i, (backend_name, precision) in enumerate(progress(pairs, desc="compile", unit="artifact")):
+        if log is not None:
+            left = (time.perf_counter() - started) / i * (len(pairs) - i) if i else None
+            eta = "" if left is None else f", ETA {left / 60:.1f} min" if left >= 60 else f", ETA {left:.0f} s"
+            log(f"  compile: {backend_name} {precision} ({i + 1}/{len(pairs)}{eta})")
         artifact = _build_one(backend_name, precision, inputs, target, stage)
         record = artifact.record(stage)
         if artifact.status in RUNS_HERE and evaluation is not None:

@@ -159,7 +159,7 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
                       "tvm_database": _tvm_database_state(prepared, target)}
     compiled = stages.run("compile", compile_inputs, lambda folder: compile_model(
         prepared, target, folder, calib=calibration, eval_spec=evaluation, tune_trials=settings.tune_trials,
-        qdq_model=root / "quantize" / "model.int8.onnx", budget=budget))
+        qdq_model=root / "quantize" / "model.int8.onnx", budget=budget, log=log))
     device_uri = _default_device(settings.device, target)
     profile_inputs = {**compile_inputs, "artifacts": [a.get("sha256") for a in compiled["artifacts"]],
                       "device": device_uri, "runs": settings.runs, "warmup": settings.warmup,
@@ -269,7 +269,9 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
         try:
             measured = device.measure(path, x, per_round[0], warmup, threads)
         except EdgembError as exc:
-            entry["error"] = str(exc)
+            entry["error"] = (f"failed on the emulated board, so unverified for {target.name}: {exc} (qemu-user can "
+                              "refuse what the board runs: check it there with --device)" if device.emulated
+                              else str(exc))
             results.append(entry)
             done += 1
             continue

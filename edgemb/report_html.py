@@ -23,6 +23,7 @@ td:first-child,th:first-child,td.l{text-align:left}
 .fail{background:#cf222e;color:#fff;padding:2px 10px;border-radius:10px}
 .warn{background:#fff1e5;border-left:4px solid #bc4c00;padding:6px 10px}
 .rec{background:#fff8c5} .muted{color:#667} svg text{font:11px system-ui,sans-serif;fill:#1d232b}
+.scroll{overflow-x:auto} td.note{max-width:22em;white-space:normal;word-break:break-word;font-size:12px}
 """
 COLORS = ["#0969da", "#bf3989", "#1a7f37", "#bc4c00", "#8250df", "#0a7d86", "#9a6700", "#cf222e"]
 
@@ -43,27 +44,48 @@ def _name(a: dict[str, Any]) -> str:
     return f"{a['backend']} {a['precision']}"
 
 
+def _drop_text(p: dict[str, Any]) -> str:
+    """Measured drop on labelled data, else the estimate with its 95% interval."""
+    if p.get("drop") is not None:
+        return _num(p["drop"], ".2f")
+    if p.get("est_drop") is not None:
+        return f"{p['est_drop']:.2f} <span class=muted>[{p['est_drop_low']:.2f}, {p['est_drop_high']:.2f}]</span>"
+    return "-"
+
+
+def _latency_text(a: dict[str, Any]) -> str:
+    """Measured p50 (with its spread), else the estimate marked as such."""
+    lat, est = a.get("latency") or {}, a.get("latency_estimate") or {}
+    if lat.get("p50_ms") is not None:
+        spread = f" <span class=muted>&plusmn;{lat['spread_ms']:.3f}</span>" if lat.get("spread_ms") else ""
+        return f"{lat['p50_ms']:.3f}{spread}"
+    if est:
+        return f"~{est['p50_ms']:.1f} <span class=muted>estimated</span>"
+    return "-"
+
+
 def artifact_table(report: dict[str, Any]) -> str:
     rec = report.get("recommended") or {}
     rows = []
+    labelled = ((report.get("data") or {}).get("evaluation") or {}).get("labelled", True)
     for a in report["artifacts"]:
-        p, lat, mem = a.get("parity") or {}, a.get("latency") or {}, a.get("memory") or {}
+        p, mem = a.get("parity") or {}, a.get("memory") or {}
         is_rec = (a["backend"], a["precision"]) == (rec.get("backend"), rec.get("precision"))
         note = a.get("profile_error") or a.get("detail") or a.get("profile_skipped") or ""
+        memory = (f"{mem['arena_bytes'] / 1024:.0f} / {mem['flash_bytes'] / 1024:.0f}"
+                  if mem.get("arena_bytes") and mem.get("flash_bytes") else "-")
         rows.append(
             f"<tr class='{'rec' if is_rec else ''}'><td>{_e(_name(a))}{' &#9733;' if is_rec else ''}</td>"
             f"<td class=l>{_e(a['status'])}</td><td>{_num(a.get('size_bytes', 0) / 1e6, '.2f')}</td>"
-            f"<td>{_pct(p.get('float_top1'))}</td><td>{_pct(p.get('quant_top1'))}</td>"
-            f"<td>{_num(p.get('drop'), '.2f')}</td><td>{_pct(p.get('agreement'))}</td>"
+            f"<td>{_drop_text(p)}</td><td>{_pct(p.get('agreement'))}</td>"
             f"<td>{_num(p.get('sqnr_db'), '.1f')}</td><td>{_e(p.get('n', '-'))}</td>"
-            f"<td>{_num(lat.get('p50_ms'))}</td><td>{_num(lat.get('spread_ms'))}</td><td>{_num(lat.get('p90_ms'))}</td>"
-            f"<td>{_num(lat.get('p99_ms'))}</td>"
-            f"<td>{_e(mem.get('arena_bytes') or '-')}</td><td>{_e(mem.get('flash_bytes') or '-')}</td>"
-            f"<td class='l muted'>{_e(note[:160])}</td></tr>")
-    head = ("<tr><th>artifact</th><th>status</th><th>MB</th><th>float top-1</th><th>top-1</th><th>drop (pts)</th>"
-            "<th>agreement</th><th>SQNR dB</th><th>n</th><th>p50 ms</th><th>spread ms</th><th>p90 ms</th>"
-            "<th>p99 ms</th><th>arena B</th><th>flash B</th><th>note</th></tr>")
-    return f"<table id='artifacts'>{head}{''.join(rows)}</table>"
+            f"<td class=l>{_e(a.get('budget_status', '-'))}</td>"
+            f"<td>{_latency_text(a)}</td><td>{_e(memory)}</td>"
+            f"<td class='l muted note'>{_e(note[:200])}</td></tr>")
+    drop = "drop (pts)" if labelled else "est. drop (pts) [95%]"
+    head = (f"<tr><th>artifact</th><th>status</th><th>MB</th><th>{drop}</th><th>agreement</th><th>SQNR dB</th>"
+            "<th>n</th><th>budget</th><th>p50 ms</th><th>arena / flash KiB</th><th>note</th></tr>")
+    return f"<div class=scroll><table id='artifacts'>{head}{''.join(rows)}</table></div>"
 
 
 PASS_COLOR, FAIL_COLOR, BUDGET_COLOR = "#1a7f37", "#cf222e", "#1d232b"
@@ -94,6 +116,9 @@ def _accuracy_measure(report: dict[str, Any]) -> tuple[str, str, float | None, C
     if labelled and max_drop is not None:
         return ("top-1 drop against float (points)", "pts", max_drop,
                 lambda p: p.get("drop"))
+    if max_drop is not None:
+        return ("estimated top-1 drop against float (points; whiskers: 95% interval)", "pts", max_drop,
+                lambda p: p.get("est_drop"))
     min_agreement = budget.get("min_agreement", settings.get("min_agreement"))
 
     def disagreement(p: dict) -> float | None:
@@ -112,6 +137,8 @@ def accuracy_plot(report: dict[str, Any]) -> str:
     if not rows:
         return "<p class=muted>No artifact could be verified here.</p>"
     values = [v for _, v in rows]
+    values += [a["parity"][k] for a, _ in rows for k in ("est_drop_low", "est_drop_high")
+               if unit == "pts" and a["parity"].get("drop") is None and a["parity"].get(k) is not None]
     low = min(0.0, *values)
     high = max(limit or 0.0, *values) * 1.15 or 1.0
     width, left, right, bar = 900, 170, 250, 24
@@ -135,6 +162,7 @@ def accuracy_plot(report: dict[str, Any]) -> str:
         parts.append(f"<text x='{left - 6}' y='{y + 16}' text-anchor='end'>{_e(_name(a))}</text>"
                      f"<rect x='{start:.1f}' y='{y + 4}' width='{max(1.5, end - start):.1f}' height='{bar - 8}' "
                      f"fill='{color}'><title>{_e(_name(a))}: {v:.2f} {unit} on n={p.get('n')}</title></rect>"
+                     f"{_whisker(p, x, y + bar / 2) if unit == 'pts' and p.get('drop') is None else ''}"
                      f"<text x='{left + plot_w + 8}' y='{y + 16}'>{v:.2f} {unit}, {_n_text(p, unit)}"
                      f"{' (' + _e(where) + ')' if where else ''}</text>")
     bottom = top + bar * len(rows)
@@ -151,6 +179,16 @@ def accuracy_plot(report: dict[str, Any]) -> str:
                        f"stroke-dasharray='5 3'/>", "budget"))
     parts.append(_legend(legend, left, bottom + 38) + "</svg>")
     return "".join(parts)
+
+
+def _whisker(p: dict[str, Any], x: Callable[[float], float], y: float) -> str:
+    """The 95% interval of an estimated drop, as a line with end caps."""
+    if p.get("est_drop_low") is None:
+        return ""
+    a, b = x(p["est_drop_low"]), x(p["est_drop_high"])
+    return (f"<line x1='{a:.1f}' x2='{b:.1f}' y1='{y:.1f}' y2='{y:.1f}' stroke='#1d232b' stroke-width='1.5'/>"
+            f"<line x1='{a:.1f}' x2='{a:.1f}' y1='{y - 5:.1f}' y2='{y + 5:.1f}' stroke='#1d232b'/>"
+            f"<line x1='{b:.1f}' x2='{b:.1f}' y1='{y - 5:.1f}' y2='{y + 5:.1f}' stroke='#1d232b'/>")
 
 
 def _n_text(p: dict[str, Any], unit: str) -> str:
@@ -173,7 +211,14 @@ def latency_plot(report: dict[str, Any]) -> str:
     """Every timed run as a dot on a log axis (one slow artifact cannot squash the rest), p50 and spread marked."""
     rows = [a for a in report["artifacts"] if (a.get("latency") or {}).get("samples_ms")]
     if not rows:
-        return "<p class=muted>No artifact was timed on a device.</p>"
+        estimated = [a for a in report["artifacts"] if a.get("latency_estimate")]
+        if not estimated:
+            return "<p class=muted>No artifact was timed on a device.</p>"
+        items = "".join(f"<li>{_e(_name(a))}: ~{a['latency_estimate']['p50_ms']:.1f} ms ESTIMATED: "
+                        f"{_e(a['latency_estimate']['basis'])} (source: {_e(a['latency_estimate']['source'])})</li>"
+                        for a in estimated)
+        return ("<p id='latency-plot'>No artifact was timed on the board (an emulator proves numerics, never "
+                f"speed). Estimates from published measurements of the board:</p><ul>{items}</ul>")
     every = [v for a in rows for v in a["latency"]["samples_ms"] if v > 0]
     low, high = min(every) / 1.15, max(every) * 1.15
     width, left, right, lane, top = 900, 170, 150, 28, 20
@@ -280,7 +325,7 @@ def render(report: dict[str, Any]) -> str:
 <p>Accuracy budget against the float PyTorch model: {_e(report.get('budget', {}).get('applied'))}, on
 {_e(evaluation.get('spec'))} (n={_e(evaluation.get('n'))}{labelled}).
 Weights: {_e(weights.get('spec'))} (sha256 {_e((weights.get('sha256') or '-')[:16])}).
-Device: {device_text}.</p>
+Input: {_e(_input_text(report))}. Device: {device_text}. Latency: {_e(report.get('latency_source', 'measured'))}.</p>
 <h2>Artifacts</h2>{artifact_table(report)}
 <h2>Accuracy against the budget</h2>{accuracy_plot(report)}
 <h2>Latency per artifact</h2>{latency_plot(report)}
@@ -289,6 +334,11 @@ Device: {device_text}.</p>
 <p class=muted>Tools: {tools}</p>
 </body></html>
 """
+
+
+def _input_text(report: dict[str, Any]) -> str:
+    inp = report.get("input") or {}
+    return f"{inp.get('dtype', '?')} {'x'.join(str(d) for d in inp.get('shape', []))} {inp.get('layout', '')}".strip()
 
 
 def write_html(report: dict[str, Any], path: Path) -> None:

@@ -79,7 +79,8 @@ def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
     """One row per `make deploy`: the recommended artifact with its parity and latency, and the verdict."""
     if not path.exists():
         return "_not measured yet: run `make deploy-table`_"
-    lines = ["| command | weights | recommended | top-1 float -> artifact (n) | drop | agreement (confident) | SQNR dB "
+    lines = ["| command | weights | recommended | top-1 float -> artifact (n) | drop (points; est. = no labels, 95% "
+             "interval) | agreement (confident) | SQNR dB "
              "| p50 ms (device) | size | artifacts within budget | result |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in json.loads(path.read_text())["reports"]:
@@ -91,14 +92,19 @@ def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
             continue
         a = next(a for a in r["artifacts"] if (a["backend"], a["precision"]) == (rec["backend"], rec["precision"]))
         p, lat = a["parity"], a.get("latency")
+        est = a.get("latency_estimate")
         latency = "-" if lat is None else f"{lat['p50_ms']:.3f} ({lat['device']}" + \
             (", emulated: not meaningful)" if lat["emulated"] else ")")
+        if lat is None and est is not None:
+            latency = f"~{est['p50_ms']:.1f} (ESTIMATED from {est['source'].split(':')[0]})"
         if a.get("memory"):
             latency = f"- (MCU; arena {a['memory']['arena_bytes'] / 1024:.0f} KiB)"
         within = sum(1 for x in r["artifacts"] if x["within_budget"])
         top1 = (f"{p['float_top1']:.2%} -> {p['quant_top1']:.2%} ({p['n']:,})" if p.get("float_top1") is not None
                  else f"unlabelled ({p['n']:,})")
-        drop = f"{p['drop']:.2f}" if p.get("drop") is not None else "-"
+        drop = f"{p['drop']:.2f}" if p.get("drop") is not None else \
+            f"est. {p['est_drop']:.2f} [{p['est_drop_low']:.2f}, {p['est_drop_high']:.2f}]" \
+            if p.get("est_drop") is not None else "-"
         confident = f" ({p['agreement_confident']:.2%} of {p['n_confident']})" \
             if p.get("agreement_confident") is not None else ""
         lines.append(f"| {command} | {weights} | {rec['backend']} {rec['precision']} | {top1} | {drop} | "

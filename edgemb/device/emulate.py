@@ -30,10 +30,11 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BASE_PACKAGES = ("python3", "libstdc++6", "libgomp1")
 # Device-side runtimes, pinned to the versions the host builds with (aarch64 wheels from PyPI), except
 # ai-edge-litert: the 2.3.0 aarch64 wheel crashes creating any Interpreter under qemu-user 7.2 (cortex-a72 and
-# max CPU models alike); 2.1.6 runs the same .tflite files.
+# max CPU models alike); 2.1.6 runs the same .tflite files. onnxruntime: the 1.28-1.31 aarch64 wheels segfault
+# on import under qemu-user 7.2 (cortex-a72 and max); 1.27.0 is the newest that runs.
 DEVICE_WHEELS = ("numpy==2.4.6", "ai-edge-litert==2.1.6", "openvino==2026.4.1", "apache-tvm==0.27.0.post1",
                  "apache-tvm-ffi==0.1.14.post1", "typing_extensions==4.16.0", "ml_dtypes==0.6.0",
-                 "psutil==7.2.2", "cloudpickle==3.1.2", "tornado==6.6.1", "onnxruntime==1.31.1")
+                 "psutil==7.2.2", "cloudpickle==3.1.2", "tornado==6.6.1", "onnxruntime==1.27.0")
 WHEEL_PLATFORMS = ("manylinux2014_aarch64", *(f"manylinux_2_{v}_aarch64" for v in (17, 24, 27, 28, 31, 34, 35, 36)))
 # qemu 7.2 models these cores; boards whose core it lacks run on "max" (a superset of ARMv8 features).
 QEMU_CPUS = {"cortex-a53": "cortex-a53", "cortex-a72": "cortex-a72", "cortex-a76": "cortex-a76"}
@@ -165,9 +166,10 @@ def _build_rootfs(final: Path, target: Target, log) -> None:
               "--only-binary=:all:", *DEVICE_WHEELS], "pip install (aarch64 wheels)")
         log("[4/4] smoke test: importing the runtimes on the emulated board")
         board = EmulatedBoard(target, rootfs)
-        probe = ("import json, platform, numpy, openvino, tvm, ai_edge_litert.interpreter;"
+        probe = ("import json, platform, numpy, openvino, tvm, onnxruntime, ai_edge_litert.interpreter;"
                  "print(json.dumps({'arch': platform.machine(), 'python': platform.python_version(),"
-                 "'numpy': numpy.__version__, 'openvino': openvino.__version__, 'tvm': tvm.__version__}))")
+                 "'numpy': numpy.__version__, 'openvino': openvino.__version__, 'tvm': tvm.__version__,"
+                 "'onnxruntime': onnxruntime.__version__}))")
         result = subprocess.run([*board.python(), "-c", probe], capture_output=True, text=True,
                                 env=board.environment(), timeout=600)
         if result.returncode != 0:
