@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
+from edgemb.backends.tvm_dot import DotKernel, choose_kernel, spec_kernel
 from edgemb.backends.tvm_lowering import float_nhwc, lower_qdq
 from edgemb.backends.tvm_schedules import default_schedule_pass
 from edgemb.cache import cache_dir
@@ -80,10 +81,11 @@ def _build_without_tensor_intrinsics(mod, target, _params):
     return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
-def import_onnx(path: Path, spec: dict[str, Any], integer: bool = False):
+def import_onnx(path: Path, spec: dict[str, Any], integer: bool = False, dot: DotKernel | str | None = "auto"):
     """(Relax module legalized and fused, ready to tune or compile; the integer lowering's report or None).
 
-    `integer` lowers a QDQ graph's quantized convolutions to int8 kernels instead of TVM's fake-quant."""
+    `integer` lowers a QDQ graph's quantized convolutions to int8 kernels instead of TVM's fake-quant; `dot` is
+    the target's dot-product kernel for them ("auto": from the spec, edgemb/backends/tvm_dot.py; None: none)."""
     import onnx
     import tvm
     from tvm import relax
@@ -92,7 +94,7 @@ def import_onnx(path: Path, spec: dict[str, Any], integer: bool = False):
     mod = from_onnx(onnx.load(str(path)), keep_params_in_input=False)
     report = None
     if integer:
-        mod, report = lower_qdq(mod)
+        mod, report = lower_qdq(mod, spec_kernel(spec) if dot == "auto" else dot)
         if not report.integer_ops:
             raise EdgembError(f"{path.name} has no quantized convolution TVM could lower to int8: pass a QDQ "
                               f"model from `edgemb quantize`")
@@ -260,7 +262,8 @@ class TvmBackend:
         spec = tvm_target_dict(target)
         arch = target_arch(spec)
         source = inputs.float_onnx if precision == "fp32" else qdq_model(inputs, target, out_dir)
-        mod, lowering = import_onnx(source, spec, integer=precision == "int8")
+        mod, lowering = import_onnx(source, spec, integer=precision == "int8",
+                                    dot=choose_kernel(target.isa, target.arch))
         database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec)
         trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
         tuning: dict[str, Any] = {"trials_requested": trials, "database": str(database)}

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemb.backends import tvm_dot
+
 ACC_DTYPE = "int32"
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 CLAMP_TIR_PREFIXES = {"maximum": "lo", "minimum": "hi"}
@@ -31,10 +33,13 @@ class LoweringReport:
     """What the rewrite did: integer convolutions by kind, and convolutions it had to leave in float."""
 
     integer_ops: dict[str, int] = field(default_factory=dict)
+    dot_ops: dict[str, int] = field(default_factory=dict)  # of those, on the target's dot-product instruction
+    dot_kernel: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The compile.json form."""
-        return {"integer_ops": dict(sorted(self.integer_ops.items()))}
+        return {"integer_ops": dict(sorted(self.integer_ops.items())), "dot_ops": dict(sorted(self.dot_ops.items())),
+                "dot_kernel": self.dot_kernel}
 
 
 def fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,12 +62,14 @@ def requantize_reference(acc: np.ndarray, mantissa: np.ndarray, shift: np.ndarra
     return np.clip(scaled + zero, lo, hi)
 
 
-def lower_qdq(mod):
-    """Rewrite every quantized convolution of `mod["main"]` into integer kernels; returns (module, report)."""
+def lower_qdq(mod, dot: tvm_dot.DotKernel | None = None):
+    """Rewrite every quantized convolution of `mod["main"]` into integer kernels; returns (module, report).
+
+    With `dot` (the target's dot-product kernel), pointwise and full convolutions use it."""
     from tvm import relax
 
-    report = LoweringReport()
-    rewriter = _make_rewriter()(mod, report)
+    report = LoweringReport(dot_kernel=None if dot is None else dot.to_dict())
+    rewriter = _make_rewriter()(mod, report, dot=dot)
     main = rewriter.visit_expr(mod["main"])
     mod = rewriter.builder_.get()
     mod["main"] = relax.analysis.remove_all_unused(main)
@@ -99,8 +106,10 @@ def _make_rewriter():
     class Rewriter(relax.PyExprMutator):
         """Visits main's bindings in order, remembering each value so patterns can look through variables."""
 
-        def __init__(self, mod, report: LoweringReport, float_clamps: bool = False) -> None:
+        def __init__(self, mod, report: LoweringReport, float_clamps: bool = False,
+                     dot: tvm_dot.DotKernel | None = None) -> None:
             super().__init__(mod)
+            self.dot = dot
             self.float_clamps = float_clamps
             self.defs: dict[Any, Any] = {}
             self.nhwc: dict[Any, Any] = {}  # quantized NCHW var of the graph -> its NHWC twin made here
@@ -237,6 +246,24 @@ def _make_rewriter():
                 return None
             groups = int(attrs.groups)
             padding = [int(p) for p in attrs.padding]
+            strides = [int(s) for s in attrs.strides]
+            kind = _conv_kind(w_q.shape, groups, strides)
+            mantissa, shift = fixed_point(scale_x * scale_w / scale_y)
+            info = np.iinfo(out_dtype)
+            q_lo = info.min if lo == -np.inf else max(info.min, zero_y + int(np.round(lo / scale_y)))
+            q_hi = info.max if hi == np.inf else min(info.max, zero_y + int(np.round(hi / scale_y)))
+            bias_q = np.round(float_bias / (scale_x * scale_w))
+            w_sums = w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
+            x_dtype = str(x_q.ty.dtype)
+            dot = self.dot
+            if dot is not None and tvm_dot.eligible(w_q, groups) and tvm_dot.weights_fit(dot, w_q):
+                # The instruction's activation bytes: x - 128 when it multiplies signed bytes (the zero point too).
+                zero_eff = zero_x - 128 if x_dtype != dot.data_dtype else zero_x
+                out = self._emit_dot_conv(x_q, w_q, bias_q - zero_eff * w_sums, mantissa, shift, zero_y, q_lo, q_hi,
+                                          out_dtype, strides, padding, [int(d) for d in attrs.dilation], zero_eff)
+                self.report.dot_ops[kind] = self.report.dot_ops.get(kind, 0) + 1
+                self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
+                return out
             if zero_x != 0 and any(padding):
                 # QDQ pads the dequantized input with 0.0, i.e. the quantized input with its zero point.
                 top, left, bottom, right = padding
@@ -245,19 +272,30 @@ def _make_rewriter():
                 padding = [0, 0, 0, 0]
             acc = self.builder_.emit(relax.op.nn.conv2d(
                 x_q, relax.const(np.ascontiguousarray(w_q.transpose(2, 3, 1, 0))),
-                strides=[int(s) for s in attrs.strides], padding=padding,
+                strides=strides, padding=padding,
                 dilation=[int(d) for d in attrs.dilation], groups=groups, data_layout="NHWC",
                 kernel_layout="HWIO", out_dtype=ACC_DTYPE))
-            bias_q = np.round(float_bias / (scale_x * scale_w))
-            bias_q -= zero_x * w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
-            mantissa, shift = fixed_point(scale_x * scale_w / scale_y)
-            info = np.iinfo(out_dtype)
-            q_lo = info.min if lo == -np.inf else max(info.min, zero_y + int(np.round(lo / scale_y)))
-            q_hi = info.max if hi == np.inf else min(info.max, zero_y + int(np.round(hi / scale_y)))
-            out = self._emit_requantize(acc, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype)
-            kind = _conv_kind(w_q.shape, groups, [int(s) for s in attrs.strides])
+            out = self._emit_requantize(acc, bias_q - zero_x * w_sums, mantissa, shift, zero_y, q_lo, q_hi,
+                                        out_dtype)
             self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
             return out
+
+        def _emit_dot_conv(self, x_q, w_q, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype, strides,
+                           padding, dilation, pad_value):
+            """The convolution and its requantize as one TE function tensorized with the target's dot product
+            (edgemb/backends/tvm_dot.py); same integer formula as the widening path."""
+            dot = self.dot
+            packed = tvm_dot.pack_weights(w_q, dot.lanes)
+            x_shape = tuple(int(d) for d in x_q.ty.shape)
+            func, out_shape = tvm_dot.conv_prim_func(
+                x_shape, str(x_q.ty.dtype), packed.shape, dot, out_channels=w_q.shape[0], strides=strides,
+                padding=padding, dilation=dilation, pad_value=pad_value, lo=q_lo, hi=q_hi, out_dtype=out_dtype)
+            offset = np.left_shift(1, shift - 1) + (np.int64(zero_y) << shift)
+            gv = self.builder_.add_func(func, tvm_dot.DOT_BLOCK)
+            args = [x_q, relax.const(packed, "int8"), relax.const(bias_q.astype(np.int32), "int32"),
+                    *(relax.const(v.astype(np.int64), "int64") for v in (mantissa, offset, shift))]  # (int64
+            # numpy arrays become int32 constants unless the dtype is named)
+            return self.builder_.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, out_dtype)))
 
         def _emit_requantize(self, acc, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype):
             """(acc + bias) * m + 2**(s-1) >> s, + zero, clamp, cast: elementwise Relax ops (so layout

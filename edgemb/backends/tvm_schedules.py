@@ -32,7 +32,27 @@ def default_schedule_pass(target: Any):
     """The dlight pass: edgemb's convolution and elementwise rules, then dlight's CPU GEMV and reduction."""
     from tvm.s_tir import dlight as dl
 
-    return dl.ApplyDefaultSchedule(_conv_rule(), _elementwise_rule(), dl.cpu.GEMV(), dl.cpu.Reduction())
+    return dl.ApplyDefaultSchedule(_dot_rule(), _conv_rule(), _elementwise_rule(), dl.cpu.GEMV(),
+                                   dl.cpu.Reduction())
+
+
+def _dot_rule():
+    from tvm.s_tir import Schedule
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    from edgemb.backends import tvm_dot
+
+    class DotConv(CPUScheduleRule):
+        """The lowering's dot-product convolutions: tensorized with the intrinsic their function names."""
+
+        def apply(self, func, target, _tunable):
+            if not self.is_target_available(target) or func.attrs is None or tvm_dot.ATTR_INTRIN not in func.attrs:
+                return None
+            sch = Schedule(func)
+            tvm_dot.schedule(sch, str(func.attrs[tvm_dot.ATTR_INTRIN]), int(func.attrs[tvm_dot.ATTR_REGISTERS]))
+            return sch
+
+    return DotConv()
 
 
 def _largest_divisor(extent: int, candidates: list[int]) -> int:
