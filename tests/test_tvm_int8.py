@@ -8,6 +8,10 @@ within one int8 step, element by element. Uint8 and int8 activations are both co
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -83,20 +87,22 @@ class HardSwishSE(nn.Module):
         return self.project(y * self.se(y))
 
 
-def quantized_graph(module: nn.Module, folder, activation_type: str) -> tuple[onnx.ModelProto, float]:
+def quantized_graph(module: nn.Module, folder, activation_type: str, resolution: int = RESOLUTION,
+                    weight_max: int = 127) -> tuple[onnx.ModelProto, float]:
     """edgemb's QDQ model of `module` with its output quantized too; returns (model, output scale)."""
     torch.manual_seed(0)
     for m in module.modules():  # non-trivial biases so the bias path is exercised
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and m.bias is not None:
             nn.init.uniform_(m.bias, -0.5, 0.5)
     path = folder / "float.onnx"
-    export_simplified(module.eval(), RESOLUTION, path)
+    export_simplified(module.eval(), resolution, path)
     graph = Graph.load(path)
-    calibration = np.random.default_rng(1).standard_normal((16, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
+    calibration = np.random.default_rng(1).standard_normal((16, 3, resolution, resolution)).astype(np.float32)
     names = [*activation_tensors(graph), graph.output_name]
     stats = collect_stats(graph.model, calibration, names, histograms=True)
     ranges = {n: choose_range(stats[n], "minmax", activation_type) for n in names}
-    model = build_qdq(graph, ranges, QuantConfig(method="minmax", activation_type=activation_type))
+    config = QuantConfig(method="minmax", activation_type=activation_type, weight_max=weight_max)
+    model = build_qdq(graph, ranges, config)
     scale, zero = quant_params(*ranges[graph.output_name], activation_type)
     zp_type = onnx.TensorProto.UINT8 if activation_type == "uint8" else onnx.TensorProto.INT8
     out = model.graph.output[0].name
@@ -109,18 +115,28 @@ def quantized_graph(module: nn.Module, folder, activation_type: str) -> tuple[on
     return model, scale
 
 
-def integer_vs_onnxruntime(module: nn.Module, folder, activation_type: str = "uint8"):
-    """(TVM int8 output, onnxruntime output, output scale, lowering report) on fresh inputs."""
-    model, scale = quantized_graph(module, folder, activation_type)
+def host_spec() -> dict:
+    import tvm
+
+    return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
+
+
+def integer_vs_onnxruntime(module: nn.Module, folder, activation_type: str = "uint8", spec: dict | None = None,
+                           dot="auto", weight_max: int = 127):
+    """(TVM int8 output, onnxruntime output, output scale, lowering report) on fresh inputs.
+
+    `spec`/`dot` build for another x86 target this host can run (AVX2 code on an AVX-512 host)."""
+    model, scale = quantized_graph(module, folder, activation_type, weight_max=weight_max)
     qdq = folder / "model.qdq.onnx"
     onnx.save(model, str(qdq))
     import tvm
     from tvm import relax
 
-    host = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
-    mod, report = import_onnx(qdq, host, integer=True)
+    spec = spec or host_spec()
+    mod, report = import_onnx(qdq, spec, integer=True, dot=dot)
     lib = folder / "model.so"
-    compile_library(mod, host, None, lib)
+    compile_library(mod, spec, None, lib)
+    integer_vs_onnxruntime.last = (report, lib)
 
     vm = relax.VirtualMachine(tvm.runtime.load_module(str(lib)), tvm.cpu())
     ort = session(qdq)
@@ -134,6 +150,106 @@ def assert_within_one_step(ours: np.ndarray, theirs: np.ndarray, scale: float) -
     steps = np.abs(ours - theirs) / scale
     assert steps.max() <= 1.0 + 1e-3, f"max difference {steps.max():.2f} int8 steps"
     assert np.mean(steps > 0.5) < 0.05, "more than 5% of outputs differ by a step: not rounding, a bug"
+
+
+def host_kernel():
+    from edgemb.backends.tvm_dot import spec_kernel
+
+    return spec_kernel(host_spec())
+
+
+def disassembly(lib, arch: str = "x86_64") -> str:
+    """`objdump -d` of a built library (Debian's aarch64 binutils for ARM, part of g++-aarch64-linux-gnu)."""
+    tool = "objdump" if arch == "x86_64" else f"{arch}-linux-gnu-objdump"
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    return subprocess.run([tool, "-d", str(lib)], check=True, capture_output=True, text=True).stdout
+
+
+def mnemonics(asm: str) -> set[str]:
+    """The instruction names in an objdump listing."""
+    names = set()
+    for line in asm.splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 3 and fields[2].strip():
+            names.add(fields[2].split()[0])
+    return names
+
+
+def test_dot_product_kernels_are_chosen_from_the_isa():
+    from edgemb.backends.tvm_dot import KERNELS, choose_kernel
+    from edgemb.targets import get_target
+
+    assert choose_kernel(("avx2", "avx512f", "avx512bw", "avx512_vnni"), "x86_64") is KERNELS["vnni"]
+    assert choose_kernel(("avx2", "avx512bw"), "x86_64") is KERNELS["avx512"]
+    assert choose_kernel(("sse4_2", "avx2"), "x86_64") is KERNELS["avx2"]
+    assert choose_kernel(("sse4_2",), "x86_64") is None
+    rpi4, rpi5 = get_target("rpi4"), get_target("rpi5")
+    assert choose_kernel(rpi4.isa, rpi4.arch) is KERNELS["neon"]
+    assert choose_kernel(rpi5.isa, rpi5.arch) is KERNELS["sdot"]
+
+
+def test_avx2_kernel_is_exact_with_seven_bit_weights_and_refuses_eight(tmp_path):
+    """vpmaddubsw (AVX2, built for haswell, run here) is exact with the quantizer's 7-bit weights; with 8-bit
+    weights whose pair sums would saturate int16, the layer stays on the widening path."""
+    from edgemb.backends.tvm_dot import KERNELS
+
+    haswell = {"kind": "llvm", "mcpu": "haswell", "num-cores": 1}
+    ours, theirs, scale, _ = integer_vs_onnxruntime(Pointwise(), tmp_path, spec=haswell, dot=KERNELS["avx2"],
+                                                    weight_max=63)
+    report, lib = integer_vs_onnxruntime.last
+    assert report.dot_ops == {"pointwise": 1}, report.as_dict()
+    assert_within_one_step(ours, theirs, scale)
+    names = mnemonics(disassembly(lib))
+    assert "vpmaddubsw" in names and not any(n.startswith("vpdpbusd") for n in names)
+    (tmp_path / "8bit").mkdir()  # a new library path: dlopen would hand back the first library
+    ours, theirs, scale, _ = integer_vs_onnxruntime(Pointwise(), tmp_path / "8bit", spec=haswell,
+                                                    dot=KERNELS["avx2"])
+    assert integer_vs_onnxruntime.last[0].dot_ops == {}
+    assert_within_one_step(ours, theirs, scale)
+
+
+def mobilenet_qdq(folder) -> Path:
+    """A small real network: MobileNetV2 0.35 (random weights) at 64x64, edgemb's QDQ."""
+    from edgemb.zoo.registry import parse_model_name
+
+    model, _ = quantized_graph(parse_model_name("v2_0.35").build(10), folder, "uint8", resolution=64)
+    path = folder / "v2.qdq.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_host_mobilenet_library_uses_the_dot_product_instruction(tmp_path):
+    """The host's library (v2_0.35 at 64) has its pointwise convs on vpdpbusd (VNNI) or vpmaddubsw (AVX2)."""
+    kernel = host_kernel()
+    if kernel is None:
+        pytest.skip("this host has no int8 dot-product instruction TVM can use")
+    mod, report = import_onnx(mobilenet_qdq(tmp_path), host_spec(), integer=True)
+    assert report.dot_ops.get("pointwise", 0) + report.dot_ops.get("pointwise-strided", 0) >= 30, report.as_dict()
+    assert "full" not in report.dot_ops and "depthwise" not in report.dot_ops  # RGB stem, depthwise: own kernels
+    compile_library(mod, host_spec(), None, tmp_path / "v2.so")
+    assert kernel.instruction in mnemonics(disassembly(tmp_path / "v2.so"))
+
+
+@pytest.mark.parametrize(("board", "wanted", "absent"), [("rpi4", {"smull", "saddlp"}, {"sdot"}),
+                                                          ("rpi5", {"sdot"}, set())])
+def test_arm_libraries_use_neon_integer_kernels(tmp_path, board, wanted, absent):
+    """Cross-compiled v2_0.35@64: Cortex-A72 (rpi4) multiplies bytes with NEON smull and adds pairs with saddlp
+    (its Armv8.0 has no dot product); Cortex-A76 (rpi5, +dotprod) uses sdot."""
+    from edgemb.backends.tvm_backend import CROSS_COMPILERS, tvm_target_dict
+    from edgemb.backends.tvm_dot import choose_kernel
+    from edgemb.targets import get_target
+
+    if shutil.which(CROSS_COMPILERS["aarch64"][0]) is None:
+        pytest.skip("aarch64 cross compiler not installed")
+    target = get_target(board)
+    spec = tvm_target_dict(target)
+    mod, report = import_onnx(mobilenet_qdq(tmp_path), spec, integer=True,
+                              dot=choose_kernel(target.isa, target.arch))
+    assert report.dot_ops.get("pointwise", 0) >= 30, report.as_dict()
+    compile_library(mod, spec, None, tmp_path / f"{board}.so")
+    names = mnemonics(disassembly(tmp_path / f"{board}.so", "aarch64"))
+    assert wanted <= names and not absent & names, sorted(wanted - names)
 
 
 @pytest.mark.parametrize(("module", "kind"), [(Pointwise, "pointwise"), (Depthwise, "depthwise"),
