@@ -14,7 +14,7 @@ OUT ?= build/export/$(MODEL)
 TARGET ?= x86
 BUILD ?= build
 .PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table estimate-table compile-table readme \
-	deploy deploy-table bench tvm-bench emulate clean ethos-u-table
+	deploy deploy-table bench tvm-bench emulate clean ethos-u-table task-table results
 
 setup: apt venv
 
@@ -70,6 +70,16 @@ compile-table:
 # The label-free estimated drop beside the true drop on labelled data (a few minutes), then the README.
 estimate-table:
 	$(PY) scripts/estimate_table.py $(MODELS)
+	$(MAKE) readme
+
+# Detection/segmentation reference models on every backend here, then TFLite Micro for the Cortex-M7 -> results/tasks.json.
+task-table:
+	$(PY) scripts/task_results.py $(MODELS)
+	$(PY) scripts/task_results.py --mcu $(MODELS)
+	$(MAKE) readme
+
+# Every table in results/ measured again on this host at this commit (each row records both; hours on 2 cores).
+results: quant-table compile-table estimate-table task-table deploy-table tvm-bench bench ethos-u-table
 	$(MAKE) readme
 
 readme:

@@ -36,6 +36,7 @@ from edgemb.quant.peers import ort_quantize_static
 from edgemb.targets import get_target
 from edgemb.zoo.counting import count_macs
 from edgemb.zoo.prepared import prepare_model
+from provenance import measured_on
 from readme_tables import tvm_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,11 +218,12 @@ def main() -> None:
         results = [bench_model(name, build) for name in models]
     finally:
         shutil.rmtree(build, ignore_errors=True)
+    stamp = measured_on()
     _, basis = cpu_peak_int8_macs_per_second(1)
     isa = get_target("x86").isa
     report = {"machine": f"{basis.split(',')[0]}, {os.cpu_count()} cores, ISA flags: {' '.join(isa)}, "
                          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} during the run",
-              "models": results,
+              "models": [{**r, "measured_on": stamp} for r in results],
               "tools": tool_versions("onnxruntime", "openvino", "ai-edge-litert", "apache-tvm"),
               "target": get_target("x86").to_dict()}
     write_json(RESULTS, report)

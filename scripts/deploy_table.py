@@ -15,6 +15,7 @@ from edgemb.artifacts import write_json
 from edgemb.deploy import DeploySettings, deploy
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.weights.load import default_weights
+from provenance import measured_on
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["x86:v2_1.0", "x86:v2_1.0:ref", "rpi4:v2_1.0:ref", "cortex-m7:v1_0.25"]
@@ -30,7 +31,9 @@ def slim(report: dict, model_arg: str) -> dict:
         artifacts.append(a)
     keep = ("model", "target", "board", "weights", "settings", "data", "device", "recommended", "passed", "stages",
             "seconds", "tools")
-    return {"model_arg": model_arg, **{k: report[k] for k in keep}, "artifacts": artifacts}
+    # a report added with --report was made on this host just before; a re-slimmed row keeps its stamp
+    return {"model_arg": model_arg, **{k: report[k] for k in keep}, "artifacts": artifacts,
+            "measured_on": report.get("measured_on") or measured_on()}
 
 
 def command_args(report: dict) -> str:

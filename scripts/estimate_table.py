@@ -11,7 +11,6 @@ Run by `make estimate-table`; writes results/estimate.json, rendered into the RE
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -20,13 +19,13 @@ import numpy as np
 
 from edgemb.artifacts import write_json
 from edgemb.data import load_data
-from edgemb.hostinfo import host_cpu
 from edgemb.metrics import estimated_drop, softmax
 from edgemb.onnx_graph import run_batched, session
 from edgemb.quant.pipeline import quantize_model
 from edgemb.zoo.inference import predict
 from edgemb.zoo.prepared import prepare_model
 from edgemb.zoo.weights.catalog import reference_entries
+from provenance import measured_on, stamp_rows
 
 CALIB, EVAL = "fashion-mnist:train:512", "fashion-mnist:test"
 OUT = Path(__file__).resolve().parent.parent / "results" / "estimate.json"
@@ -41,14 +40,6 @@ def plain_bootstrap(float_logits: np.ndarray, quant_logits: np.ndarray, draws: i
     rng = np.random.default_rng(0)
     means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(draws)]
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def commit() -> str:
-    """The commit the numbers were measured at (`+dirty` when the tree had changes)."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
-    return head + ("+dirty" if dirty else "")
 
 
 def measure(name: str, scratch: Path) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -95,8 +86,9 @@ def main(models: list[str]) -> None:
             if name == SYNTHETIC_MODEL:
                 synth = synthetic(f, q)
                 print(json.dumps(synth), flush=True)
-    write_json(OUT, {"commit": commit(), "cpu": host_cpu(), "calibration": CALIB, "evaluation": EVAL,
-                     "rows": rows, "synthetic": synth})
+    stamp = measured_on()
+    write_json(OUT, {"commit": stamp["commit"], "cpu": {"model": stamp["cpu"], "isa": stamp["isa"]},
+                     "calibration": CALIB, "evaluation": EVAL, "rows": stamp_rows(rows, stamp), "synthetic": synth})
     print(f"wrote {OUT}")
 
 

@@ -29,6 +29,7 @@ from edgemb.quant.peers import nncf_quantize, ort_quantize_static
 from edgemb.quant.pipeline import quantize_model
 from edgemb.zoo.inference import predict
 from edgemb.zoo.weights import prepare_model, reference_entries
+from provenance import stamp_rows
 
 CALIB = "fashion-mnist:train:512"
 EVAL = "fashion-mnist:test"
@@ -142,9 +143,10 @@ def main(names: list[str]) -> None:
         for name in names:
             if name == IMAGENET:
                 real = {"model": f"{REAL_MODEL}@224", "weights": REAL_WEIGHTS, "calibration": REAL_CALIB,
-                        "evaluation": REAL_EVAL, "host_cpu": host_cpu(), "rows": measure_imagenet(Path(scratch))}
+                        "evaluation": REAL_EVAL, "host_cpu": host_cpu(),
+                        "rows": stamp_rows(measure_imagenet(Path(scratch)))}  # commit, CPU, ISA per row
             else:
-                rows += measure(name, Path(scratch))
+                rows += stamp_rows(measure(name, Path(scratch)))  # commit, CPU, ISA per row
     write_json(OUT, {"calibration": CALIB, "evaluation": EVAL, "rows": rows, "imagenet": real,
                      "tools": tool_versions("torch", "onnx", "onnxruntime", "nncf")})
 

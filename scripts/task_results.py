@@ -18,6 +18,7 @@ from pathlib import Path
 from edgemb.artifacts import write_json
 from edgemb.tasks.verify import verify_task
 from edgemb.zoo.weights.catalog import task_reference_entries
+from provenance import measured_on
 from readme_tables import TASK_RESULTS
 
 DATA = "synthdet:test"
@@ -39,6 +40,7 @@ def main(names: list[str]) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             report = verify_task(name, "ref", data, CALIB, Path(scratch) / name, artifacts, target)
         backends = " ".join(f"--backend {b}:{p}" for b, p in artifacts)
+        report["measured_on"] = measured_on()
         report["command"] = (f"edgemb task-verify {shlex.quote(name)} --weights ref --data {data} "
                              f"--calib {CALIB} {backends} --target {target} --out build/tasks/{name}")
         reports.append(report)

@@ -37,6 +37,7 @@ from edgemb.hostinfo import read_cpuinfo
 from edgemb.onnx_graph import session
 from edgemb.quant.pipeline import quantize_model
 from edgemb.targets import get_target
+from provenance import measured_on
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "tvm_tuning.json"
 MODELS = {"v2_1.0@224": ("imagenet1k_v1", "photos:calib:64"), "v2_1.0": ("ref", "fashion-mnist:train:256")}
@@ -125,9 +126,11 @@ def main() -> None:
     spec = tvm_target_dict(get_target("x86"))
     load_before = os.getloadavg()[0]
     results = [bench_model(m, *MODELS[m], spec, args.trials, args.repeats) for m in args.models]
+    stamp = measured_on()
     host = host_cpu() | {"load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
     report = {"host": host, "threads": 1, "tvm_target": spec, "trials_per_library": args.trials,
-              "models": results, "tools": tool_versions("apache-tvm", "onnxruntime")}
+              "models": [{**r, "measured_on": stamp} for r in results],
+              "tools": tool_versions("apache-tvm", "onnxruntime")}
     write_json(OUT, report)
     print(json.dumps(report, indent=2))
 
