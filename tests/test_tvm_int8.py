@@ -344,3 +344,23 @@ def test_default_schedules_cover_every_convolution_and_float_nhwc_is_exact(tmp_p
     x = np.random.default_rng(4).standard_normal((1, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
     want = session(tmp_path / "float.onnx").run(None, {"input": x})[0]
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+class Classifier(nn.Module):
+    """MobileNet's head: a pointwise conv, global pooling, a linear layer with float logits out."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU6(), nn.Conv2d(16, 64, 1), nn.ReLU6())
+        self.fc = nn.Linear(64, 40)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def test_classifier_matmul_runs_on_the_dot_product_kernel(tmp_path):
+    if host_kernel() is None:
+        pytest.skip("this host has no int8 dot-product instruction TVM can use")
+    ours, theirs, scale, ops = integer_vs_onnxruntime(Classifier(), tmp_path)
+    assert integer_vs_onnxruntime.last[0].dot_ops.get("matmul") == 1, ops
+    assert_within_one_step(ours, theirs, scale)

@@ -134,11 +134,13 @@ def eligible(w_q: np.ndarray, groups: int) -> bool:
 
 def conv_prim_func(x_shape: tuple[int, ...], x_dtype: str, packed_shape: tuple[int, ...], kernel: DotKernel, *,
                    out_channels: int, strides: list[int], padding: list[int], dilation: list[int], pad_value: int,
-                   lo: int, hi: int, out_dtype: str):
+                   lo: int = 0, hi: int = 0, out_dtype: str = "float32"):
     """(TE function (x, packed weights, bias, mantissa, offset, shift) -> requantized NHWC output, its shape).
 
     Epilogue as the Relax ops of the widening path: ((acc + bias) as int64 * m + offset) >> shift, clamped to
-    [lo, hi] and narrowed; `offset` carries the rounding half and the output zero point."""
+    [lo, hi] and narrowed; `offset` carries the rounding half and the output zero point. With a float32
+    `out_dtype` (a classifier whose logits leave the network in float) the function takes (x, weights, bias,
+    scale) and returns (acc + bias) * scale."""
     from tvm import te, tirx, topi
 
     x = te.placeholder(x_shape, x_dtype, name="x")
@@ -172,8 +174,16 @@ def conv_prim_func(x_shape: tuple[int, ...], x_dtype: str, packed_shape: tuple[i
         value = tirx.max(tirx.const(lo, "int64"), tirx.shift_right(value, shift[o]))
         return tirx.min(value, tirx.const(hi, "int64")).astype(out_dtype)
 
-    out = te.compute((n, out_h, out_w, out_channels), requantize, name=EPILOGUE_BLOCK)
-    func = te.create_prim_func([x, w, bias, mantissa, offset, shift, out])
+    def dequantize(b, y, xx, o):
+        return (acc[b, y, xx, o // lanes, o % lanes] + bias[o]).astype("float32") * mantissa[o]
+
+    if out_dtype == "float32":
+        mantissa = te.placeholder((out_channels,), "float32", name="scale")
+        out = te.compute((n, out_h, out_w, out_channels), dequantize, name=EPILOGUE_BLOCK)
+        func = te.create_prim_func([x, w, bias, mantissa, out])
+    else:
+        out = te.compute((n, out_h, out_w, out_channels), requantize, name=EPILOGUE_BLOCK)
+        func = te.create_prim_func([x, w, bias, mantissa, offset, shift, out])
     attrs = {ATTR_INTRIN: kernel.intrin, ATTR_LANES: lanes, ATTR_REGISTERS: kernel.registers,
              "op_pattern": OP_PATTERN_OPAQUE}
     return func.without_attr("global_symbol").with_attrs(attrs), [n, out_h, out_w, out_channels]

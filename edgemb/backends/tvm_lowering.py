@@ -101,6 +101,7 @@ def _make_rewriter():
     conv2d, add, reshape = Op.get("relax.nn.conv2d"), Op.get("relax.add"), Op.get("relax.reshape")
     call_tir, relu, clip = Op.get("relax.call_tir"), Op.get("relax.nn.relu"), Op.get("relax.clip")
     where, isnan = Op.get("relax.where"), Op.get("relax.isnan")
+    matmul, permute_dims = Op.get("relax.matmul"), Op.get("relax.permute_dims")
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
@@ -124,6 +125,11 @@ def _make_rewriter():
                 op = relax.op.maximum if hi is None else relax.op.minimum
                 self.set_var_remap(binding.var, self.builder_.emit(op(self.visit_expr(inner), bound)))
                 return
+            if isinstance(value, relax.Call) and value.op.same_as(matmul) and self.dot is not None:
+                lowered = self._lower_matmul(value)
+                if lowered is not None:
+                    self.set_var_remap(binding.var, lowered)
+                    return
             if isinstance(value, relax.Call) and value.op.same_as(quantize):
                 lowered = self._lower(value)
                 if lowered is None:
@@ -296,6 +302,56 @@ def _make_rewriter():
                     *(relax.const(v.astype(np.int64), "int64") for v in (mantissa, offset, shift))]  # (int64
             # numpy arrays become int32 constants unless the dtype is named)
             return self.builder_.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, out_dtype)))
+
+        def _lower_matmul(self, call):
+            """The classifier: matmul(dequantize(x_q), dequantize(W_q)^T) with float logits out, as a 1x1 dot
+            convolution over the int8 weights with a float epilogue ((acc - zp_x * sum(W)) * s_x * s_w)."""
+            x_dq = self._call(call.args[0], dequantize)
+            weights = call.args[1]
+            transposed = self._call(weights, permute_dims)
+            if transposed is not None:
+                axes = transposed.attrs.axes
+                if axes is None or [int(a) for a in axes] != [1, 0]:
+                    return None
+                weights = transposed.args[0]
+            w_dq = self._call(weights, dequantize)
+            if x_dq is None or w_dq is None:
+                return None
+            x_var = self.visit_expr(x_dq.args[0])
+            scale_x, zero_x = self._const(x_dq.args[1]), self._const(x_dq.args[2])
+            w_q, scale_w, zero_w = (self._const(a) for a in w_dq.args)
+            if any(v is None for v in (scale_x, zero_x, w_q, scale_w, zero_w)) or scale_x.size != 1 \
+                    or w_q.dtype != np.int8 or w_q.ndim != 2 or np.any(zero_w != 0) or x_var.ty.ndim != 2 \
+                    or str(x_var.ty.dtype) not in ("uint8", "int8") or int(x_var.ty.shape[0]) != 1:
+                return None
+            if transposed is None:
+                w_q, axis = w_q.T, 1
+            else:
+                axis = 0
+            if scale_w.size not in (1, w_q.shape[0]) or (scale_w.size > 1 and int(w_dq.attrs.axis) != axis):
+                return None
+            w_q = np.ascontiguousarray(w_q)[:, :, None, None]
+            dot = self.dot
+            if not tvm_dot.eligible(w_q, 1) or not tvm_dot.weights_fit(dot, w_q):
+                return None
+            x_dtype = str(x_var.ty.dtype)
+            zero = int(zero_x.reshape(()))
+            zero_eff = zero - 128 if x_dtype != dot.data_dtype else zero
+            channels, depth = w_q.shape[:2]
+            bias_q = -zero_eff * w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
+            scale = float(scale_x.reshape(())) * np.broadcast_to(scale_w.reshape(-1), (channels,))
+            packed = tvm_dot.pack_weights(w_q, dot.lanes)
+            x_nhwc = self.builder_.emit(relax.op.reshape(x_var, [1, 1, 1, depth]))
+            func, out_shape = tvm_dot.conv_prim_func(
+                (1, 1, 1, depth), x_dtype, packed.shape, dot, out_channels=channels, strides=[1, 1],
+                padding=[0, 0, 0, 0], dilation=[1, 1], pad_value=zero_eff, out_dtype="float32")
+            gv = self.builder_.add_func(func, tvm_dot.DOT_BLOCK)
+            args = [x_nhwc, relax.const(packed, "int8"), relax.const(bias_q.astype(np.int32), "int32"),
+                    relax.const(scale.astype(np.float32), "float32")]
+            out = self.builder_.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, "float32")))
+            self.report.dot_ops["matmul"] = self.report.dot_ops.get("matmul", 0) + 1
+            self.report.integer_ops["matmul"] = self.report.integer_ops.get("matmul", 0) + 1
+            return self.builder_.emit(relax.op.reshape(out, [1, channels]))
 
         def _emit_requantize(self, acc, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype):
             """(acc + bias) * m + 2**(s-1) >> s, + zero, clamp, cast: elementwise Relax ops (so layout

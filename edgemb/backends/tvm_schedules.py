@@ -87,8 +87,16 @@ def _inline_spatial(sch, keep: list) -> None:
 
 
 def _vectorize_elementwise(sch, block, lanes: int) -> None:
-    """Fuse all loops, split off the vector lanes, parallelize the rest."""
+    """Outer loops fused and parallel, the innermost (contiguous) loop vectorized: index arithmetic stays scalar,
+    once per vector. Short innermost loops (an RGB channel axis) are fused with the rest and split instead."""
     loops = sch.get_loops(block)
+    extent = int(sch.get(loops[-1]).extent)
+    candidates = [lanes * 4, lanes * 2, lanes, lanes // 2]
+    if len(loops) > 1 and extent >= 8 and _largest_divisor(extent, candidates) > 1:
+        sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
+        inner = _largest_divisor(extent, candidates)
+        sch.vectorize(loops[-1] if inner == extent else sch.split(loops[-1], [None, inner])[1])
+        return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     extent = int(sch.get(fused).extent)
     inner = _largest_divisor(extent, [lanes * 4, lanes * 2, lanes, lanes // 2, 4, 2])
