@@ -97,6 +97,11 @@ def _vectorize_elementwise(sch, block, lanes: int) -> None:
         inner = _largest_divisor(extent, candidates)
         sch.vectorize(loops[-1] if inner == extent else sch.split(loops[-1], [None, inner])[1])
         return
+    if len(loops) > 2 and extent < 8:  # NHWC with 3 channels: rows in parallel, channels outside the pixels
+        sch.parallel(sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0])
+        sch.reorder(loops[-1], loops[-2])
+        sch.unroll(loops[-1])
+        return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     extent = int(sch.get(fused).extent)
     inner = _largest_divisor(extent, [lanes * 4, lanes * 2, lanes, lanes // 2, 4, 2])
