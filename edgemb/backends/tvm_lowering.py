@@ -265,7 +265,8 @@ def _make_rewriter():
             if dot is not None and tvm_dot.eligible(w_q, groups) and tvm_dot.weights_fit(dot, w_q):
                 # The instruction's activation bytes: x - 128 when it multiplies signed bytes (the zero point too).
                 zero_eff = zero_x - 128 if x_dtype != dot.data_dtype else zero_x
-                out = self._emit_dot_conv(x_q, w_q, bias_q - zero_eff * w_sums, mantissa, shift, zero_y, q_lo, q_hi,
+                scale = np.float32(scale_x) * np.float32(scale_w) / np.float32(scale_y)  # MLAS's float32 scale
+                out = self._emit_dot_conv(x_q, w_q, bias_q - zero_eff * w_sums, scale, zero_y, q_lo, q_hi,
                                           out_dtype, strides, padding, [int(d) for d in attrs.dilation], zero_eff)
                 self.report.dot_ops[kind] = self.report.dot_ops.get(kind, 0) + 1
                 self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
@@ -286,21 +287,20 @@ def _make_rewriter():
             self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
             return out
 
-        def _emit_dot_conv(self, x_q, w_q, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype, strides,
-                           padding, dilation, pad_value):
+        def _emit_dot_conv(self, x_q, w_q, bias_q, scale, zero_y, q_lo, q_hi, out_dtype, strides, padding,
+                           dilation, pad_value):
             """The convolution and its requantize as one TE function tensorized with the target's dot product
-            (edgemb/backends/tvm_dot.py); same integer formula as the widening path."""
+            (edgemb/backends/tvm_dot.py)."""
             dot = self.dot
             packed = tvm_dot.pack_weights(w_q, dot.lanes)
             x_shape = tuple(int(d) for d in x_q.ty.shape)
             func, out_shape = tvm_dot.conv_prim_func(
                 x_shape, str(x_q.ty.dtype), packed.shape, dot, out_channels=w_q.shape[0], strides=strides,
-                padding=padding, dilation=dilation, pad_value=pad_value, lo=q_lo, hi=q_hi, out_dtype=out_dtype)
-            offset = np.left_shift(1, shift - 1) + (np.int64(zero_y) << shift)
+                padding=padding, dilation=dilation, pad_value=pad_value, zero=zero_y, lo=q_lo, hi=q_hi,
+                out_dtype=out_dtype)
             gv = self.builder_.add_func(func, tvm_dot.DOT_BLOCK)
             args = [x_q, relax.const(packed, "int8"), relax.const(bias_q.astype(np.int32), "int32"),
-                    *(relax.const(v.astype(np.int64), "int64") for v in (mantissa, offset, shift))]  # (int64
-            # numpy arrays become int32 constants unless the dtype is named)
+                    relax.const(np.asarray(scale, np.float32), "float32")]
             return self.builder_.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, out_dtype)))
 
         def _lower_matmul(self, call):
