@@ -378,12 +378,28 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
          _compile_arguments)
 def drive_compile(args: argparse.Namespace) -> int:
     """Print one line per artifact: status, size and parity."""
-    from edgemb.compile import compile_model
+    from edgemb.backends.base import needs_qdq_model
+    from edgemb.compile import compile_model, default_data, plan
+    from edgemb.data import as_data
+    from edgemb.quant.pipeline import quantize_model
+    from edgemb.targets import get_target
+    from edgemb.zoo.prepared import prepare_model
 
     _resolve_weights(args)
     warn_small_calibration(args.calib)
-    report = compile_model(args.model, args.target, args.out, args.backend, args.weights, args.sha256,
-                           args.calib, args.eval, tune_trials=args.tune_trials, budget=_budget(args))
+    budget = _budget(args)
+    target = get_target(args.target)
+    pairs = plan(target, args.backend)  # an unsupported request fails here, before any work
+    prepared = prepare_model(args.model, args.weights, args.sha256)
+    calib, eval_spec = default_data(prepared, args.calib, args.eval)
+    calibration, evaluation = as_data(calib, prepared.preprocessing), as_data(eval_spec, prepared.preprocessing)
+    qdq_model = None
+    if needs_qdq_model(pairs):  # onnxruntime/TVM int8 is the quantize stage's model, as in a deploy
+        quantize_model(prepared, calibration, args.out / "quantize", eval_spec=evaluation, budget=budget,
+                       isa=target.isa, arch=target.arch)
+        qdq_model = args.out / "quantize" / "model.int8.onnx"
+    report = compile_model(prepared, target, args.out, args.backend, calib=calibration, eval_spec=evaluation,
+                           tune_trials=args.tune_trials, qdq_model=qdq_model, budget=budget)
     for a in report["artifacts"]:
         line = f"{a['backend']:<12} {a['precision']:<5} {a['status']:<20}"
         if "size_bytes" in a:
@@ -428,7 +444,11 @@ def drive_profile(args: argparse.Namespace) -> int:
     report = profile_artifact(args.artifact, args.device, args.model, args.weights, args.data, args.runs,
                               args.warmup, args.threads, out)
     lat = report["latency"]
-    note = "  (emulated: timings are not meaningful)" if lat["emulated"] else ""
+    if lat is None:
+        print(f"{args.artifact.name}: ran {report['samples']} samples on {report['device']}; {report['note']}")
+        print(f"wrote {out}")
+        return 0
+    note = ""
     print(f"{'artifact':<28} {'device':<32} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'runs':>5}")
     print(f"{args.artifact.name:<28} {lat['device']:<32} {lat['p50_ms']:>9.3f} {lat['p90_ms']:>9.3f} "
           f"{lat['p99_ms']:>9.3f} {lat['runs']:>5}{note}")

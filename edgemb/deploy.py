@@ -23,12 +23,13 @@ from edgemb.budget import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, INCONCLUSIVE,
 from edgemb.compile import compile_model, default_data
 from edgemb.data import Data, load_data, parse_spec
 from edgemb.deploy_guard import one_run_per_folder
-from edgemb.device.devices import combine_rounds, open_device
+from edgemb.device.devices import open_device
 from edgemb.errors import EdgembError, ParityError
 from edgemb.export import export_model
 from edgemb.latency_estimate import estimate_latency
 from edgemb.metrics import parity
 from edgemb.onnx_graph import Graph
+from edgemb.profile import TIMING_ROUNDS, run_on_device
 from edgemb.quant.pipeline import quantize_model
 from edgemb.targets import Target, get_target
 from edgemb.verify import LAYER_SAMPLES, layer_table
@@ -40,7 +41,6 @@ PACKAGE = Path(__file__).resolve().parent
 TOOLS = ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "litert-torch", "ai-edge-quantizer",
          "ai-edge-litert", "tflite-micro", "apache-tvm")
 RUNNABLE = (".tflite", ".xml", ".so", ".onnx")
-TIMING_ROUNDS = 3  # interleaved timing rounds per artifact on a real device
 # An emulated board checks numerics only: one inference of MobileNetV2 at 224 takes 0.4-3 s under qemu-user, so
 # 16 samples per artifact prove the ARM build computes what the host build does (outputs compared sample by
 # sample) in about a minute each, while the accuracy verdict rests on the full evaluation set on this host.
@@ -246,63 +246,29 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
     x, y = data.x[:samples], (data.y[:samples] if data.y is not None else None)
     float_logits = prepared.float_logits(data.x)[:samples]
     threads = target.threads if device_uri == "local" else 0
-    # Timed in interleaved rounds (every artifact once per round, rotating order) so a busy spell on a shared
-    # host slows all candidates alike; the spread of the round medians says which differences are real.
-    rounds = 1 if runs == 0 else min(TIMING_ROUNDS, runs)
-    per_round = [runs // rounds + (i < runs % rounds) for i in range(rounds)]  # they add up to `runs`
-    results, timed = [], []
-    runnable = [r for r in compiled["artifacts"] if _why_not_profiled(r, compile_dir) is None]
-    what = "checking outputs (numerics only, not timed)" if device.emulated else "profiling"
-    done = 0
-    started = time.perf_counter()
+    runnable = {f"{r['backend']} {r['precision']}": compile_dir / r["path"] for r in compiled["artifacts"]
+                if _why_not_profiled(r, compile_dir) is None}
+    runs_by_name = {run.name: run for run in run_on_device(device, runnable, x, runs, warmup, threads, log)}
+    results = []
     for record in compiled["artifacts"]:
         entry = {"backend": record["backend"], "precision": record["precision"]}
-        skipped = _why_not_profiled(record, compile_dir)
-        if skipped is not None:
-            entry["skipped"] = skipped
-            results.append(entry)
-            continue
-        path = compile_dir / record["path"]
-        eta = _eta(started, done, len(runnable))
-        log(f"  {what}: {record['backend']} {record['precision']} on {device_uri}, {len(x)} samples "
-            f"({done + 1}/{len(runnable)}{eta})")
-        try:
-            measured = device.measure(path, x, per_round[0], warmup, threads)
-        except EdgembError as exc:
-            entry["error"] = (f"failed on the emulated board, so unverified for {target.name}: {exc} (qemu-user can "
-                              "refuse what the board runs: check it there with --device)" if device.emulated
-                              else str(exc))
-            results.append(entry)
-            done += 1
-            continue
-        done += 1
-        entry["device_parity"] = parity(float_logits, measured.outputs, y)
-        entry["runtime"] = measured.result.get("runtime")
-        if runs:
-            timed.append((entry, path, [measured]))
+        run = runs_by_name.get(f"{record['backend']} {record['precision']}")
+        if run is None:
+            entry["skipped"] = _why_not_profiled(record, compile_dir)
+        elif run.error is not None:
+            entry["error"] = (f"failed on the emulated board, so unverified for {target.name}: {run.error} (qemu-user "
+                              "can refuse what the board runs: check it there with --device)" if device.emulated
+                              else run.error)
+        else:
+            entry["device_parity"] = parity(float_logits, run.outputs, y)
+            entry["runtime"] = run.runtime
+            if run.latency is not None:
+                entry["latency"] = run.latency
         results.append(entry)
-    for r in range(1, rounds):
-        log(f"  timing round {r + 1}/{rounds}: {len(timed)} artifact(s), {per_round[r]} runs each")
-        for entry, path, measurements in timed[r % len(timed):] + timed[:r % len(timed)]:
-            if "error" not in entry:
-                try:
-                    measurements.append(device.measure(path, x[:1], per_round[r], warmup, threads))
-                except EdgembError as exc:
-                    entry["error"] = str(exc)
-    for entry, _, measurements in timed:
-        if "error" not in entry:
-            entry["latency"] = combine_rounds(measurements)
     write_json(folder / "profile.json", {"device": device_uri, "artifacts": results})
+    rounds = 1 if runs == 0 else min(TIMING_ROUNDS, runs)
     return {"device": device_uri, "emulated": device.emulated, "samples": len(x), "runs": runs,
             "rounds": rounds, "threads": threads, "artifacts": results}
-
-
-def _eta(started: float, done: int, total: int) -> str:
-    """`, ETA 2 min` once one item has finished, from the mean time per item so far."""
-    if done == 0:
-        return ""
-    left = (time.perf_counter() - started) / done * (total - done)
-    return f", ETA {left / 60:.1f} min" if left >= 60 else f", ETA {left:.0f} s"
 
 
 def _why_not_profiled(record: dict[str, Any], compile_dir: Path) -> str | None:

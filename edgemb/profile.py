@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +13,71 @@ import numpy as np
 
 from edgemb.artifacts import check_output_file, write_json
 from edgemb.data import load_data
-from edgemb.device.devices import open_device
+from edgemb.device.devices import Device, Measurement, combine_rounds, open_device
 from edgemb.errors import EdgembError
 from edgemb.zoo.weights import prepare_model
 
 PROFILE_SAMPLES = 16
+TIMING_ROUNDS = 3  # interleaved timing rounds per artifact on a real device
+
+
+@dataclass
+class DeviceRun:
+    """One artifact on one device: its outputs on every input, the runtime, and the combined latency (when
+    timed) or the device's error."""
+
+    name: str
+    path: Path
+    outputs: np.ndarray | None = None
+    runtime: str | None = None
+    latency: dict[str, Any] | None = None
+    error: str | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+
+
+def eta_text(started: float, done: int, total: int) -> str:
+    """`, ETA 2.0 min` once one item has finished, from the mean time per item so far."""
+    if done == 0:
+        return ""
+    left = (time.perf_counter() - started) / done * (total - done)
+    return f", ETA {left / 60:.1f} min" if left >= 60 else f", ETA {left:.0f} s"
+
+
+def run_on_device(device: Device, artifacts: dict[str, Path], x: np.ndarray, runs: int, warmup: int, threads: int,
+                  log: Callable[[str], None] = print) -> list[DeviceRun]:
+    """Every artifact's outputs on `x`, then `runs` timed inferences each (none when `runs` is 0).
+
+    Timed in interleaved rounds (every artifact once per round, rotating order) so a busy spell on a shared
+    host slows all candidates alike; the spread of the round medians says which differences are real.
+    """
+    rounds = 1 if runs == 0 else min(TIMING_ROUNDS, runs)
+    per_round = [runs // rounds + (i < runs % rounds) for i in range(rounds)]  # they add up to `runs`
+    what = "checking outputs (not timed)" if runs == 0 else "profiling"
+    results = [DeviceRun(name, path) for name, path in artifacts.items()]
+    started = time.perf_counter()
+    for i, run in enumerate(results):
+        log(f"  {what}: {run.name} on {device.uri}, {len(x)} samples ({i + 1}/{len(results)}"
+            f"{eta_text(started, i, len(results))})")
+        try:
+            measured = device.measure(run.path, x, per_round[0], warmup, threads)
+        except EdgembError as exc:
+            run.error = str(exc)
+            continue
+        run.outputs, run.runtime = measured.outputs, measured.result.get("runtime")
+        run.measurements.append(measured)
+    timed = [r for r in results if r.error is None and runs]
+    for r in range(1, rounds):
+        log(f"  timing round {r + 1}/{rounds}: {len(timed)} artifact(s), {per_round[r]} runs each")
+        for run in timed[r % len(timed):] + timed[:r % len(timed)]:
+            if run.error is None:
+                try:
+                    run.measurements.append(device.measure(run.path, x[:1], per_round[r], warmup, threads))
+                except EdgembError as exc:
+                    run.error = str(exc)
+    for run in timed:
+        if run.error is None:
+            run.latency = combine_rounds(run.measurements)
+    return results
 
 
 def model_of(artifact: Path) -> tuple[str, str | None]:
@@ -51,10 +114,16 @@ def profile_artifact(artifact: Path, device: str | None, model: str | None = Non
     if model is None:
         model, weights = model_of(artifact)
     inputs = profile_inputs(model, weights, data)
-    measurement = target_device.measure(artifact, inputs, runs, warmup, threads)
+    if target_device.emulated:  # an emulator proves numerics, never speed: outputs only
+        runs = warmup = 0
+    (run,) = run_on_device(target_device, {artifact.name: artifact}, inputs, runs, warmup, threads)
+    if run.error is not None:
+        raise EdgembError(run.error)
     report = {"stage": "profile", "artifact": str(artifact), "model": model, "data": data,
-              "latency": measurement.latency(), "runtime": measurement.result.get("runtime"),
-              "arch": measurement.result.get("arch")}
+              "latency": run.latency, "runtime": run.runtime, "arch": run.measurements[0].result.get("arch"),
+              "device": target_device.uri, "samples": len(inputs),
+              "note": "emulated: outputs checked, not timed (an emulator says nothing about the board's speed)"
+              if target_device.emulated else ""}
     if out is not None:
         write_json(out, report)
     return report
