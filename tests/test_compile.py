@@ -11,19 +11,22 @@ from edgemb.backends import BACKENDS
 from edgemb.compile import compile_model
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
+from edgemb.quant.pipeline import DEFAULT_METHOD
 from edgemb.zoo.prepared import prepare_model
+from tests.stages import qdq_model
 
 SMALL = {"calib": "fashion-mnist:train:128", "eval_spec": "fashion-mnist:test:500"}
 
 
 @pytest.fixture(scope="module")
 def x86_build(tmp_path_factory):
-    out = tmp_path_factory.mktemp("c") / "x86"
-    return out, compile_model("v1_0.25", "x86", out, **SMALL)
+    root = tmp_path_factory.mktemp("c")
+    qdq = qdq_model("v1_0.25", "x86", root / "quantize", SMALL["calib"])
+    return root / "x86", compile_model("v1_0.25", "x86", root / "x86", qdq_model=qdq, **SMALL), qdq
 
 
 def test_x86_builds_and_verifies_every_artifact(x86_build):
-    out, report = x86_build
+    out, report, _ = x86_build
     assert json.loads((out / "compile.json").read_text()) == report
     built = {(a["backend"], a["precision"]): a for a in report["artifacts"]}
     assert set(built) == {(b, p) for b in ("onnxruntime", "openvino", "tflite", "tvm") for p in ("fp32", "int8")}
@@ -36,6 +39,33 @@ def test_x86_builds_and_verifies_every_artifact(x86_build):
     int8_kernels = built[("openvino", "int8")]["kernel_precisions"]
     assert int8_kernels.get("u8", 0) + int8_kernels.get("i8", 0) > int8_kernels.get("f32", 0), \
         "OpenVINO must run the int8 IR's convolutions in integer precision"
+
+
+def test_onnxruntime_int8_is_the_quantize_stage_model_byte_for_byte(x86_build):
+    out, report, qdq = x86_build
+    (ort,) = [a for a in report["artifacts"] if (a["backend"], a["precision"]) == ("onnxruntime", "int8")]
+    assert (out / ort["path"]).read_bytes() == qdq.read_bytes()
+
+
+def test_onnxruntime_int8_without_the_quantize_stage_model_is_a_clear_failure_not_a_second_recipe(tmp_path):
+    report = compile_model("v1_0.25", "x86", tmp_path / "o", backend="onnxruntime", calib=SMALL["calib"])
+    built = {a["precision"]: a for a in report["artifacts"]}
+    assert built["fp32"]["status"] == "ok"
+    assert built["int8"]["status"] == "failed" and "path" not in built["int8"]
+    assert "quantize stage's QDQ model" in built["int8"]["detail"] and "edgemb quantize" in built["int8"]["detail"]
+
+
+def test_standalone_compile_quantizes_through_the_quantize_stage(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert cli.main(["compile", "v1_0.25", "--weights", "ref", "--target", "x86", "--backend", "onnxruntime",
+                     "--calib", "fashion-mnist:train:64", "--eval", "fashion-mnist:test:100", "--out", str(out)]) == 0
+    quantized = json.loads((out / "quantize" / "quantize.json").read_text())
+    assert quantized["stage"] == "quantize" and quantized["calibration"]["n"] == 64
+    assert quantized["settings"]["method"] == DEFAULT_METHOD and quantized["isa"]["weight_max"] in (63, 127)
+    report = json.loads((out / "compile.json").read_text())
+    (ort,) = [a for a in report["artifacts"] if a["precision"] == "int8"]
+    assert ort["status"] == "ok"
+    assert (out / ort["path"]).read_bytes() == (out / "quantize" / "model.int8.onnx").read_bytes()
 
 
 def test_ncs2_gets_an_fp16_ir_and_a_needs_device_status(tmp_path):

@@ -20,6 +20,7 @@ from edgemb.errors import EdgembError
 from edgemb.evaluate import predict
 from edgemb.zoo.prepared import prepare_model
 from tests.servers import rpc_server, rpc_tracker, sshd, x86_rpc_server_command
+from tests.stages import qdq_model
 
 MODEL = "v1_0.25"
 EVAL = "fashion-mnist:test:200"
@@ -29,8 +30,10 @@ EVAL = "fashion-mnist:test:200"
 def built(tmp_path_factory):
     """One x86 build (TVM + TFLite, verified here) and one rpi4 TVM build (cross-compiled)."""
     root = tmp_path_factory.mktemp("devices")
-    x86 = compile_model(MODEL, "x86", root / "x86", backend="tvm", eval_spec=EVAL)
-    rpi4 = compile_model(MODEL, "rpi4", root / "rpi4", backend="tvm", eval_spec=EVAL)
+    x86 = compile_model(MODEL, "x86", root / "x86", backend="tvm", eval_spec=EVAL,
+                        qdq_model=qdq_model(MODEL, "x86", root / "quantize-x86"))
+    rpi4 = compile_model(MODEL, "rpi4", root / "rpi4", backend="tvm", eval_spec=EVAL,
+                         qdq_model=qdq_model(MODEL, "rpi4", root / "quantize-rpi4"))
     tflite = compile_model(MODEL, "x86", root / "tflite", backend="tflite", eval_spec=EVAL)
     prepared = prepare_model(MODEL, "ref")
     inputs = load_data("fashion-mnist:test:8", prepared.preprocessing).x

@@ -18,6 +18,7 @@ from edgemb.evaluate import predict
 from edgemb.metrics import parity
 from edgemb.zoo.prepared import prepare_model
 from tests.servers import free_port, rpc_server, rpc_tracker
+from tests.stages import qdq_model
 
 pytestmark = pytest.mark.slow
 MODEL = "v2_1.0"
@@ -28,8 +29,10 @@ FLOAT_ARTIFACTS = {"tflite": "model.fp32.tflite", "tvm": "model.tvm.so", "openvi
 @pytest.fixture(scope="module")
 def rpi4_build(tmp_path_factory):
     root = tmp_path_factory.mktemp("rpi4")
+    qdq = qdq_model(MODEL, "rpi4", root / "quantize")  # TVM's int8 library lowers the quantize stage's model
     for backend in FLOAT_ARTIFACTS:
-        compile_model(MODEL, "rpi4", root / backend, backend=backend, eval_spec="fashion-mnist:test:16")
+        compile_model(MODEL, "rpi4", root / backend, backend=backend, eval_spec="fashion-mnist:test:16",
+                      qdq_model=qdq)
     prepared = prepare_model(MODEL, "ref")
     data = load_data(EMULATED_EVAL, prepared.preprocessing)
     return root, data, predict(prepared.model, data.x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +21,15 @@ DEVICE_NOT_AVAILABLE = "device-not-available"
 DOES_NOT_FIT = "does-not-fit"
 BACKEND_MISSING = "backend-missing"
 FAILED = "failed"
+# Backends whose int8 artifact is built from the quantize stage's QDQ model, passed as options["qdq_model"]: a
+# stage that plans one of these at int8 runs edgemb.quant.pipeline.quantize_model first (deploy, compile, the
+# task check), so "onnxruntime int8" or "tvm int8" names one model whoever builds it.
+QDQ_BACKENDS = ("onnxruntime", "tvm")
+
+
+def needs_qdq_model(pairs: Iterable[tuple[str, str]]) -> bool:
+    """Whether building these (backend, precision) pairs needs the quantize stage's QDQ model."""
+    return any(backend in QDQ_BACKENDS and precision == "int8" for backend, precision in pairs)
 
 
 @dataclass

@@ -1,20 +1,22 @@
-"""onnxruntime: the simplified float ONNX and edgemb's own QDQ int8 model (per-channel, default method)."""
+"""onnxruntime: the simplified float ONNX, and for int8 the QDQ model of edgemb's quantize stage."""
 
 from __future__ import annotations
 
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edgemb.backends.base import Artifact, BuildInputs, importable
 from edgemb.errors import EdgembError
-from edgemb.onnx_graph import Graph, session
-from edgemb.quant.isa import choose_scheme
-from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
-from edgemb.quant.ranges import DEFAULT_METHOD, choose_range, collect_stats
+from edgemb.onnx_graph import session
 from edgemb.targets import Target
+
+# "onnxruntime int8" has one meaning: the model edgemb's quantize stage wrote (edgemb.quant.pipeline), which
+# compile and deploy pass in as options["qdq_model"]; the backend holds no second int8 recipe.
+QDQ_MODEL_NEEDED = ("onnxruntime int8 runs the quantize stage's QDQ model and none was passed: run `edgemb quantize "
+                    "MODEL --out DIR` (or quantize_model) and pass DIR/model.int8.onnx as qdq_model; `edgemb compile` "
+                    "and `edgemb deploy` do this themselves")
 
 
 class OnnxRuntimeRunner:
@@ -44,21 +46,14 @@ class OnnxRuntimeBackend:
         return importable(("onnxruntime",), "onnxruntime")
 
     def build(self, inputs: BuildInputs, target: Target, precision: str, out_dir: Path) -> Artifact:
-        """fp32: the simplified graph as is; int8: QDQ from our quantizer (per-channel weights, mse ranges)."""
+        """fp32: the simplified graph as is; int8: the quantize stage's QDQ model, never a recipe of its own."""
         path = out_dir / f"model.{precision}.onnx"
         if precision == "fp32":
             shutil.copyfile(inputs.float_onnx, path)
-        elif precision == "int8" and inputs.options.get("qdq_model"):
-            shutil.copyfile(inputs.options["qdq_model"], path)  # the quantize stage's model (budget applied)
         elif precision == "int8":
-            graph = Graph.load(inputs.float_onnx)
-            names = activation_tensors(graph)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                stats = collect_stats(graph.model, inputs.calibration, names, histograms=True)
-            ranges = {n: choose_range(stats[n], DEFAULT_METHOD) for n in names}
-            scheme = choose_scheme(target.isa, target.arch)  # 7-bit weights where u8 x s8 kernels saturate
-            Graph(build_qdq(graph, ranges, QuantConfig(weight_max=scheme.weight_max))).save(path)
+            if not inputs.options.get("qdq_model"):
+                raise EdgembError(QDQ_MODEL_NEEDED)
+            shutil.copyfile(inputs.options["qdq_model"], path)  # the quantize stage's model (budget applied)
         else:
             raise EdgembError(f"onnxruntime backend cannot build precision {precision!r}")
         return Artifact(self.name, precision, path)

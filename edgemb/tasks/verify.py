@@ -20,11 +20,12 @@ import numpy as np
 
 from edgemb.artifacts import staged_output, tool_versions, write_json
 from edgemb.backends import BACKENDS, BuildInputs
-from edgemb.backends.base import OK
+from edgemb.backends.base import OK, needs_qdq_model
 from edgemb.data import load_data
 from edgemb.errors import EdgembError, ParityError
 from edgemb.export import export_simplified
 from edgemb.hostinfo import host_cpu
+from edgemb.quant.pipeline import quantize_model
 from edgemb.targets import get_target
 from edgemb.tasks import task_for, task_parity, torch_outputs
 from edgemb.tasks.detection import Detections
@@ -86,7 +87,11 @@ def verify_task(model: str, weights: str | None, data_spec: str, calib_spec: str
     with staged_output(out_dir) as stage, tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         float_onnx = export_simplified(prepared.model, prepared.spec.resolution, stage / "model.float.onnx")
-        inputs = BuildInputs(prepared, float_onnx, calibration.x, stage, scratch)
+        options = {}
+        if needs_qdq_model(artifacts):  # int8 is the quantize stage's model, as in compile and deploy
+            quantize_model(prepared, calibration, scratch / "quantize", isa=target.isa, arch=target.arch)
+            options["qdq_model"] = scratch / "quantize" / "model.int8.onnx"
+        inputs = BuildInputs(prepared, float_onnx, calibration.x, stage, scratch, options)
         for backend_name, precision in artifacts:
             backend = BACKENDS[backend_name]
             ok, why = backend.available()

@@ -1,0 +1,24 @@
+"""The quantize stage's QDQ model for tests that call compile_model directly.
+
+onnxruntime and TVM build int8 from the quantize stage's model only (edgemb.backends.base.QDQ_BACKENDS), as
+`edgemb compile` and `edgemb deploy` pass it; a test that calls compile_model on its own makes it the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgemb.compile import default_data
+from edgemb.data import as_data
+from edgemb.quant.pipeline import quantize_model
+from edgemb.targets import get_target
+from edgemb.zoo.prepared import prepare_model
+
+
+def qdq_model(model: str, target: str, folder: Path, calib: str | None = None, weights: str = "ref") -> Path:
+    """quantize_model for `target`'s integer kernels on the compile's calibration data; the model.int8.onnx path."""
+    prepared = prepare_model(model, weights)
+    calib_spec, _ = default_data(prepared, calib, None)
+    board = get_target(target)
+    quantize_model(prepared, as_data(calib_spec, prepared.preprocessing), folder, isa=board.isa, arch=board.arch)
+    return folder / "model.int8.onnx"
