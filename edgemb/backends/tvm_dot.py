@@ -35,6 +35,8 @@ import numpy as np
 
 DOT_BLOCK = "conv2d_nhwc_dot"
 EPILOGUE_BLOCK = "requantize"
+DEPTHWISE_BLOCK = "depthwise_nhwc"
+ATTR_DEPTHWISE = "edgemb.depthwise"
 ATTR_INTRIN = "edgemb.dot_intrin"
 ATTR_LANES = "edgemb.dot_lanes"
 ATTR_REGISTERS = "edgemb.dot_registers"
@@ -141,7 +143,7 @@ def conv_prim_func(x_shape: tuple[int, ...], x_dtype: str, packed_shape: tuple[i
     rounded to nearest even, plus the output zero point, clamped to [lo, hi] (the folded activation) and
     narrowed; 16 float lanes per AVX-512 register, where an int64 fixed-point multiply gets 8. With a float32
     `out_dtype` (a classifier whose logits leave the network in float) it returns (acc + bias) x scale."""
-    from tvm import te, tirx, topi
+    from tvm import te, topi
 
     x = te.placeholder(x_shape, x_dtype, name="x")
     w = te.placeholder(packed_shape, "int8", name="w")
@@ -167,20 +169,98 @@ def conv_prim_func(x_shape: tuple[int, ...], x_dtype: str, packed_shape: tuple[i
             * w[ry, rx, o, rc, i, rci].astype("int32"), axis=[ry, rx, rc, rci]),
         name=DOT_BLOCK)
 
-    def dequantize(b, y, xx, o):
-        return (acc[b, y, xx, o // lanes, o % lanes] + bias[o]).astype("float32") * scale[o]
-
-    def requantize(b, y, xx, o):
-        value = tirx.nearbyint(dequantize(b, y, xx, o)) + tirx.const(float(zero), "float32")
-        value = tirx.min(tirx.max(value, tirx.const(float(lo), "float32")), tirx.const(float(hi), "float32"))
-        return value.astype("int32").astype(out_dtype)
-
-    epilogue = dequantize if out_dtype == "float32" else requantize
+    epilogue = _epilogue(lambda b, y, xx, o: acc[b, y, xx, o // lanes, o % lanes], bias, scale, zero, lo, hi,
+                         out_dtype)
     out = te.compute((n, out_h, out_w, out_channels), epilogue, name=EPILOGUE_BLOCK)
     func = te.create_prim_func([x, w, bias, scale, out])
     attrs = {ATTR_INTRIN: kernel.intrin, ATTR_LANES: lanes, ATTR_REGISTERS: kernel.registers,
              "op_pattern": OP_PATTERN_OPAQUE}
     return func.without_attr("global_symbol").with_attrs(attrs), [n, out_h, out_w, out_channels]
+
+
+def _epilogue(acc, bias, scale, zero: int, lo: int, hi: int, out_dtype: str):
+    """MLAS's requantize on an int32 accumulator: float32(acc + bias) x scale, nearest even, + zero, clamp."""
+    from tvm import tirx
+
+    def dequantize(*index):
+        return (acc(*index) + bias[index[-1]]).astype("float32") * scale[index[-1]]
+
+    def requantize(*index):
+        value = tirx.nearbyint(dequantize(*index)) + tirx.const(float(zero), "float32")
+        value = tirx.min(tirx.max(value, tirx.const(float(lo), "float32")), tirx.const(float(hi), "float32"))
+        return value.astype("int32").astype(out_dtype)
+
+    return dequantize if out_dtype == "float32" else requantize
+
+
+def depthwise_prim_func(x_shape: tuple[int, ...], x_dtype: str, kernel_size: tuple[int, int], *,
+                        strides: list[int], padding: list[int], dilation: list[int], pad_value: int, zero: int,
+                        lo: int, hi: int, out_dtype: str, lanes: int):
+    """(TE function (x, weights [KH, KW, C], int32 bias, float32 scale) -> NHWC output, the output's shape).
+
+    Depthwise products fit int16 (255 x 128 < 2**15), so they are formed in 16-bit lanes and only widened to
+    accumulate; the epilogue is the dot convolutions' (MLAS's requantize). Scheduled by `schedule_depthwise`."""
+    from tvm import te, topi
+
+    n, height, width, channels = x_shape
+    kh, kw = kernel_size
+    x = te.placeholder(x_shape, x_dtype, name="x")
+    w = te.placeholder((kh, kw, channels), "int8", name="w")
+    bias = te.placeholder((channels,), "int32", name="bias")
+    scale = te.placeholder((channels,), "float32", name="scale")
+    top, left, bottom, right = padding
+    data = x
+    if any(padding):
+        data = topi.nn.pad(x, [0, top, left, 0], [0, bottom, right, 0], pad_value=pad_value, name="pad")
+    (sh, sw), (dh, dw) = strides, dilation
+    out_h = (height + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + left + right - dw * (kw - 1) - 1) // sw + 1
+    ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+    acc = te.compute(
+        (n, out_h, out_w, channels),
+        lambda b, y, xx, c: te.sum(
+            (data[b, y * sh + ry * dh, xx * sw + rx * dw, c].astype("int16") * w[ry, rx, c].astype("int16"))
+            .astype("int32"), axis=[ry, rx]),
+        name=DEPTHWISE_BLOCK)
+    out = te.compute((n, out_h, out_w, channels), _epilogue(acc, bias, scale, zero, lo, hi, out_dtype),
+                     name=EPILOGUE_BLOCK)
+    func = te.create_prim_func([x, w, bias, scale, out])
+    attrs = {ATTR_DEPTHWISE: 1, ATTR_LANES: lanes, "op_pattern": OP_PATTERN_OPAQUE}
+    return func.without_attr("global_symbol").with_attrs(attrs), [n, out_h, out_w, channels]
+
+
+def schedule_depthwise(sch, lanes: int) -> None:
+    """A tile of output pixels x a channel block accumulates over the window (channels in vector lanes, the
+    pixels unrolled); the requantize runs on the tile; each output row pads the few input rows it reads."""
+    conv = sch.get_sblock(DEPTHWISE_BLOCK)
+    epilogue = sch.get_sblock(EPILOGUE_BLOCK)
+    n, y, x, c, ry, rx = sch.get_loops(conv)
+    width, channels = int(sch.get(x).extent), int(sch.get(c).extent)
+    xi_extent = next(d for d in (4, 7, 2, 1) if width % d == 0)
+    block = next((d for d in (lanes * 2, lanes, lanes // 2, 4, 2) if d > 1 and channels % d == 0), 1)
+    xo, xi = sch.split(x, [None, xi_extent])
+    co, ci = sch.split(c, [None, block])
+    sch.reorder(n, y, xo, co, ry, rx, xi, ci)
+    sch.reverse_compute_at(epilogue, co, preserve_unit_loops=True)
+    rows = sch.fuse(n, y)
+    sch.parallel(rows)
+    init = sch.decompose_reduction(conv, ry)
+    sch.unroll(xi)
+    init_loops = sch.get_loops(init)
+    sch.vectorize(init_loops[-1])
+    sch.unroll(init_loops[-2])
+    out_loops = sch.get_loops(epilogue)
+    sch.unroll(out_loops[-2])
+    sch.vectorize(out_loops[-1])
+    try:
+        pad = sch.get_sblock("pad")
+    except Exception:  # no padding (a 1x1 window or a valid convolution)
+        return
+    sch.compute_at(pad, rows, preserve_unit_loops=True)
+    loops = sch.get_loops(pad)
+    inner = next((d for d in (lanes * 4, lanes * 2, lanes) if channels % d == 0), 0)
+    if inner:
+        sch.vectorize(loops[-1] if inner == channels else sch.split(loops[-1], [None, inner])[1])
 
 
 def _largest_divisor(extent: int, limit: int) -> int:

@@ -271,6 +271,12 @@ def _make_rewriter():
                 self.report.dot_ops[kind] = self.report.dot_ops.get(kind, 0) + 1
                 self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
                 return out
+            if dot is not None and kind.startswith("depthwise"):
+                scale = np.float32(scale_x) * np.float32(scale_w) / np.float32(scale_y)
+                out = self._emit_depthwise(x_q, w_q, bias_q - zero_x * w_sums, scale, zero_y, q_lo, q_hi, out_dtype,
+                                           strides, padding, [int(d) for d in attrs.dilation], zero_x)
+                self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
+                return out
             if zero_x != 0 and any(padding):
                 # QDQ pads the dequantized input with 0.0, i.e. the quantized input with its zero point.
                 top, left, bottom, right = padding
@@ -300,6 +306,20 @@ def _make_rewriter():
                 out_dtype=out_dtype)
             gv = self.builder_.add_func(func, tvm_dot.DOT_BLOCK)
             args = [x_q, relax.const(packed, "int8"), relax.const(bias_q.astype(np.int32), "int32"),
+                    relax.const(np.asarray(scale, np.float32), "float32")]
+            return self.builder_.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, out_dtype)))
+
+        def _emit_depthwise(self, x_q, w_q, bias_q, scale, zero_y, q_lo, q_hi, out_dtype, strides, padding,
+                            dilation, pad_value):
+            """A depthwise convolution and its requantize as one TE function with its own vectorized schedule."""
+            x_shape = tuple(int(d) for d in x_q.ty.shape)
+            func, out_shape = tvm_dot.depthwise_prim_func(
+                x_shape, str(x_q.ty.dtype), tuple(w_q.shape[2:]), strides=strides, padding=padding,
+                dilation=dilation, pad_value=pad_value, zero=zero_y, lo=q_lo, hi=q_hi, out_dtype=out_dtype,
+                lanes=self.dot.lanes)
+            gv = self.builder_.add_func(func, tvm_dot.DEPTHWISE_BLOCK)
+            weights = np.ascontiguousarray(w_q[:, 0].transpose(1, 2, 0))  # [C, 1, KH, KW] -> [KH, KW, C]
+            args = [x_q, relax.const(weights, "int8"), relax.const(bias_q.astype(np.int32), "int32"),
                     relax.const(np.asarray(scale, np.float32), "float32")]
             return self.builder_.emit(relax.call_tir(gv, args, relax.TensorType(out_shape, out_dtype)))
 

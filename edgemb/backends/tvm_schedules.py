@@ -43,14 +43,21 @@ def _dot_rule():
     from edgemb.backends import tvm_dot
 
     class DotConv(CPUScheduleRule):
-        """The lowering's dot-product convolutions: tensorized with the intrinsic their function names."""
+        """The lowering's dot-product convolutions (tensorized with the intrinsic their function names) and its
+        depthwise convolutions."""
 
         def apply(self, func, target, _tunable):
-            if not self.is_target_available(target) or func.attrs is None or tvm_dot.ATTR_INTRIN not in func.attrs:
+            if not self.is_target_available(target) or func.attrs is None:
                 return None
-            sch = Schedule(func)
-            tvm_dot.schedule(sch, str(func.attrs[tvm_dot.ATTR_INTRIN]), int(func.attrs[tvm_dot.ATTR_REGISTERS]))
-            return sch
+            if tvm_dot.ATTR_INTRIN in func.attrs:
+                sch = Schedule(func)
+                tvm_dot.schedule(sch, str(func.attrs[tvm_dot.ATTR_INTRIN]), int(func.attrs[tvm_dot.ATTR_REGISTERS]))
+                return sch
+            if tvm_dot.ATTR_DEPTHWISE in func.attrs:
+                sch = Schedule(func)
+                tvm_dot.schedule_depthwise(sch, vector_lanes(target))
+                return sch
+            return None
 
     return DotConv()
 
@@ -113,6 +120,20 @@ def _vectorize_elementwise(sch, block, lanes: int) -> None:
         sch.parallel(fused)
 
 
+def _pad_per_row(sch, block, rows, lanes: int) -> None:
+    """Pad inside the row loop (the few input rows one output row reads, while they are in cache) instead of
+    a whole padded copy of the input per layer; a padding block that cannot move gets its own loop nest."""
+    try:
+        sch.compute_at(block, rows, preserve_unit_loops=True)
+        loops = sch.get_loops(block)[1:]
+        channels = int(sch.get(loops[-1]).extent)
+        inner = _largest_divisor(channels, [lanes * 4, lanes * 2, lanes, lanes // 2])
+        if inner > 1:
+            sch.vectorize(loops[-1] if inner == channels else sch.split(loops[-1], [None, inner])[1])
+    except Exception:  # pad as a separate parallel, vectorized loop nest
+        _vectorize_elementwise(sch, block, lanes)
+
+
 def _conv_rule():
     from tvm.s_tir import Schedule
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -168,8 +189,8 @@ def _conv_rule():
             sch.unroll(out_loops[-2])  # rows xo fo | n' y' x' f': the tile's pixels and channels
             sch.vectorize(out_loops[-1])
             for block in _blocks(sch):
-                if _has_condition(sch, block):  # padding: its own parallel, vectorized loop nest
-                    _vectorize_elementwise(sch, block, lanes)
+                if _has_condition(sch, block):  # padding: the rows one output row reads, padded in cache
+                    _pad_per_row(sch, block, rows, lanes)
             return sch
 
     return NhwcConv()
