@@ -226,7 +226,8 @@ def test_host_mobilenet_library_uses_the_dot_product_instruction(tmp_path):
         pytest.skip("this host has no int8 dot-product instruction TVM can use")
     mod, report = import_onnx(mobilenet_qdq(tmp_path), host_spec(), integer=True)
     assert report.dot_ops.get("pointwise", 0) + report.dot_ops.get("pointwise-strided", 0) >= 30, report.as_dict()
-    assert "full" not in report.dot_ops and "depthwise" not in report.dot_ops  # RGB stem, depthwise: own kernels
+    assert report.dot_ops.get("full-strided") == 1  # the RGB stem, given a zero-weight 4th channel
+    assert report.integer_ops["depthwise"] >= 10 and "depthwise" not in report.dot_ops  # its own kernel
     compile_library(mod, host_spec(), None, tmp_path / "v2.so")
     assert kernel.instruction in mnemonics(disassembly(tmp_path / "v2.so"))
 
@@ -275,6 +276,8 @@ def test_residual_add_is_integer_and_exact(tmp_path):
 def test_hard_swish_and_squeeze_excitation_match(tmp_path):
     ours, theirs, scale, ops = integer_vs_onnxruntime(HardSwishSE(), tmp_path)
     assert ops.get("full", 0) == 1 and ops.get("pointwise", 0) >= 3, ops  # SE convs and projection lowered
+    if host_kernel() is not None:  # the 3-channel conv padded to 4 channels for the dot product
+        assert integer_vs_onnxruntime.last[0].dot_ops.get("full") == 1
     assert_within_one_step(ours, theirs, scale)
 
 
@@ -363,4 +366,13 @@ def test_classifier_matmul_runs_on_the_dot_product_kernel(tmp_path):
         pytest.skip("this host has no int8 dot-product instruction TVM can use")
     ours, theirs, scale, ops = integer_vs_onnxruntime(Classifier(), tmp_path)
     assert integer_vs_onnxruntime.last[0].dot_ops.get("matmul") == 1, ops
+    assert_within_one_step(ours, theirs, scale)
+
+
+def test_int8_activations_enter_the_unsigned_dot_product_shifted(tmp_path):
+    """int8 activations on VNNI/AVX2 (u8 x s8) enter as x + 128 with the zero point moved alike: still exact."""
+    if host_kernel() is None or host_kernel().data_dtype != "uint8":
+        pytest.skip("no unsigned-byte dot product on this host")
+    ours, theirs, scale, _ = integer_vs_onnxruntime(Pointwise(), tmp_path, "int8")
+    assert integer_vs_onnxruntime.last[0].dot_ops == {"full": 1, "pointwise": 1}
     assert_within_one_step(ours, theirs, scale)

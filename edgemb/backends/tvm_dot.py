@@ -119,6 +119,14 @@ def weights_fit(kernel: DotKernel, w_q: np.ndarray) -> bool:
     return int(pairs.max(initial=0)) <= PAIR_SUM_LIMIT
 
 
+def byte_offset(x_dtype: str, kernel: DotKernel) -> int:
+    """What the kernel adds to each activation byte (and so to its zero point): -128 for uint8 data on a
+    signed-byte instruction, +128 for int8 data on an unsigned one, else 0."""
+    if x_dtype == kernel.data_dtype:
+        return 0
+    return -128 if kernel.data_dtype == "int8" else 128
+
+
 def pack_weights(w_q: np.ndarray, lanes: int) -> np.ndarray:
     """OIHW int8 weights -> [KH, KW, ceil(O/L), I/4, L, 4], output channels padded with zeros."""
     out_channels, in_channels, kh, kw = w_q.shape
@@ -150,8 +158,10 @@ def conv_prim_func(x_shape: tuple[int, ...], x_dtype: str, packed_shape: tuple[i
     bias = te.placeholder((out_channels,), "int32", name="bias")
     scale = te.placeholder((out_channels,), "float32", name="scale")
     data = x
-    if x_dtype != kernel.data_dtype:  # uint8 -> int8 for signed-byte instructions: x - 128
-        data = te.compute(x_shape, lambda *i: (x(*i).astype("int16") - 128).astype("int8"), name="to_int8")
+    if x_dtype != kernel.data_dtype:  # the instruction's bytes: x - 128 (uint8 -> int8) or x + 128 (back)
+        offset = -128 if kernel.data_dtype == "int8" else 128
+        data = te.compute(x_shape, lambda *i: (x(*i).astype("int16") + offset).astype(kernel.data_dtype),
+                          name="convert")
     top, left, bottom, right = padding
     if any(padding):
         data = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], pad_value=pad_value, name="pad")
@@ -295,7 +305,7 @@ def schedule(sch, intrin: str, registers: int) -> None:
     sch.unroll(out_loops[-2])
     with contextlib.suppress(Exception):  # a partial last block (channels not a multiple of the tile) is left
         sch.vectorize(out_loops[-1])  # to LLVM's loop vectorizer
-    for name in ("to_int8", "pad"):
+    for name in ("convert", "pad"):
         try:
             block = sch.get_sblock(name)
         except Exception:  # this function has no such stage

@@ -262,9 +262,14 @@ def _make_rewriter():
             w_sums = w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
             x_dtype = str(x_q.ty.dtype)
             dot = self.dot
+            if dot is not None and groups == 1 and w_q.shape[1] % 4 and tvm_dot.weights_fit(dot, w_q):
+                # The RGB stem: a zero-weight 4th channel (holding the zero point) makes it dot-product shaped.
+                extra = -w_q.shape[1] % 4
+                x_q = self.builder_.emit(relax.op.nn.pad(x_q, [0, 0, 0, 0, 0, 0, 0, extra], pad_value=float(zero_x)))
+                w_q = np.concatenate([w_q, np.zeros((channels, extra, *w_q.shape[2:]), np.int8)], axis=1)
             if dot is not None and tvm_dot.eligible(w_q, groups) and tvm_dot.weights_fit(dot, w_q):
-                # The instruction's activation bytes: x - 128 when it multiplies signed bytes (the zero point too).
-                zero_eff = zero_x - 128 if x_dtype != dot.data_dtype else zero_x
+                # The instruction's activation bytes: x -/+ 128 when its signedness differs (the zero point too).
+                zero_eff = zero_x + tvm_dot.byte_offset(x_dtype, dot)
                 scale = np.float32(scale_x) * np.float32(scale_w) / np.float32(scale_y)  # MLAS's float32 scale
                 out = self._emit_dot_conv(x_q, w_q, bias_q - zero_eff * w_sums, scale, zero_y, q_lo, q_hi,
                                           out_dtype, strides, padding, [int(d) for d in attrs.dilation], zero_eff)
@@ -356,7 +361,7 @@ def _make_rewriter():
                 return None
             x_dtype = str(x_var.ty.dtype)
             zero = int(zero_x.reshape(()))
-            zero_eff = zero - 128 if x_dtype != dot.data_dtype else zero
+            zero_eff = zero + tvm_dot.byte_offset(x_dtype, dot)
             channels, depth = w_q.shape[:2]
             bias_q = -zero_eff * w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
             scale = float(scale_x.reshape(())) * np.broadcast_to(scale_w.reshape(-1), (channels,))
