@@ -376,3 +376,30 @@ def test_int8_activations_enter_the_unsigned_dot_product_shifted(tmp_path):
     ours, theirs, scale, _ = integer_vs_onnxruntime(Pointwise(), tmp_path, "int8")
     assert integer_vs_onnxruntime.last[0].dot_ops == {"full": 1, "pointwise": 1}
     assert_within_one_step(ours, theirs, scale)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("board", ["rpi4", "rpi5"])
+def test_arm_dot_product_kernels_are_exact_on_the_emulated_board(tmp_path, board):
+    """The NEON (rpi4) and sdot (rpi5) libraries, uint8 activations entering as x - 128, run under qemu-user
+    and agree with onnxruntime on x86 within one int8 step (pointwise, stem, depthwise, residual add)."""
+    from edgemb.backends.tvm_backend import CROSS_COMPILERS, tvm_target_dict
+    from edgemb.backends.tvm_dot import choose_kernel
+    from edgemb.device.devices import open_device
+    from edgemb.targets import get_target
+
+    if shutil.which(CROSS_COMPILERS["aarch64"][0]) is None or shutil.which("qemu-aarch64-static") is None:
+        pytest.skip("needs the aarch64 cross compiler and qemu-user")
+    model, scale = quantized_graph(Residual(), tmp_path, "uint8")
+    qdq = tmp_path / "model.qdq.onnx"
+    onnx.save(model, str(qdq))
+    target = get_target(board)
+    spec = tvm_target_dict(target)
+    mod, report = import_onnx(qdq, spec, integer=True, dot=choose_kernel(target.isa, target.arch))
+    assert report.dot_ops == {"full": 1, "pointwise": 2}, report.as_dict()
+    compile_library(mod, spec, None, tmp_path / f"{board}.so")
+    x = np.random.default_rng(2).standard_normal((4, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
+    ours = open_device(f"emulated:{board}", log=lambda _: None).measure(tmp_path / f"{board}.so", x, 1, 0, 1).outputs
+    ort = session(qdq)
+    theirs = np.concatenate([ort.run(None, {"input": s[None]})[0] for s in x])
+    assert_within_one_step(ours, theirs, scale)
