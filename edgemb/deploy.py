@@ -345,8 +345,7 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
                    "note": (f"emulated (qemu-user): outputs of {profiled.get('samples')} samples per artifact "
                             "checked, nothing timed; latencies are estimates from published measurements of the "
                             "board" if profiled.get("emulated") else profiled.get("note", ""))},
-        "latency_source": "measured on the device" if measured_on_board else
-        "estimated from published measurements of the board, scaled by MACs (see each artifact's basis)",
+        "latency_source": "measured on the device" if measured_on_board else _estimate_source(artifacts),
         "export": {"nodes_before": export.get("nodes_before"), "nodes_after": export.get("nodes_after"),
                    "parity": export.get("parity")},
         "quantization": {"settings": quantize.get("settings"), "eval": quantize.get("eval"),
@@ -359,6 +358,14 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
         "tools": tool_versions(*TOOLS),
         "folder": str(root),
     }
+
+
+def _estimate_source(artifacts: list[dict[str, Any]]) -> str:
+    """Where the estimates came from: a backend's own performance model (Vela) or published board measurements."""
+    models = sorted({a["latency_estimate"]["source"] for a in artifacts
+                     if "performance model" in a.get("latency_estimate", {}).get("source", "")})
+    scaled = "estimated from published measurements of the board, scaled by MACs (see each artifact's basis)"
+    return f"estimated by {', '.join(models)} (see each artifact's basis)" if models else scaled
 
 
 def _data_record(data: dict[str, Any]) -> dict[str, Any]:

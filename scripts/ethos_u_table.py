@@ -1,6 +1,7 @@
 """`make ethos-u-table`: Vela's estimates for the zoo's small classifiers on each Ethos-U board (results/ethos_u.json).
 
-    python scripts/ethos_u_table.py [MODEL@RES ...]     (default: the small models at 96, 128 and 160)
+    python scripts/ethos_u_table.py [MODEL@RES ...]     (default: the small models at 96, 128 and 160; named
+                                                         models replace their rows and keep the others)
 
 Each entry is built as `edgemb models` lists it (1000-class head), int8-quantized exactly as a deploy does
 (the tflite/tflm/vela int8 TFLite), then compiled by Vela for each board file whose backends include `vela`.
@@ -13,6 +14,7 @@ host that produced it (Vela's output does not depend on the host, but the record
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -114,6 +116,10 @@ def main() -> None:
                 rows.append(row)
                 est = row.get("estimate", {}).get("inference_ms")
                 print(f"   {target.name:<14} {row['status']:<13} {est if est is not None else '-'} ms", flush=True)
+    if sys.argv[1:] and OUT.exists():  # named models replace their own rows and keep the others
+        redone = {(r["model"], r["target"], r["role"]) for r in rows}
+        rows = [r for r in json.loads(OUT.read_text())["rows"]
+                if (r["model"], r["target"], r.get("role", "zoo")) not in redone] + rows
     write_json(OUT, {"note": "written by scripts/ethos_u_table.py (make ethos-u-table); every time is "
                              f"{ESTIMATE_LABEL}, not a measurement", "vela": version("ethos-u-vela"),
                      "boards": {t.name: {"board": t.board, **(t.npu or {}), "memory": t.memory} for t in boards},

@@ -179,4 +179,5 @@ def test_deploy_to_an_ethos_u55_board_recommends_by_vela_estimate(tmp_path):
     rec = report["recommended"]
     assert (rec["backend"], rec["precision"]) == ("vela", "int8") and "estimated" in rec["reason"].lower()
     assert rec["p50_ms"] == vela["latency_estimate"]["p50_ms"]
+    assert "ethos-u-vela" in report["latency_source"] and "published" not in report["latency_source"]
     assert (tmp_path / "corstone-300" / MODEL / "compile" / "vela" / "model_data.cc").exists()
