@@ -88,7 +88,7 @@ def artifact_table(report: dict[str, Any]) -> str:
     return f"<div class=scroll><table id='artifacts'>{head}{''.join(rows)}</table></div>"
 
 
-PASS_COLOR, FAIL_COLOR, BUDGET_COLOR = "#1a7f37", "#cf222e", "#1d232b"
+PASS_COLOR, FAIL_COLOR, BUDGET_COLOR, UNSURE_COLOR = "#1a7f37", "#cf222e", "#1d232b", "#d4a72c"
 BANDS = ((15.0, "#cf222e", "below 15 dB: breaks first"), (25.0, "#bc4c00", "15 to 25 dB"),
          (float("inf"), "#0969da", "25 dB and above"))
 
@@ -155,7 +155,7 @@ def accuracy_plot(report: dict[str, Any]) -> str:
     for i, (a, v) in enumerate(rows):
         y = top + i * bar
         ok = a.get("within_budget", limit is None or v <= limit)
-        color = PASS_COLOR if ok else FAIL_COLOR
+        color = PASS_COLOR if ok else UNSURE_COLOR if a.get("budget_status") == "inconclusive" else FAIL_COLOR
         start, end = sorted((zero, x(v)))
         p = a["parity"]
         where = p.get("where", "")
@@ -170,6 +170,8 @@ def accuracy_plot(report: dict[str, Any]) -> str:
                  f"<text x='{zero:.1f}' y='{bottom + 14}' text-anchor='middle'>0</text>"
                  f"<text x='{left + plot_w:.1f}' y='{bottom + 14}' text-anchor='end'>{high:.2f} {unit}</text>")
     legend = [(_swatch(PASS_COLOR), "within budget"), (_swatch(FAIL_COLOR), "over budget")]
+    if any(a.get("budget_status") == "inconclusive" for a, _ in rows):
+        legend.append((_swatch(UNSURE_COLOR), "inconclusive: interval straddles the budget"))
     if limit is not None:
         bx = x(limit)
         parts.append(f"<line x1='{bx:.1f}' x2='{bx:.1f}' y1='{top - 4}' y2='{bottom}' stroke='{BUDGET_COLOR}' "
