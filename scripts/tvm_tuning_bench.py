@@ -4,16 +4,19 @@ For each model (default: torchvision's ImageNet MobileNetV2 at 224 and the 64x64
 quantizes with edgemb's own QDQ recipe, builds TVM fp32 and int8 libraries with the default schedules
 (untuned), optionally tunes `--trials` MetaSchedule candidates per library on the dominant tasks (cached
 database, reused by every later build of the same model+target), and times every engine on the same input,
-1 thread, alternating engines, median of repeats. Writes results/tvm_tuning.json with the CPU and its ISA.
+1 thread (or `--threads N`), alternating engines, median of repeats. Writes results/tvm_tuning.json with the
+CPU, its ISA, the load average and the int8 dot-product kernel the TVM library uses (vpdpbusd, vpmaddubsw...).
 
-    python scripts/tvm_tuning_bench.py [--trials 0] [--repeats 15]
+    python scripts/tvm_tuning_bench.py [--trials 0] [--repeats 15] [--threads 1] [--models v2_1.0@224]
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
-os.environ.setdefault("TVM_NUM_THREADS", "1")  # before TVM's thread pool starts: 1-thread numbers
+# TVM's thread pool reads this once, when it starts: set it before anything imports TVM.
+os.environ["TVM_NUM_THREADS"] = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[:-1] else "1"
 
 import argparse
 import json
@@ -79,7 +82,8 @@ def build(onnx_path: Path, precision: str, name: str, spec: dict, trials: int, f
     return entry
 
 
-def bench_model(model: str, weights: str, calib: str, spec: dict, trials: int, repeats: int) -> dict:
+def bench_model(model: str, weights: str, calib: str, spec: dict, trials: int, repeats: int,
+                threads: int = 1) -> dict:
     """Every engine on one model, timed side by side."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -89,7 +93,7 @@ def bench_model(model: str, weights: str, calib: str, spec: dict, trials: int, r
                   for p, path in (("fp32", float_onnx), ("int8", qdq_onnx))}
         engines = {}
         for precision, path in (("fp32", float_onnx), ("int8", qdq_onnx)):
-            sess = session(path, threads=1)
+            sess = session(path, threads=threads)
             name = sess.get_inputs()[0].name
             engines[f"onnxruntime_{precision}"] = lambda v, s=sess, n=name: s.run(None, {n: v})
         for precision, entry in builds.items():

@@ -209,17 +209,15 @@ def target_arch(spec: dict[str, Any]) -> str:
 
 
 def qdq_model(inputs: BuildInputs, target: Target, out_dir: Path) -> Path:
-    """edgemb's QDQ model: the quantize stage's when the deploy has one, else onnxruntime's int8 artifact of
-    the same stage (or the same recipe built here), so both engines run the same quantized network."""
+    """edgemb's QDQ model: the quantize stage's (options["qdq_model"], which compile and deploy pass), or the
+    onnxruntime int8 artifact of the same stage beside it, so both engines run the same quantized network."""
     if inputs.options.get("qdq_model"):
         return Path(inputs.options["qdq_model"])
     if (out_dir / "model.int8.onnx").exists():
         return out_dir / "model.int8.onnx"
-    from edgemb.backends.onnxruntime_backend import OnnxRuntimeBackend
-
-    folder = inputs.scratch / "tvm-qdq"
-    folder.mkdir(parents=True, exist_ok=True)
-    return OnnxRuntimeBackend().build(inputs, target, "int8", folder).path  # the target's recipe (e.g. its ISA)
+    raise EdgembError("tvm int8 lowers the quantize stage's QDQ model and none was passed: run `edgemb quantize "
+                      "MODEL --out DIR` (or quantize_model) and pass DIR/model.int8.onnx as qdq_model; `edgemb "
+                      "compile` and `edgemb deploy` do this themselves")
 
 
 class TvmRunner:
