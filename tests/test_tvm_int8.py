@@ -307,12 +307,16 @@ def test_tuning_picks_dominant_tasks_and_the_rpc_board(tmp_path, monkeypatch):
     qdq = tmp_path / "model.qdq.onnx"
     onnx.save(model, str(qdq))
     host = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
-    mod, _ = import_onnx(qdq, host, integer=True)
+    mod, _ = import_onnx(qdq, host, integer=True, dot=None)  # the widening path: every conv is a task
     everything = dominant_tasks(mod, host, share=1.0)
     kept = dominant_tasks(mod, host)
     scores = [score for _, score in everything]
     assert scores == sorted(scores, reverse=True) and len(kept) < len(everything)
     assert sum(s for _, s in kept) >= 0.97 * sum(scores)
+    from edgemb.backends.tvm_dot import KERNELS
+
+    mod, _ = import_onnx(qdq, host, integer=True, dot=KERNELS["avx2"])  # hand-scheduled kernels are no task
+    assert not any("dot" in t.task_name or "depthwise" in t.task_name for t, _ in dominant_tasks(mod, host, 1.0))
     monkeypatch.delenv("EDGEMB_TVM_TUNE_RPC", raising=False)
     assert tuning_device(host) is None
     monkeypatch.setenv("EDGEMB_TVM_TUNE_RPC", "rpc://tracker.local:9190/rpi5")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
-from edgemb.backends.tvm_dot import DotKernel, choose_kernel, spec_kernel
+from edgemb.backends.tvm_dot import ATTR_DEPTHWISE, ATTR_INTRIN, DotKernel, choose_kernel, spec_kernel
 from edgemb.backends.tvm_lowering import float_nhwc, lower_qdq
 from edgemb.backends.tvm_schedules import default_schedule_pass
 from edgemb.cache import cache_dir
@@ -107,12 +107,15 @@ def import_onnx(path: Path, spec: dict[str, Any], integer: bool = False, dot: Do
 
 
 def dominant_tasks(mod, spec: dict[str, Any], share: float = DOMINANT_SHARE) -> list[tuple[Any, float]]:
-    """The tuning tasks worth trials: sorted by FLOPs x call count, the fewest that cover `share` of the total."""
+    """The tuning tasks worth trials: sorted by FLOPs x call count, the fewest that cover `share` of the total.
+
+    The int8 lowering's dot-product and depthwise kernels are left out: their schedules are written for the
+    target's instruction (edgemb/backends/tvm_dot.py), which MetaSchedule's generic rules would not use."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    tasks = ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec))
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec)) if not hand_scheduled(t)]
     scored = sorted(((t, estimate_tir_flops(t.dispatched[0]) * t.weight) for t in tasks), key=lambda p: -p[1])
     total = sum(score for _, score in scored) or 1.0
     kept, covered = [], 0.0
@@ -122,6 +125,15 @@ def dominant_tasks(mod, spec: dict[str, Any], share: float = DOMINANT_SHARE) -> 
         kept.append((task, score))
         covered += score
     return kept
+
+
+def hand_scheduled(task) -> bool:
+    """A task whose function the int8 lowering schedules itself (its tvm_dot attributes)."""
+    for func in task.dispatched[0].functions.values():
+        attrs = getattr(func, "attrs", None) or {}
+        if any(key in attrs for key in (ATTR_INTRIN, ATTR_DEPTHWISE)):
+            return True
+    return False
 
 
 def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None,
