@@ -1,6 +1,7 @@
 """`make ethos-u-table`: Vela's estimates for the zoo's small classifiers on each Ethos-U board (results/ethos_u.json).
 
-    python scripts/ethos_u_table.py [MODEL@RES ...]     (default: the small models at 96, 128 and 160; named
+    python scripts/ethos_u_table.py [MODEL@RES ...]     (default: the small models at 96, 128 and 160, the three
+                                                         smallest at 224 too; named
                                                          models replace their rows and keep the others)
 
 Each entry is built as `edgemb models` lists it (1000-class head), int8-quantized exactly as a deploy does
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "ethos_u.json"
 MODELS = ("v1_0.25", "v1_0.5", "v2_0.35", "v2_0.5", "v3s_0.75", "v3s_1.0")
 RESOLUTIONS = (96, 128, 160)
+AT_224 = ("v1_0.25@224", "v2_0.35@224", "v3s_0.75@224")  # the full ImageNet resolution for the smallest ones
 CHECK = ("v2_1.0@96", "imagenet1k_v1")  # trained vs untrained weights, same shapes
 CALIBRATION_SAMPLES = 16
 
@@ -95,7 +97,7 @@ def board_row(inputs: BuildInputs, target, facts: dict, scratch: Path, stamp: di
 
 
 def main() -> None:
-    names = sys.argv[1:] or [f"{m}@{r}" for m in MODELS for r in RESOLUTIONS]
+    names = sys.argv[1:] or [*(f"{m}@{r}" for m in MODELS for r in RESOLUTIONS), *AT_224]
     boards = [t for t in all_targets().values() if "vela" in t.backends]
     stamp = {"commit": commit(), "host": host_cpu(), "tools": {"ethos-u-vela": version("ethos-u-vela"),
                                                                "ai-edge-quantizer": version("ai-edge-quantizer")}}
