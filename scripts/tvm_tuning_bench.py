@@ -126,16 +126,18 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per library (0: defaults only)")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1, help="threads for every engine (TVM and onnxruntime)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"result JSON (default {OUT})")
     args = parser.parse_args()
-    spec = tvm_target_dict(get_target("x86"))
+    spec = tvm_target_dict(get_target("x86")) | {"num-cores": args.threads}
     load_before = os.getloadavg()[0]
-    results = [bench_model(m, *MODELS[m], spec, args.trials, args.repeats) for m in args.models]
+    results = [bench_model(m, *MODELS[m], spec, args.trials, args.repeats, args.threads) for m in args.models]
     stamp = measured_on()
     host = host_cpu() | {"load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
-    report = {"host": host, "threads": 1, "tvm_target": spec, "trials_per_library": args.trials,
+    report = {"host": host, "threads": args.threads, "tvm_target": spec, "trials_per_library": args.trials,
               "models": [{**r, "measured_on": stamp} for r in results],
               "tools": tool_versions("apache-tvm", "onnxruntime")}
-    write_json(OUT, report)
+    write_json(args.out, report)
     print(json.dumps(report, indent=2))
 
 
