@@ -262,11 +262,14 @@ def _make_rewriter():
             w_sums = w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
             x_dtype = str(x_q.ty.dtype)
             dot = self.dot
-            if dot is not None and groups == 1 and w_q.shape[1] % 4 and tvm_dot.weights_fit(dot, w_q):
+            if dot is not None and groups == 1 and w_q.shape[1] % 4:
                 # The RGB stem: a zero-weight 4th channel (holding the zero point) makes it dot-product shaped.
                 extra = -w_q.shape[1] % 4
-                x_q = self.builder_.emit(relax.op.nn.pad(x_q, [0, 0, 0, 0, 0, 0, 0, extra], pad_value=float(zero_x)))
-                w_q = np.concatenate([w_q, np.zeros((channels, extra, *w_q.shape[2:]), np.int8)], axis=1)
+                padded = np.concatenate([w_q, np.zeros((channels, extra, *w_q.shape[2:]), np.int8)], axis=1)
+                if tvm_dot.weights_fit(dot, padded):
+                    x_q = self.builder_.emit(relax.op.nn.pad(x_q, [0, 0, 0, 0, 0, 0, 0, extra],
+                                                             pad_value=float(zero_x)))
+                    w_q = padded
             if dot is not None and tvm_dot.eligible(w_q, groups) and tvm_dot.weights_fit(dot, w_q):
                 # The instruction's activation bytes: x -/+ 128 when its signedness differs (the zero point too).
                 zero_eff = zero_x + tvm_dot.byte_offset(x_dtype, dot)
