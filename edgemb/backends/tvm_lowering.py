@@ -11,7 +11,12 @@ zero point as QDQ semantics require), and a fixed-point requantize (int64 multip
 rounding right shift, the output zero point, the clamp folded into the integer bounds). Uint8 (VNNI's u8 x s8)
 and int8 activations are both handled. What is left between quantized tensors (the residual add, hard-swish,
 the SE multiply, pooling) stays dequantize -> op -> quantize, which Relax fuses into one elementwise kernel
-that reads and writes 8-bit tensors; the float classifier keeps folded float weights.
+that reads and writes 8-bit tensors.
+
+With the target's dot-product kernel (`lower_qdq(mod, dot)`, chosen from its ISA in edgemb/backends/tvm_dot.py),
+pointwise and full convolutions (the RGB stem given a zero-weight 4th channel) and the classifier's matmul
+become TE functions tensorized with vpdpbusd / vpmaddubsw / smull+saddlp / sdot, and depthwise convolutions
+get a TE function of their own; their requantize is MLAS's (float32 scale, nearest even), as onnxruntime's.
 """
 
 from __future__ import annotations

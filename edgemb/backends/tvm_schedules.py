@@ -7,6 +7,7 @@ HWIO weights and the NHWC output), a few output pixels unrolled, the accumulator
 buffer (registers), the reduction (kernel window x input channels) outside the tile, the epilogue
 (bias, requantize, clamp, residual add) fused into the tile's write-back, rows in parallel. Elementwise
 kernels get fused, parallel, vectorized loops. Anything a tuning database covers keeps its tuned schedule.
+The int8 lowering's dot-product and depthwise functions are scheduled first, by edgemb/backends/tvm_dot.py.
 """
 
 from __future__ import annotations
