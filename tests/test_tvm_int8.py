@@ -187,6 +187,11 @@ def test_dot_product_kernels_are_chosen_from_the_isa():
     rpi4, rpi5 = get_target("rpi4"), get_target("rpi5")
     assert choose_kernel(rpi4.isa, rpi4.arch) is KERNELS["neon"]
     assert choose_kernel(rpi5.isa, rpi5.arch) is KERNELS["sdot"]
+    from edgemb.backends.tvm_dot import spec_kernel
+
+    assert spec_kernel({"kind": "llvm", "mcpu": "haswell"}) is KERNELS["avx2"]  # another CPU: LLVM's features
+    assert spec_kernel({"kind": "llvm", "mcpu": "sapphirerapids"}) is KERNELS["vnni"]
+    assert spec_kernel({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72"}) is KERNELS["neon"]
 
 
 def test_avx2_kernel_is_exact_with_seven_bit_weights_and_refuses_eight(tmp_path):

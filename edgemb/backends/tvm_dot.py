@@ -92,7 +92,8 @@ def choose_kernel(isa: tuple[str, ...] | list[str], arch: str) -> DotKernel | No
 
 
 def spec_kernel(spec: dict[str, Any]) -> DotKernel | None:
-    """The kernel for a TVM target dict: aarch64 from its mattr/mcpu, x86 from this host's ISA (edgemb.hostinfo).
+    """The kernel for a TVM target dict: aarch64 from its mattr/mcpu; x86 from this host's ISA (edgemb.hostinfo)
+    when the spec names this host's CPU (or none), else from what LLVM says that CPU has.
 
     Used when the caller has no edgemb Target at hand (tests, scripts); builds pass the Target's own ISA."""
     triple = str(spec.get("mtriple", ""))
@@ -101,6 +102,14 @@ def spec_kernel(spec: dict[str, Any]) -> DotKernel | None:
         if str(spec.get("mcpu", "")) in ("cortex-a76", "cortex-a78", "neoverse-n1", "cortex-a55"):
             mattr.append("dotprod")
         return choose_kernel(mattr, "aarch64")
+    import tvm
+    from tvm.target.codegen import llvm_cpu_has_features, llvm_get_system_cpu
+
+    mcpu = spec.get("mcpu")
+    if mcpu and mcpu != llvm_get_system_cpu():
+        target = tvm.target.Target(spec)
+        llvm_flags = {"avx512vnni": "avx512_vnni", "avx512bw": "avx512bw", "avx2": "avx2"}
+        return choose_kernel([f for k, f in llvm_flags.items() if llvm_cpu_has_features([k], target)], "x86_64")
     from edgemb.hostinfo import read_cpuinfo
 
     return choose_kernel(read_cpuinfo().isa, "x86_64")
