@@ -10,12 +10,15 @@ import onnx
 import pytest
 
 from edgemb import cli
+from edgemb.budget import Budget
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
+from edgemb.metrics import sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.cle import equalize, weight_range_spread
-from edgemb.quant.pipeline import AUTO_CANDIDATES, quantize_model
-from edgemb.quant.ranges import BINS, TensorStats, _expected_error, choose_range
+from edgemb.quant.pipeline import AUTO_CANDIDATES, DEFAULT_MAX_WIDE_TENSORS, best_step, quantize_model
+from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
+from edgemb.quant.ranges import BINS, TensorStats, _expected_error, choose_range, collect_stats
 from edgemb.verify import verify_quantized
 from edgemb.zoo.prepared import prepare_model
 
@@ -134,19 +137,76 @@ def test_cle_and_bias_correction_never_lower_fidelity_and_keep_per_channel_scale
     assert scales and all(len(t.dims) == 1 and t.dims[0] > 1 for t in scales), "granularity lost"
 
 
-def test_budget_keeps_the_most_sensitive_layers_in_float(tmp_path, capsys):
+def test_budget_raises_activations_to_16_bit_before_float_and_ships_the_best_step(tmp_path, capsys):
     code = cli.main(["quantize", MODEL, "--weights", "ref", "--calib", CALIB, "--eval", EVAL, "--out",
                      str(tmp_path / "b"), "--min-sqnr", "200", "--max-float-layers", "2"])
     assert code == 1, "an impossible budget must fail with exit 1"
     report = json.loads((tmp_path / "b" / "quantize.json").read_text())
-    ranking = [r["layer"] for r in report["budget"]["sensitivity"]]
-    assert report["layers_kept_float"] == ranking[:2] and not report["budget"]["met"]
-    assert len(report["budget"]["steps"]) == 3
+    budget = report["budget"]
+    assert "held out" in budget["chosen_on"] and budget["held_out_samples"] == 32
+    assert report["calibration"]["fit"] == 96 and report["calibration"]["held_out"] == 32
+    steps = budget["steps"]
+    wide = [r["tensor"] for r in budget["sensitivity_16bit"] if r["sqnr_gain_db"] > 0][:DEFAULT_MAX_WIDE_TENSORS]
+    assert wide and len(steps) == 1 + len(wide) + 2, "every 16-bit step first, then the float layers"
+    assert steps[len(wide)]["raised_16bit"] == wide and steps[len(wide)]["kept_float"] == []
+    assert steps[-1]["kept_float"] == [r["layer"] for r in budget["sensitivity"]][:2]
+    chosen = steps[budget["chosen_step"]]
+    assert budget["chosen_step"] == best_step(Budget(None, None, 200.0), steps) and budget["held_out"] == chosen
+    assert report["layers_kept_float"] == chosen["kept_float"] and report["activations_16bit"] == chosen["raised_16bit"]
     model = onnx.load(str(tmp_path / "b" / "model.int8.onnx"))
     inits = _initializers(model)
+    for tensor in report["activations_16bit"]:
+        if f"{tensor}_zero_point" in inits:
+            assert inits[f"{tensor}_zero_point"].data_type == onnx.TensorProto.UINT16
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 21
     for layer in report["layers_kept_float"]:
         assert f"{layer}.weight" in inits and f"{layer}.weight_quantized" not in inits
-    assert "kept in float" in capsys.readouterr().out
+    for layer in report["layers_16bit_input"]:
+        assert inits[f"{layer}.weight_quantized"].data_type == onnx.TensorProto.INT8, "16-bit inputs keep int8 weights"
+    assert not budget["met"] and "SQNR" in budget["verdict"]
+
+
+def test_the_rescue_is_chosen_without_looking_at_the_evaluation_set(tmp_path):
+    budget = Budget(None, None, 33.0)
+    first = quantize_model(MODEL, CALIB, tmp_path / "a", weights="ref", eval_spec=EVAL, budget=budget)
+    other = quantize_model(MODEL, CALIB, tmp_path / "b", weights="ref", eval_spec="fashion-mnist:test:40",
+                           budget=budget)
+    assert first["activations_16bit"], "the 8-bit model misses 33 dB on held-out calibration samples"
+    for key in ("activations_16bit", "layers_kept_float"):
+        assert first[key] == other[key]
+    assert first["budget"]["steps"] == other["budget"]["steps"]
+    assert first["eval"]["n"] == 500 and other["eval"]["n"] == 40
+
+
+def test_best_step_is_the_best_measured_trade_off_not_the_last():
+    budget = Budget(max_drop=0.5, min_agreement=None)
+    steps = [{"drop": 2.0, "sqnr_db": 20.0}, {"drop": 0.9, "sqnr_db": 24.0}, {"drop": 1.4, "sqnr_db": 25.0}]
+    assert best_step(budget, steps) == 1, "the last attempt was worse than the one before"
+    steps.append({"drop": 0.4, "sqnr_db": 22.0})
+    steps.append({"drop": 0.4, "sqnr_db": 22.0})
+    assert best_step(budget, steps) == 3, "the first step that meets the budget, with the fewest raised layers"
+    unlabelled = Budget(max_drop=0.5, min_agreement=0.99)
+    steps = [{"n": 10, "n_confident": 5, "agreement": 0.9, "agreement_confident": 0.8, "sqnr_db": 20.0},
+             {"n": 10, "n_confident": 5, "agreement": 0.8, "agreement_confident": 1.0, "sqnr_db": 19.0},
+             {"n": 10, "n_confident": 5, "agreement": 0.9, "agreement_confident": 0.8, "sqnr_db": 30.0}]
+    assert best_step(unlabelled, steps) == 1
+
+
+def test_16_bit_activations_keep_int8_weights_run_and_raise_fidelity(default_run):
+    out, _ = default_run
+    graph = Graph.load(out / "model.float.onnx")
+    x = load_data("fashion-mnist:test:64", prepare_model(MODEL, "ref").preprocessing).x
+    names = activation_tensors(graph)
+    stats = collect_stats(graph.model, x, names, histograms=True)
+    ranges = {n: choose_range(stats[n], "mse") for n in names}
+    reference = run_batched(session(graph.model), x)[0]
+    narrow = build_qdq(graph, ranges, QuantConfig("mse"))
+    wide = build_qdq(graph, ranges, QuantConfig("mse", wide_tensors=[n for n in names if n != graph.input_name]))
+    inits = _initializers(wide)
+    assert inits[f"{names[1]}_zero_point"].data_type == onnx.TensorProto.UINT16
+    assert all(t.data_type == onnx.TensorProto.INT8 for n, t in inits.items() if n.endswith(".weight_quantized"))
+    gain = sqnr_db(reference, run_batched(session(wide), x)[0]) - sqnr_db(reference, run_batched(session(narrow), x)[0])
+    assert gain > 6.0, f"16-bit activations gained only {gain:.1f} dB"
 
 
 def test_verify_reports_parity_and_a_ranked_layer_table(default_run):

@@ -17,7 +17,7 @@ import onnx
 from edgemb.metrics import sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
-from edgemb.quant.qdq import QuantConfig, add_to_bias, build_qdq, layers
+from edgemb.quant.qdq import QuantConfig, add_to_bias, build_qdq, layer_name, layers
 
 ITERATIONS = 3
 
@@ -40,6 +40,26 @@ def rank_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], confi
         logits = run_batched(session(build_qdq(graph, ranges, trial, rounded)), x, desc=name)[0]
         gained = sqnr_db(reference, logits) - base
         ranking.append({"layer": name, "sqnr_gain_db": round(gained, 3)})
+    return sorted(ranking, key=lambda r: -r["sqnr_gain_db"])
+
+
+def rank_wide_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
+                          x: np.ndarray, rounded: dict | None = None) -> list[dict]:
+    """Activation tensors ranked by how much raising each one alone to 16 bits raises the logits' SQNR."""
+    reference = run_batched(session(graph.model), x, desc="16-bit sensitivity (float)")[0]
+    base = sqnr_db(reference, run_batched(session(build_qdq(graph, ranges, config, rounded)), x,
+                                          desc="16-bit sensitivity")[0])
+    floated = {id(node) for name, node in layers(graph) if name in config.keep_float}
+    ranking = []
+    for tensor in progress(list(ranges), desc="16-bit sensitivity", unit="tensor"):
+        readers = [c for c in graph.consumers.get(tensor, []) if id(c) not in floated]
+        if tensor in config.wide_tensors or not readers:
+            continue
+        trial = replace(config, wide_tensors=[*config.wide_tensors, tensor])
+        logits = run_batched(session(build_qdq(graph, ranges, trial, rounded)), x, desc=tensor)[0]
+        ranking.append({"tensor": tensor, "read_by": [layer_name(graph, c) if c.op_type in ("Conv", "Gemm")
+                                                      else c.op_type for c in readers],
+                        "sqnr_gain_db": round(sqnr_db(reference, logits) - base, 3)})
     return sorted(ranking, key=lambda r: -r["sqnr_gain_db"])
 
 

@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 
 from edgemb.artifacts import file_record, staged_output, tool_versions, write_json
-from edgemb.budget import Budget
+from edgemb.budget import Budget, agreement_for_budget
 from edgemb.data import Data, as_data, parse_spec
 from edgemb.errors import EdgembError
 from edgemb.export import export_simplified
 from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
+from edgemb.progress import progress
 from edgemb.quant.cle import equalize, weight_range_spread
-from edgemb.quant.correction import correct_mean_shifts, qdq_session, rank_sensitivity
+from edgemb.quant.correction import correct_mean_shifts, qdq_session, rank_sensitivity, rank_wide_sensitivity
 from edgemb.quant.isa import choose_scheme, host_scheme
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
 from edgemb.quant.ranges import METHODS, TensorStats, choose_range, collect_stats
@@ -34,7 +35,10 @@ AUTO_CANDIDATES = ("percentile", "mse")
 RANGE_CHOICE_SAMPLES = 64
 WEIGHT_ROUNDINGS = ("gptq", "nearest")
 SENSITIVITY_SAMPLES = 64
+WIDE_SENSITIVITY_SAMPLES = 32
 DEFAULT_MAX_FLOAT_LAYERS = 6
+DEFAULT_MAX_WIDE_TENSORS = 8  # activations the budget may raise to 16 bits before keeping layers in float
+HELD_OUT_EVERY = 4  # with a budget, every 4th calibration sample is held out to decide the rescue on
 
 
 def check_calibration(data: Data, spec: str) -> dict[str, Any]:
@@ -59,9 +63,24 @@ def _float_graph(prepared: PreparedModel, folder: Path) -> Graph:
     return Graph.load(export_simplified(prepared.model, prepared.spec.resolution, folder / "model.float.onnx"))
 
 
-def _eval_parity(model, float_logits: np.ndarray, data: Data) -> dict[str, Any]:
-    logits = run_batched(session(model), data.x, desc="eval int8")[0]
+def _eval_parity(model, float_logits: np.ndarray, data: Data, desc: str = "eval int8") -> dict[str, Any]:
+    logits = run_batched(session(model), data.x, desc=desc)[0]
     return parity(float_logits, logits, data.y)
+
+
+def split_calibration(data: Data, every: int = HELD_OUT_EVERY) -> tuple[Data, Data]:
+    """Calibration samples to fit ranges and rounding on, and every `every`-th one held out to decide on."""
+    keep = np.ones(len(data), bool)
+    keep[every - 1::every] = False
+    if keep.all() or not keep.any():
+        raise EdgembError(f"calibration set {data.source} has {len(data)} samples: an accuracy budget needs at "
+                          f"least {every} (every {every}th is held out to choose the rescue on)")
+
+    def part(mask: np.ndarray, name: str) -> Data:
+        return Data(data.x[mask], None if data.y is None else data.y[mask], f"{data.source} ({name})",
+                    data.classes)
+
+    return part(keep, "fit"), part(~keep, "held out")
 
 
 def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: Path, weights: str | None = None,
@@ -97,6 +116,10 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
     calibration = as_data(calib, prepared.preprocessing)
     calib_report = check_calibration(calibration, calibration.source)
     evaluation = as_data(eval_spec, prepared.preprocessing)
+    held_out = None
+    if budget is not None:  # the rescue is chosen on held-out calibration samples, never on --eval
+        calibration, held_out = split_calibration(calibration)
+        calib_report = {**calib_report, "fit": len(calibration), "held_out": len(held_out)}
     scheme = host_scheme() if isa is None else choose_scheme(isa, arch)
     config = QuantConfig(method, granularity, activation_type, weight_max=scheme.weight_max)
     report: dict[str, Any] = {"stage": "quantize", "model": prepared.spec.name,
@@ -139,18 +162,22 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                                          "samples": min(len(calibration), BIAS_CORRECTION_SAMPLES),
                                          "per_layer": corrected}
         quantized = build_qdq(graph, ranges, config, rounded)
+        if budget is not None and held_out is not None:
+            quantized, report["budget"] = _fit_budget(graph, ranges, config, quantized, calibration, held_out,
+                                                      budget, max_float_layers, rounded)
         if evaluation is not None:
             float_logits = prepared.float_logits(evaluation.x)
             result = _eval_parity(quantized, float_logits, evaluation)
             report["eval"] = {"spec": evaluation.source, **result}
             if budget is not None:
-                quantized, report["budget"] = _fit_budget(graph, ranges, config, quantized, calibration,
-                                                          evaluation, float_logits, result, budget,
-                                                          max_float_layers, rounded)
-                report["eval"] = {"spec": evaluation.source, **report["budget"]["final"]}
+                met, verdict = budget.verdict(result)
+                report["budget"].update(met=met, verdict=verdict, labelled=evaluation.y is not None, final=result)
         _save(quantized, stage / "model.int8.onnx")
         report["layers"] = len(layers(graph))
         report["layers_kept_float"] = config.keep_float
+        report["activations_16bit"] = config.wide_tensors
+        report["layers_16bit_input"] = sorted({name for name, node in layers(graph) if
+                                               node.input[0] in config.wide_tensors and name not in config.keep_float})
         report["artifacts"] = [file_record(stage / n, stage) for n in ("model.int8.onnx", "model.float.onnx")]
         report["seconds"] = round(time.perf_counter() - started, 2)
         report["tools"] = tool_versions("torch", "onnx", "onnxsim", "onnxruntime")
@@ -192,24 +219,58 @@ def pick_ranges(graph: Graph, stats: dict[str, TensorStats], names: list[str], c
     return options[best], {"method": best, "calibration_sqnr_db": scores, "samples": len(x)}
 
 
-def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, calibration: Data, evaluation: Data,
-                float_logits: np.ndarray, result: dict, budget: Budget, limit: int,
-                rounded: dict[str, RoundedLayer] | None = None):
-    """Keep the most sensitive layers in float, one at a time, until the result fits the budget or `limit`."""
-    steps = [{"kept_float": [], **result}]
-    ranking: list[dict] = []
-    if not budget.met(result) and limit > 0:
-        ranking = rank_sensitivity(graph, ranges, config, calibration.x[:SENSITIVITY_SAMPLES], rounded)
-    for candidate in ranking[:limit]:
+def _score(budget: Budget, result: dict[str, Any]) -> tuple:
+    """How good one measured step is for the budget: meeting it first, then its deciding number, then SQNR."""
+    if result.get("drop") is not None and budget.max_drop is not None:
+        main = -result["drop"]
+    else:
+        main = agreement_for_budget(result)[0]
+    return budget.met(result), main, result["sqnr_db"]
+
+
+def best_step(budget: Budget, steps: list[dict[str, Any]]) -> int:
+    """Index of the step to ship: the best score, the earliest (fewest raised layers) among equals."""
+    return max(range(len(steps)), key=lambda i: (_score(budget, steps[i]), -i))
+
+
+def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data, held_out: Data, budget: Budget,
+                limit: int, rounded: dict[str, RoundedLayer] | None = None,
+                wide_limit: int = DEFAULT_MAX_WIDE_TENSORS):
+    """Rescue the most sensitive spots until held-out calibration samples meet the budget: first 16-bit
+    activations (int8 weights stay), one tensor at a time, then layers kept in float; every step is measured
+    with the target's integer kernels on the held-out samples, and the best step is shipped (the first that
+    meets the budget, else the best measured trade-off, never simply the last attempt)."""
+    reference = run_batched(session(graph.model), held_out.x, desc="held-out (float)")[0]
+    result = parity(reference, run_batched(session(quantized), held_out.x, desc="held-out int8")[0], held_out.y)
+    steps = [{"raised_16bit": [], "kept_float": [], **result}]
+    wide_ranking: list[dict] = []
+    float_ranking: list[dict] = []
+    ladder: list[tuple[str, str]] = []
+    if not budget.met(result):
+        x = fit.x[:WIDE_SENSITIVITY_SAMPLES]
+        wide_ranking = rank_wide_sensitivity(graph, ranges, config, x, rounded) if wide_limit > 0 else []
+        float_ranking = (rank_sensitivity(graph, ranges, config, fit.x[:SENSITIVITY_SAMPLES], rounded)
+                         if limit > 0 else [])
+        ladder = ([("16bit", r["tensor"]) for r in wide_ranking if r["sqnr_gain_db"] > 0][:wide_limit]
+                  + [("float", r["layer"]) for r in float_ranking][:limit])
+    for kind, name in progress(ladder, desc="budget rescue", unit="step"):
         if budget.met(result):
             break
-        config.keep_float.append(candidate["layer"])
+        (config.wide_tensors if kind == "16bit" else config.keep_float).append(name)
+        model = build_qdq(graph, ranges, config, rounded)
+        logits = run_batched(session(model), held_out.x, desc=f"held-out ({name})")[0]
+        result = parity(reference, logits, held_out.y)
+        steps.append({"raised_16bit": list(config.wide_tensors), "kept_float": list(config.keep_float), **result})
+    best = best_step(budget, steps)
+    config.wide_tensors[:] = steps[best]["raised_16bit"]
+    config.keep_float[:] = steps[best]["kept_float"]
+    if best != len(steps) - 1 or len(steps) > 1:
         quantized = build_qdq(graph, ranges, config, rounded)
-        result = _eval_parity(quantized, float_logits, evaluation)
-        steps.append({"kept_float": list(config.keep_float), **result})
-    met, verdict = budget.verdict(result)
-    summary = {**budget.to_dict(), "met": met, "verdict": verdict, "labelled": evaluation.y is not None,
-               "sensitivity": ranking, "steps": steps, "final": result}
+    met, verdict = budget.verdict(steps[best])
+    summary = {**budget.to_dict(), "chosen_on": held_out.source, "held_out_samples": len(held_out),
+               "held_out_met": met, "held_out_verdict": verdict, "chosen_step": best,
+               "sensitivity": float_ranking, "sensitivity_16bit": wide_ranking, "steps": steps,
+               "held_out": steps[best]}
     return quantized, summary
 
 

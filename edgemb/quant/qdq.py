@@ -5,7 +5,8 @@ transformations): int8 weights with symmetric per-channel (or per-tensor) scales
 int32 biases with scale = input scale x weight scale, and a QuantizeLinear/DequantizeLinear pair on each
 activation that feeds a quantized op. A Conv/Gemm followed only by an activation clamp (Relu/Clip/Min) is
 quantized after the clamp, so runtimes fuse conv+activation. Layers named in `keep_float` keep float weights
-and read their input unquantized; the logits stay float.
+and read their input unquantized; the logits stay float. Activations named in `wide_tensors` get 16-bit Q/DQ
+(uint16 or int16, opset 21), the rescue tried before float: the layers reading them keep int8 weights.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from edgemb.quant.rounding import RoundedLayer
 LAYER_OPS = ("Conv", "Gemm")
 CLAMP_OPS = ("Relu", "Clip", "Min")
 SHAPE_ONLY_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+WIDE_OPSET = 21  # first opset whose QuantizeLinear/DequantizeLinear take 16-bit integers
+ZERO_POINT_TYPES = {"uint8": np.uint8, "int8": np.int8, "uint16": np.uint16, "int16": np.int16}
 
 
 @dataclass
@@ -34,6 +37,13 @@ class QuantConfig:
     activation_type: str = "uint8"
     keep_float: list[str] = field(default_factory=list)
     weight_max: int = 127  # 63 where the target's int8 kernels need 7-bit weights (see edgemb/quant/isa.py)
+    wide_tensors: list[str] = field(default_factory=list)  # activations raised to 16 bits
+
+    def activation_dtype(self, tensor: str) -> str:
+        """The integer type of one activation tensor: 16-bit for the raised ones, else the configured 8-bit."""
+        if tensor in self.wide_tensors:
+            return "uint16" if self.activation_type == "uint8" else "int16"
+        return self.activation_type
 
     @property
     def per_channel(self) -> bool:
@@ -76,7 +86,6 @@ def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: Quan
     for name, node in layers(g):
         if name in rounded and name not in config.keep_float:
             add_to_bias(g, node, name, rounded[name].bias_delta)
-    zp_type = np.uint8 if config.activation_type == "uint8" else np.int8
     float_layers = set(config.keep_float)
     float_nodes = {id(n) for name, n in layers(g) if name in float_layers}
     new_nodes: list[onnx.NodeProto] = []
@@ -86,10 +95,12 @@ def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: Quan
         consumers = [c for c in g.consumers.get(tensor, []) if id(c) not in float_nodes]
         if not consumers or tensor not in ranges:
             continue
-        scale, zp = quant_params(*ranges[tensor], config.activation_type)
-        act_scale[tensor] = scale
+        dtype = config.activation_dtype(tensor)
+        scale, zp = quant_params(*ranges[tensor], dtype)
+        if tensor not in config.wide_tensors:  # int32 biases only behind 8-bit inputs (integer kernels)
+            act_scale[tensor] = scale
         g.set_array(f"{tensor}_scale", np.array(scale, np.float32))
-        g.set_array(f"{tensor}_zero_point", np.array(zp, zp_type))
+        g.set_array(f"{tensor}_zero_point", np.array(zp, ZERO_POINT_TYPES[dtype]))
         params = [f"{tensor}_scale", f"{tensor}_zero_point"]
         new_nodes.append(helper.make_node("QuantizeLinear", [tensor, *params], [f"{tensor}_q"], f"{tensor}_Q"))
         new_nodes.append(helper.make_node("DequantizeLinear", [f"{tensor}_q", *params], [f"{tensor}_dq"],
@@ -107,6 +118,10 @@ def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: Quan
     # Q/DQ nodes must come right after their producers: rebuild the node list in topological order.
     _insert_topologically(g, new_nodes)
     g.model.graph.ClearField("value_info")
+    if config.wide_tensors:
+        for opset in g.model.opset_import:
+            if opset.domain in ("", "ai.onnx"):
+                opset.version = max(opset.version, WIDE_OPSET)
     return g.model
 
 

@@ -55,13 +55,16 @@ def _span(s: TensorStats) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + 1e-6)
 
 
+INTEGER_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65_535), "int16": (-32_768, 32_767)}
+
+
 def quant_params(lo: float, hi: float, dtype: str) -> tuple[float, int]:
-    """Affine scale and zero point for an 8-bit activation covering [lo, hi] (0 always representable)."""
+    """Affine scale and zero point for an 8-bit (or 16-bit) activation covering [lo, hi] (0 always representable)."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
-    qmin, qmax = (0, 255) if dtype == "uint8" else (-128, 127)
+    qmin, qmax = INTEGER_RANGES[dtype]
     scale = (hi - lo) / (qmax - qmin)
     if scale <= 0.0:
-        return 1.0 / 255.0, 0
+        return 1.0 / (qmax - qmin), 0
     zero_point = int(np.clip(round(qmin - lo / scale), qmin, qmax))
     return float(scale), zero_point
 
