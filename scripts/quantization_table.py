@@ -37,9 +37,10 @@ PER_TENSOR_MODELS = ("v2_1.0", "v3l_1.0")
 OUT = Path(__file__).resolve().parent.parent / "results" / "quantization.json"
 IMAGENET = "imagenet"  # pseudo model name selecting the real V2@224 measurements
 REAL_MODEL, REAL_WEIGHTS = "v2_1.0", "imagenet1k_v1"
-REAL_CALIB, REAL_EVAL = "photos:calib:96", "photos:eval"
+REAL_CALIB, REAL_EVAL = "photos:calib:300", "photos:eval"
 CALIB_SIZES = (32, 96, 300, 1000)
-FIELDS = ("agreement", "agreement_confident", "n_confident", "top5_overlap", "sqnr_db")
+FIELDS = ("agreement", "agreement_confident", "n_confident", "top5_overlap", "sqnr_db", "est_drop",
+          "est_drop_low", "est_drop_high")
 
 
 def measure(name: str, scratch: Path) -> list[dict]:
@@ -86,7 +87,22 @@ def _both_runs(path: Path, float_logits: np.ndarray, x: np.ndarray) -> dict:
     model = onnx.load(str(path))
     qdq = parity(float_logits, run_batched(qdq_session(model), x, desc="QDQ as float")[0], None)
     ints = parity(float_logits, run_batched(session(model), x, desc="integer kernels")[0], None)
-    return {"qdq_float": {k: qdq[k] for k in FIELDS}, "integer_kernels": {k: ints[k] for k in FIELDS}}
+    return {"qdq_float": {k: qdq.get(k) for k in FIELDS}, "integer_kernels": {k: ints.get(k) for k in FIELDS}}
+
+
+def git_commit() -> str | None:
+    """The commit the measured code was at (with "+dirty" when the tree had changes), None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+dirty" if dirty else head
 
 
 def host_cpu() -> dict:
@@ -101,10 +117,12 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
     evaluation = load_data(REAL_EVAL, prepared.preprocessing)
     float_logits = prepared.float_logits(evaluation.x)
     rows = []
+    commit, cpu = git_commit(), host_cpu()
 
     def add(tool: str, label: str, path: Path, seconds: float, **extra) -> None:
         rows.append({"model": f"{REAL_MODEL}@224 imagenet", "tool": tool, "config": label,
-                     "seconds": round(seconds, 1), **extra, **_both_runs(path, float_logits, evaluation.x)})
+                     "seconds": round(seconds, 1), **extra, **_both_runs(path, float_logits, evaluation.x),
+                     "commit": commit, "host_cpu": cpu})
         print(json.dumps(rows[-1]), flush=True)
 
     def ours(label: str, calib_spec: str = REAL_CALIB, **options) -> Path:
@@ -127,7 +145,7 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
         add(tool, label, path, time.perf_counter() - started, calibration=len(calib))
     ours("per-tensor, gptq weights, auto ranges, bias correction", granularity="per-tensor", bias_correction=True)
     for n in calib_sizes:
-        if n != 96:
+        if n != int(REAL_CALIB.rsplit(":", 1)[1]):
             ours(f"default, {n} calibration crops", f"photos:calib:{n}", bias_correction=True)
     return rows
 

@@ -223,6 +223,8 @@ def _score(budget: Budget, result: dict[str, Any]) -> tuple:
     """How good one measured step is for the budget: meeting it first, then its deciding number, then SQNR."""
     if result.get("drop") is not None and budget.max_drop is not None:
         main = -result["drop"]
+    elif result.get("est_drop") is not None and budget.max_drop is not None:
+        main = -result["est_drop"]
     else:
         main = agreement_for_budget(result)[0]
     return budget.met(result), main, result["sqnr_db"]
