@@ -266,3 +266,17 @@ def test_cli_quantize_and_verify_exit_codes(tmp_path, default_run, capsys):
                      "fashion-mnist:test:50", "--layer-samples", "8"]) == 0
     printed = capsys.readouterr().out
     assert "agreement" in printed and "worst layers" in printed
+
+
+def test_rescue_choice_uses_the_held_out_point_estimate_and_leaves_the_interval_to_the_evaluation():
+    """75 held-out crops give an interval that straddles any useful budget: the rescue ladder stops on the
+    point estimate there, while the evaluation verdict still needs the whole interval under the budget."""
+    from edgemb.budget import Budget
+    from edgemb.quant.pipeline import meets_on_held_out
+
+    straddling = {"n": 75, "agreement": 0.95, "sqnr_db": 22.0, "est_drop": 0.3, "est_drop_low": -1.0,
+                  "est_drop_high": 1.6}
+    assert meets_on_held_out(Budget(max_drop=0.5), straddling)
+    assert not Budget(max_drop=0.5).met(straddling)
+    assert not meets_on_held_out(Budget(max_drop=0.5), {**straddling, "est_drop": 0.6})
+    assert not meets_on_held_out(Budget(max_drop=0.5), {"n": 75, "drop": 0.7, "agreement": 0.9, "sqnr_db": 20.0})
