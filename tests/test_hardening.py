@@ -336,7 +336,7 @@ def test_latency_plot_is_log_scaled_with_legend_and_spread():
         xs[name] = float(plot[plot.index("stroke-width='3'", at) - 60:].split("x1='")[1].split("'")[0])
     # log axis: 0.15 and 0.2 ms stay ~29 px apart beside a 32 ms artifact (under 1 px on a linear axis)
     assert xs["b int8"] - xs["a int8"] > 20 and xs["tvm fp32"] > xs["b int8"]
-    assert "spread ms" in page and "&#9888; calibration set" in page
+    assert "&plusmn;" in page and "&#9888; calibration set" in page  # p50 cells carry the rounds' spread
 
 
 def test_layer_plot_has_a_legend_for_its_colours():
@@ -401,10 +401,26 @@ def test_cli_warns_about_a_one_sample_calibration_set(tmp_path, capsys):
     assert code == 2 and "edgemb: warning: calibration set (fashion-mnist:train:1) has only 1 sample" in err
 
 
+def test_accuracy_plot_on_unlabelled_data_shows_the_estimated_drop_with_its_interval():
+    report = _report()
+    report["data"]["evaluation"]["labelled"] = False
+    report["budget"] = {"max_drop": 0.5, "min_agreement": None, "applied": "estimated"}
+    for a in report["artifacts"]:
+        a["parity"].update(drop=None, est_drop=0.2, est_drop_low=-0.4, est_drop_high=0.9)
+        a["budget_status"], a["within_budget"] = "inconclusive", False
+    page = render(report)
+    plot = page[page.index("id='accuracy-plot'"):page.index("</svg>", page.index("id='accuracy-plot'"))]
+    assert "estimated top-1 drop against float" in plot and "budget 0.5 pts" in plot
+    assert plot.count("stroke-width='1.5'") == len(report["artifacts"]), "one interval whisker per artifact"
+    assert "inconclusive: interval straddles the budget" in plot
+    assert "0.20 [-0.40, 0.90]" in page.replace("<span class=muted>", "").replace("</span>", "")
+
+
 def test_accuracy_plot_on_unlabelled_data_shows_disagreement_on_confident_samples():
     report = _report()
     report["data"]["evaluation"]["labelled"] = False
-    report["budget"] = {"max_drop": 0.5, "min_agreement": 0.99, "applied": "agreement"}
+    report["budget"] = {"max_drop": None, "min_agreement": 0.99, "applied": "agreement"}
+    report["settings"] = {"max_drop": None}
     for a in report["artifacts"]:
         a["parity"].update(drop=None, agreement_confident=0.995, n_confident=150)
     page = render(report)
