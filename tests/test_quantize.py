@@ -280,3 +280,23 @@ def test_rescue_choice_uses_the_held_out_point_estimate_and_leaves_the_interval_
     assert not Budget(max_drop=0.5).met(straddling)
     assert not meets_on_held_out(Budget(max_drop=0.5), {**straddling, "est_drop": 0.6})
     assert not meets_on_held_out(Budget(max_drop=0.5), {"n": 75, "drop": 0.7, "agreement": 0.9, "sqnr_db": 20.0})
+
+
+def test_openvino_int8_from_a_qdq_model_with_16_bit_activations_keeps_its_accuracy(default_run, tmp_path):
+    """OpenVINO's ONNX reader ruins 16-bit QDQ pairs: the backend keeps those tensors float and stays faithful."""
+    from edgemb.backends.openvino_backend import OpenVinoRunner, without_16bit_qdq
+
+    out, _ = default_run
+    graph = Graph.load(out / "model.float.onnx")
+    x = load_data("fashion-mnist:test:64", prepare_model(MODEL, "ref").preprocessing).x
+    names = activation_tensors(graph)
+    stats = collect_stats(graph.model, x, names, histograms=True)
+    ranges = {n: choose_range(stats[n], "mse") for n in names}
+    raised = names[1:4]
+    onnx.save(build_qdq(graph, ranges, QuantConfig("mse", wide_tensors=raised)), str(tmp_path / "wide.onnx"))
+    assert without_16bit_qdq(tmp_path / "wide.onnx", tmp_path / "stripped.onnx") == sorted(raised)
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(tmp_path / "stripped.onnx")), str(tmp_path / "m.xml"), compress_to_fp16=False)
+    reference = run_batched(session(graph.model), x)[0]
+    assert sqnr_db(reference, OpenVinoRunner(tmp_path / "m.xml").run(x)) > 20.0
