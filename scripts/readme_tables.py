@@ -75,20 +75,30 @@ def compile_table(path: Path = RESULTS / "compile.json") -> str:
     return "\n".join(lines)
 
 
+def _measured_at(where: dict | None) -> str:
+    """`commit, CPU (the ISA flags that pick kernels)` from a row's provenance."""
+    if not where or str(where.get("commit", "")).startswith("unknown"):
+        return "before provenance was recorded"
+    isa = where.get("isa") or []
+    kernels = [f for f in ("avx512_vnni", "avx2") if f in isa][:1]
+    return f"`{where['commit']}`, {where.get('cpu')} ({', '.join(kernels) or 'no AVX2'})"
+
+
 def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
     """One row per `make deploy`: the recommended artifact with its parity and latency, and the verdict."""
     if not path.exists():
         return "_not measured yet: run `make deploy-table`_"
     lines = ["| command | weights | recommended | top-1 float -> artifact (n) | drop (points; est. = no labels, 95% "
              "interval) | agreement (confident) | SQNR dB "
-             "| p50 ms (device) | size | artifacts within budget | result |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| p50 ms (device) | size | artifacts within budget | result | measured at |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in json.loads(path.read_text())["reports"]:
         rec = r["recommended"]
         command = f"`make deploy TARGET={r['target']} MODEL={r['model_arg']}`"
         weights = r["weights"]["spec"]
         if rec is None:
-            lines.append(f"| {command} | {weights} | none | - | - | - | - | - | - | 0 | FAILED |")
+            lines.append(f"| {command} | {weights} | none | - | - | - | - | - | - | 0 | FAILED | "
+                         f"{_measured_at(r.get('measured_on'))} |")
             continue
         a = next(a for a in r["artifacts"] if (a["backend"], a["precision"]) == (rec["backend"], rec["precision"]))
         p, lat = a["parity"], a.get("latency")
@@ -110,7 +120,7 @@ def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
         lines.append(f"| {command} | {weights} | {rec['backend']} {rec['precision']} | {top1} | {drop} | "
                      f"{p['agreement']:.2%}{confident} | {p['sqnr_db']:.1f} | {latency} | "
                      f"{a['size_bytes'] / 1e6:.2f} MB | {within} of {len(r['artifacts'])} | "
-                     f"{'passed' if r['passed'] else 'FAILED'} |")
+                     f"{'passed' if r['passed'] else 'FAILED'} | {_measured_at(r.get('measured_on'))} |")
     return "\n".join(lines)
 
 
