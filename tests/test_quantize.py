@@ -192,13 +192,18 @@ def test_best_step_is_the_best_measured_trade_off_not_the_last():
     assert best_step(unlabelled, steps) == 1
 
 
-def test_16_bit_activations_keep_int8_weights_run_and_raise_fidelity(default_run):
+def _graph_and_mse_ranges(default_run) -> tuple:
+    """The default run's float graph, 64 test images, its activation tensors and their mse ranges."""
     out, _ = default_run
     graph = Graph.load(out / "model.float.onnx")
     x = load_data("fashion-mnist:test:64", prepare_model(MODEL, "ref").preprocessing).x
     names = activation_tensors(graph)
     stats = collect_stats(graph.model, x, names, histograms=True)
-    ranges = {n: choose_range(stats[n], "mse") for n in names}
+    return graph, x, names, {n: choose_range(stats[n], "mse") for n in names}
+
+
+def test_16_bit_activations_keep_int8_weights_run_and_raise_fidelity(default_run):
+    graph, x, names, ranges = _graph_and_mse_ranges(default_run)
     reference = run_batched(session(graph.model), x)[0]
     narrow = build_qdq(graph, ranges, QuantConfig("mse"))
     wide = build_qdq(graph, ranges, QuantConfig("mse", wide_tensors=[n for n in names if n != graph.input_name]))
@@ -286,12 +291,7 @@ def test_openvino_int8_from_a_qdq_model_with_16_bit_activations_keeps_its_accura
     """OpenVINO's ONNX reader ruins 16-bit QDQ pairs: the backend keeps those tensors float and stays faithful."""
     from edgemb.backends.openvino_backend import OpenVinoRunner, without_16bit_qdq
 
-    out, _ = default_run
-    graph = Graph.load(out / "model.float.onnx")
-    x = load_data("fashion-mnist:test:64", prepare_model(MODEL, "ref").preprocessing).x
-    names = activation_tensors(graph)
-    stats = collect_stats(graph.model, x, names, histograms=True)
-    ranges = {n: choose_range(stats[n], "mse") for n in names}
+    graph, x, names, ranges = _graph_and_mse_ranges(default_run)
     raised = names[1:4]
     onnx.save(build_qdq(graph, ranges, QuantConfig("mse", wide_tensors=raised)), str(tmp_path / "wide.onnx"))
     assert without_16bit_qdq(tmp_path / "wide.onnx", tmp_path / "stripped.onnx") == sorted(raised)
