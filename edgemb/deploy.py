@@ -19,7 +19,7 @@ from typing import Any
 
 from edgemb.artifacts import tool_versions, write_json
 from edgemb.backends.base import DOES_NOT_FIT, NEEDS_DEVICE, OK
-from edgemb.budget import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, INCONCLUSIVE, PASS, Budget
+from edgemb.budget import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, FAIL, INCONCLUSIVE, PASS, Budget
 from edgemb.compile import compile_model, default_data
 from edgemb.data import Data, load_data, parse_spec
 from edgemb.deploy_guard import one_run_per_folder
@@ -387,9 +387,9 @@ def _within_budget(entry: dict[str, Any], budget: Budget) -> tuple[str, str]:
     within the budget."""
     parity_ = entry.get("parity")
     if entry.get("status") not in (OK, NEEDS_DEVICE) or parity_ is None:
-        return "fail", "not verified"
+        return FAIL, "not verified"
     if "profile_error" in entry:
-        return "fail", f"failed on the device: {entry['profile_error']}"
+        return FAIL, f"failed on the device: {entry['profile_error']}"
     return budget.judge(parity_)
 
 
