@@ -110,3 +110,12 @@ class Backend(Protocol):
     def load(self, artifact: Artifact, target: Target) -> Runner:
         """A runner for the artifact on this host."""
         ...
+
+
+def mark_fit(artifact: Artifact, problems: list[str], board: str) -> Artifact:
+    """Record whether an artifact fits its board: `fits`, and DOES_NOT_FIT with every shortfall when not."""
+    if problems:
+        artifact.status = DOES_NOT_FIT
+        artifact.detail = f"does not fit {board}: " + "; ".join(problems)
+    artifact.extra["fits"] = not problems
+    return artifact

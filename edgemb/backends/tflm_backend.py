@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemb.backends.base import DOES_NOT_FIT, Artifact, BuildInputs, importable
+from edgemb.backends.base import Artifact, BuildInputs, importable, mark_fit
 from edgemb.backends.tflite_backend import TfliteRunner, dequantize_output, int8_tflite, quantize_input
 from edgemb.errors import EdgembError
 from edgemb.metrics import parity
@@ -185,11 +185,7 @@ class TflmBackend:
             problems.append(f"model {size:,} B > flash {flash:,} B")
         if sram is not None and arena > sram:
             problems.append(f"tensor arena {arena:,} B > SRAM {sram:,} B")
-        if problems:
-            artifact.status = DOES_NOT_FIT
-            artifact.detail = f"does not fit {target.board}: " + "; ".join(problems)
-        artifact.extra["fits"] = not problems
-        return artifact
+        return mark_fit(artifact, problems, target.board)
 
     def load(self, artifact: Artifact, target: Target) -> TflmRunner:
         """The host interpreter with the measured arena."""

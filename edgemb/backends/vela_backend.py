@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgemb.backends.base import DOES_NOT_FIT, Artifact, BuildInputs, importable
+from edgemb.backends.base import Artifact, BuildInputs, importable, mark_fit
 from edgemb.backends.tflite_backend import TfliteRunner, int8_tflite
 from edgemb.backends.tflm_backend import C_ARRAY_NAME, inline_buffers, write_c_array
 from edgemb.errors import EdgembError
@@ -305,18 +305,14 @@ class VelaBackend:
         memory["vela_sram_budget_bytes"] = npu["arena_cache_size"]  # --arena-cache-size (None: the memory mode's)
         ops = sorted(set(_operators(model)))
         write_c_array(model, folder, ops, memory["arena_bytes"])
-        write_header(folder / "model_data.h", split, memory, estimate_record(row))
         estimate = estimate_record(row)
+        write_header(folder / "model_data.h", split, memory, estimate)
         artifact = Artifact(self.name, precision, model, extra={
             "estimate": estimate, "latency_estimate": latency_estimate(estimate), "npu_split": split,
             "memory": memory, "ops": ops,
             "c_source": "vela/model_data.cc", "source_model": "vela/model.int8.tflite", "vela_ini": "vela/vela.ini",
             "parity_note": PARITY_NOTE})
-        if problems:
-            artifact.status = DOES_NOT_FIT
-            artifact.detail = f"does not fit {target.board}: " + "; ".join(problems)
-        artifact.extra["fits"] = not problems
-        return artifact
+        return mark_fit(artifact, problems, target.board)
 
     def load(self, artifact: Artifact, target: Target) -> TfliteRunner:
         """The int8 flatbuffer Vela compiled from, on LiteRT's reference kernels (no NPU here)."""
