@@ -18,7 +18,7 @@ import onnx
 from onnx import helper
 
 from edgemb.onnx_graph import Graph
-from edgemb.quant.ranges import DEFAULT_METHOD, quant_params, weight_scales
+from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, quant_params, weight_scales
 from edgemb.quant.rounding import RoundedLayer
 
 LAYER_OPS = ("Conv", "Gemm")
@@ -32,7 +32,7 @@ ZERO_POINT_TYPES = {"uint8": np.uint8, "int8": np.int8, "uint16": np.uint16, "in
 class QuantConfig:
     """What the quantizer does; stored verbatim in quantize.json."""
 
-    method: str = DEFAULT_METHOD
+    method: str = DEFAULT_RANGE_METHOD
     granularity: str = "per-channel"
     activation_type: str = "uint8"
     keep_float: list[str] = field(default_factory=list)

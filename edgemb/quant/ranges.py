@@ -17,7 +17,10 @@ from edgemb.onnx_graph import session
 from edgemb.progress import progress
 
 METHODS = ("minmax", "percentile", "mse")
-DEFAULT_METHOD = "mse"  # measured best on every reference model (see results/quantization.json)
+# The one range method used when a single fixed method is needed (QuantConfig's default; the quantize stage's
+# own default is edgemb.quant.pipeline.DEFAULT_METHOD, "auto", which picks per model among its candidates).
+# Measured best on every reference model (see results/quantization.json).
+DEFAULT_RANGE_METHOD = "mse"
 BINS = 2048
 PERCENTILE = 99.99
 MSE_CANDIDATES = 100
