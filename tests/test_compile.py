@@ -74,6 +74,23 @@ def test_onnxruntime_int8_without_the_quantize_stage_model_is_a_clear_failure_no
     assert "quantize stage's QDQ model" in built["int8"]["detail"] and "edgemb quantize" in built["int8"]["detail"]
 
 
+def test_tvm_int8_lowers_only_the_quantize_stage_model_never_a_file_it_finds(tmp_path):
+    """A model.int8.onnx beside the output (what the TVM backend once fell back to) is not the quantize stage's
+    model: without qdq_model the build fails naming the fix, and a qdq_model that is not there fails too."""
+    from types import SimpleNamespace
+
+    from edgemb.backends.tvm_backend import TvmBackend
+    from edgemb.targets import get_target
+
+    (tmp_path / "model.int8.onnx").write_bytes(b"an onnxruntime int8 artifact of some earlier build")
+    inputs = SimpleNamespace(options={}, float_onnx=tmp_path / "model.onnx")
+    with pytest.raises(EdgembError, match=r"tvm int8 .*quantize stage's QDQ model.*none was passed.*edgemb quantize"):
+        TvmBackend().build(inputs, get_target("x86"), "int8", tmp_path)
+    inputs.options["qdq_model"] = tmp_path / "quantize" / "model.int8.onnx"
+    with pytest.raises(EdgembError, match=r"quantize stage's QDQ model.*is not a file.*edgemb quantize"):
+        TvmBackend().build(inputs, get_target("x86"), "int8", tmp_path)
+
+
 def test_standalone_compile_quantizes_through_the_quantize_stage(tmp_path, capsys):
     out = tmp_path / "c"
     assert cli.main(["compile", "v1_0.25", "--weights", "ref", "--target", "x86", "--backend", "onnxruntime",

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgemb.artifacts import sha256_file
+from edgemb.errors import EdgembError
 from edgemb.targets import Target
 from edgemb.zoo.prepared import PreparedModel
 
@@ -30,6 +31,20 @@ QDQ_BACKENDS = ("onnxruntime", "tvm")
 def needs_qdq_model(pairs: Iterable[tuple[str, str]]) -> bool:
     """Whether building these (backend, precision) pairs needs the quantize stage's QDQ model."""
     return any(backend in QDQ_BACKENDS and precision == "int8" for backend, precision in pairs)
+
+
+def quantize_stage_model(options: dict[str, Any], backend: str) -> Path:
+    """The quantize stage's QDQ model (options["qdq_model"]) that `backend`'s int8 artifact is built from, so it
+    never falls back to a recipe of its own; a missing one is an EdgembError that says how to make it."""
+    given = options.get("qdq_model")
+    fix = ("run `edgemb quantize MODEL --out DIR` (or quantize_model) and pass DIR/model.int8.onnx as qdq_model; "
+           "`edgemb compile` and `edgemb deploy` do this themselves")
+    if not given:
+        raise EdgembError(f"{backend} int8 is built from the quantize stage's QDQ model and none was passed: {fix}")
+    if not Path(given).is_file():
+        raise EdgembError(f"{backend} int8 is built from the quantize stage's QDQ model, and qdq_model {given} is "
+                          f"not a file: {fix}")
+    return Path(given)
 
 
 @dataclass

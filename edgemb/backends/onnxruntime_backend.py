@@ -7,16 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemb.backends.base import Artifact, BuildInputs, importable
+from edgemb.backends.base import Artifact, BuildInputs, importable, quantize_stage_model
 from edgemb.errors import EdgembError
 from edgemb.onnx_graph import session
 from edgemb.targets import Target
 
 # "onnxruntime int8" has one meaning: the model edgemb's quantize stage wrote (edgemb.quant.pipeline), which
 # compile and deploy pass in as options["qdq_model"]; the backend holds no second int8 recipe.
-QDQ_MODEL_NEEDED = ("onnxruntime int8 runs the quantize stage's QDQ model and none was passed: run `edgemb quantize "
-                    "MODEL --out DIR` (or quantize_model) and pass DIR/model.int8.onnx as qdq_model; `edgemb compile` "
-                    "and `edgemb deploy` do this themselves")
 
 
 class OnnxRuntimeRunner:
@@ -51,9 +48,7 @@ class OnnxRuntimeBackend:
         if precision == "fp32":
             shutil.copyfile(inputs.float_onnx, path)
         elif precision == "int8":
-            if not inputs.options.get("qdq_model"):
-                raise EdgembError(QDQ_MODEL_NEEDED)
-            shutil.copyfile(inputs.options["qdq_model"], path)  # the quantize stage's model (budget applied)
+            shutil.copyfile(quantize_stage_model(inputs.options, self.name), path)  # budget applied there
         else:
             raise EdgembError(f"onnxruntime backend cannot build precision {precision!r}")
         return Artifact(self.name, precision, path)

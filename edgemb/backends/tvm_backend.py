@@ -1,8 +1,9 @@
 """Apache TVM (0.27, Relax): ONNX import, MetaSchedule tuning with a cached database, cross-compiled library.
 
-fp32 builds the float graph. int8 builds edgemb's own QDQ model (the quantize stage's, or the same recipe as
-onnxruntime's int8 artifact) and lowers it to integer kernels (edgemb/backends/tvm_lowering.py): TVM 0.27
-alone would import it as fake-quant. Tuning spends its trials on the tasks that dominate (FLOPs x calls).
+fp32 builds the float graph. int8 takes the quantize stage's QDQ model (options["qdq_model"], the model
+onnxruntime int8 runs; without it the build is an EdgembError, never a fallback) and lowers it to integer kernels
+(edgemb/backends/tvm_lowering.py): TVM 0.27 alone would import it as fake-quant. Tuning spends its trials on the
+tasks that dominate (FLOPs x calls).
 ARM libraries are cross-compiled with Debian's aarch64 g++ and run only on the board (real or emulated).
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
+from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable, quantize_stage_model
 from edgemb.backends.tvm_dot import ATTR_DEPTHWISE, ATTR_INTRIN, DotKernel, choose_kernel, spec_kernel
 from edgemb.backends.tvm_lowering import float_nhwc, lower_qdq
 from edgemb.backends.tvm_schedules import default_schedule_pass
@@ -220,18 +221,6 @@ def target_arch(spec: dict[str, Any]) -> str:
     return triple.split("-")[0] if triple else host_arch()
 
 
-def qdq_model(inputs: BuildInputs, target: Target, out_dir: Path) -> Path:
-    """edgemb's QDQ model: the quantize stage's (options["qdq_model"], which compile and deploy pass), or the
-    onnxruntime int8 artifact of the same stage beside it, so both engines run the same quantized network."""
-    if inputs.options.get("qdq_model"):
-        return Path(inputs.options["qdq_model"])
-    if (out_dir / "model.int8.onnx").exists():
-        return out_dir / "model.int8.onnx"
-    raise EdgembError("tvm int8 lowers the quantize stage's QDQ model and none was passed: run `edgemb quantize "
-                      "MODEL --out DIR` (or quantize_model) and pass DIR/model.int8.onnx as qdq_model; `edgemb "
-                      "compile` and `edgemb deploy` do this themselves")
-
-
 class TvmRunner:
     """A Relax VM over a library built for this host."""
 
@@ -271,7 +260,8 @@ class TvmBackend:
             raise EdgembError(f"the TVM backend builds {' and '.join(PRECISIONS)}, not {precision!r}")
         spec = tvm_target_dict(target)
         arch = target_arch(spec)
-        source = inputs.float_onnx if precision == "fp32" else qdq_model(inputs, target, out_dir)
+        # int8 lowers the quantize stage's QDQ model (the one onnxruntime int8 runs), never a model of its own
+        source = inputs.float_onnx if precision == "fp32" else quantize_stage_model(inputs.options, self.name)
         mod, lowering = import_onnx(source, spec, integer=precision == "int8",
                                     dot=choose_kernel(target.isa, target.arch))
         database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec)
