@@ -68,15 +68,17 @@ def measure(name: str, scratch: Path) -> list[dict]:
                      **{k: result[k] for k in ("float_top1", "quant_top1", "drop", "agreement", "sqnr_db")}})
         print(json.dumps(rows[-1]), flush=True)
 
-    float_graph = ours("per-channel mse (default)")
-    ours("per-channel minmax", method="minmax")
+    float_graph = ours("per-channel default (gptq weights, auto ranges)")
+    ours("per-channel mse ranges, gptq weights", method="mse")
+    ours("per-channel minmax ranges, gptq weights", method="minmax")
     peer("onnxruntime quantize_static", "per-channel minmax",
          lambda: ort_quantize_static(float_graph, calib.x, scratch / f"{name}-ort.onnx"))
     peer("nncf quantize", "default (per-channel)",
          lambda: nncf_quantize(float_graph, calib.x, scratch / f"{name}-nncf.onnx"))
     if name in PER_TENSOR_MODELS:
-        ours("per-tensor mse", granularity="per-tensor")
-        ours("per-tensor mse + CLE + bias correction", granularity="per-tensor", cle=True, bias_correction=True)
+        ours("per-tensor, gptq weights, auto ranges", granularity="per-tensor")
+        ours("per-tensor, gptq weights, auto ranges, CLE + bias correction", granularity="per-tensor", cle=True,
+             bias_correction=True)
         peer("onnxruntime quantize_static", "per-tensor minmax",
              lambda: ort_quantize_static(float_graph, calib.x, scratch / f"{name}-ort-pt.onnx", per_channel=False))
     return rows
@@ -132,8 +134,8 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
             ranges=report["ranges"]["method"], bias_correction_applied=report.get("bias_correction", {}).get("applied"))
         return out / "model.float.onnx"
 
-    float_graph = ours("default (gptq weights, auto ranges, bias correction)", bias_correction=True)
-    ours("gptq weights, auto ranges, no bias correction")
+    float_graph = ours("default (gptq weights, auto ranges)")
+    ours("gptq weights, auto ranges, with bias correction", bias_correction=True)
     ours("round-to-nearest, mse ranges (previous default)", method="mse", weight_rounding="nearest")
     for tool, label, make in (
             ("onnxruntime quantize_static", "per-channel minmax",
@@ -143,10 +145,11 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
         started = time.perf_counter()
         path = make()
         add(tool, label, path, time.perf_counter() - started, calibration=len(calib))
-    ours("per-tensor, gptq weights, auto ranges, bias correction", granularity="per-tensor", bias_correction=True)
+    ours("per-tensor, gptq weights, auto ranges, CLE + bias correction", granularity="per-tensor", cle=True,
+         bias_correction=True)
     for n in calib_sizes:
         if n != int(REAL_CALIB.rsplit(":", 1)[1]):
-            ours(f"default, {n} calibration crops", f"photos:calib:{n}", bias_correction=True)
+            ours(f"default, {n} calibration crops", f"photos:calib:{n}")
     return rows
 
 

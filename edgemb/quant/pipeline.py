@@ -154,6 +154,7 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                 name: r.output_sqnr_db for name, r in rounded.items()}}
         ranges, report["ranges"] = pick_ranges(graph, stats, names, config, rounded,
                                                calibration.x[:RANGE_CHOICE_SAMPLES])
+        config.wide_ranges = {n: choose_range(stats[n], "minmax") for n in names}
         if bias_correction:
             graph, corrected = correct_mean_shifts(graph, ranges, config, calibration.x[:BIAS_CORRECTION_SAMPLES],
                                                    rounded)

@@ -38,12 +38,22 @@ class QuantConfig:
     keep_float: list[str] = field(default_factory=list)
     weight_max: int = 127  # 63 where the target's int8 kernels need 7-bit weights (see edgemb/quant/isa.py)
     wide_tensors: list[str] = field(default_factory=list)  # activations raised to 16 bits
+    # The full observed range of each activation, used when it is raised to 16 bits: the 8-bit range clips
+    # outliers to save resolution, but 16 bits have resolution to spare, and clipping then is pure error
+    # (V2@224 with every activation 16-bit: 23.9 dB logits SQNR with the 8-bit ranges, 33.2 with full ones).
+    wide_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def activation_dtype(self, tensor: str) -> str:
         """The integer type of one activation tensor: 16-bit for the raised ones, else the configured 8-bit."""
         if tensor in self.wide_tensors:
             return "uint16" if self.activation_type == "uint8" else "int16"
         return self.activation_type
+
+    def activation_range(self, tensor: str, ranges: dict[str, tuple[float, float]]) -> tuple[float, float]:
+        """The range one activation is quantized over: its full range when raised to 16 bits (if known)."""
+        if tensor in self.wide_tensors and tensor in self.wide_ranges:
+            return self.wide_ranges[tensor]
+        return ranges[tensor]
 
     @property
     def per_channel(self) -> bool:
@@ -96,7 +106,7 @@ def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: Quan
         if not consumers or tensor not in ranges:
             continue
         dtype = config.activation_dtype(tensor)
-        scale, zp = quant_params(*ranges[tensor], dtype)
+        scale, zp = quant_params(*config.activation_range(tensor, ranges), dtype)
         if tensor not in config.wide_tensors:  # int32 biases only behind 8-bit inputs (integer kernels)
             act_scale[tensor] = scale
         g.set_array(f"{tensor}_scale", np.array(scale, np.float32))
