@@ -17,12 +17,23 @@ from pathlib import Path
 from edgemb import __version__
 from edgemb.errors import EdgembError, ParityError
 from edgemb.limits import out_of_range
+from edgemb.quant.options import (
+    ACTIVATION_TYPES,
+    AUTO_METHOD,
+    DEFAULT_ACTIVATION_TYPE,
+    DEFAULT_GRANULARITY,
+    DEFAULT_MAX_FLOAT_LAYERS,
+    DEFAULT_METHOD,
+    DEFAULT_WEIGHT_ROUNDING,
+    GRANULARITIES,
+    METHODS,
+    WEIGHT_ROUNDINGS,
+)
 
 Driver = Callable[[argparse.Namespace], int]
-# Defaults shown in --help, copied here so building the parser imports no torch (tests/test_cli.py pins them to
-# edgemb.export.DEFAULT_OPSET and edgemb.quant.pipeline.DEFAULT_MAX_FLOAT_LAYERS).
+# The export default shown in --help, copied here so building the parser imports no torch (tests/test_hardening.py
+# pins it to edgemb.export.DEFAULT_OPSET). The quantize options come from edgemb.quant.options, which is light.
 DEFAULT_OPSET = 18
-DEFAULT_MAX_FLOAT_LAYERS = 6
 _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Driver]] = []
 
 EPILOG = """\
@@ -231,9 +242,7 @@ def drive_eval(args: argparse.Namespace) -> int:
     """Print float accuracy; the number every quantized artifact is compared with."""
     from edgemb.evaluate import evaluate_model
 
-    if args.batch_size < 1:
-        raise EdgembError(f"--batch-size must be >= 1, got {args.batch_size}")
-    _resolve_weights(args)
+    _resolve_weights(args)  # --batch-size was checked with every other number (edgemb.limits, in main)
     result = evaluate_model(args.model, args.weights, args.data, args.sha256, args.batch_size)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -249,17 +258,19 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", required=True, metavar="SPEC",
                         help="calibration data, e.g. fashion-mnist:train:512 or imagefolder:DIR:256")
     parser.add_argument("--out", type=Path, required=True, help="folder for model.int8.onnx and quantize.json")
-    parser.add_argument("--method", default="auto", choices=["auto", "minmax", "percentile", "mse"],
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=[AUTO_METHOD, *METHODS],
                         help="activation ranges: observed min/max, 99.99th percentile, the clipping that "
-                             "minimises quantization MSE, or auto (default: percentile or mse, whichever gives "
-                             "the better logits SQNR on calibration samples)")
-    parser.add_argument("--weight-rounding", default="gptq", choices=["gptq", "nearest"],
-                        help="gptq (default): scales and rounding that minimise each layer's output error on "
-                             "calibration data, plus weight-error bias correction; nearest: plain rounding")
-    parser.add_argument("--granularity", default="per-channel", choices=["per-channel", "per-tensor"],
-                        help="weight scales per output channel (default) or one per tensor")
-    parser.add_argument("--activation-type", default="uint8", choices=["uint8", "int8"],
-                        help="activation integer type (default uint8, what x86 VNNI kernels take)")
+                             f"minimises quantization MSE, or {AUTO_METHOD} (percentile or mse, whichever gives "
+                             f"the better logits SQNR on calibration samples); default {DEFAULT_METHOD}")
+    parser.add_argument("--weight-rounding", default=DEFAULT_WEIGHT_ROUNDING, choices=WEIGHT_ROUNDINGS,
+                        help="gptq: scales and rounding that minimise each layer's output error on calibration "
+                             "data, plus weight-error bias correction; nearest: plain rounding (default "
+                             f"{DEFAULT_WEIGHT_ROUNDING})")
+    parser.add_argument("--granularity", default=DEFAULT_GRANULARITY, choices=GRANULARITIES,
+                        help=f"weight scales per output channel or one per tensor (default {DEFAULT_GRANULARITY})")
+    parser.add_argument("--activation-type", default=DEFAULT_ACTIVATION_TYPE, choices=ACTIVATION_TYPES,
+                        help=f"activation integer type (default {DEFAULT_ACTIVATION_TYPE}; uint8 is what x86 VNNI "
+                             "kernels take)")
     parser.add_argument("--cle", action="store_true", help="cross-layer equalization before quantizing")
     parser.add_argument("--bias-correction", action="store_true", help="empirical bias correction")
     _budget_arguments(parser, defaults=False)

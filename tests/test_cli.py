@@ -34,6 +34,27 @@ def test_help_is_useful():
     assert "--weights" in sub.stdout and "--opset" in sub.stdout and "@R" in sub.stdout
 
 
+
+def test_quantize_flags_offer_what_quantize_model_takes_with_its_defaults():
+    """`edgemb quantize` and quantize_model cannot drift apart: the same choices, and unset flags give the
+    function's own defaults."""
+    import argparse
+    import inspect
+
+    from edgemb.cli import build_parser
+    from edgemb.quant import pipeline
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    flags = {a.dest: a for a in commands.choices["quantize"]._actions}
+    takes = inspect.signature(pipeline.quantize_model).parameters
+    for name in ("method", "weight_rounding", "granularity", "activation_type", "max_float_layers"):
+        assert flags[name].default == takes[name].default, name
+    assert flags["method"].default == pipeline.DEFAULT_METHOD
+    assert sorted(flags["method"].choices) == sorted((pipeline.AUTO_METHOD, *pipeline.METHODS))
+    assert sorted(flags["weight_rounding"].choices) == sorted(pipeline.WEIGHT_ROUNDINGS)
+    assert sorted(flags["granularity"].choices) == sorted(pipeline.GRANULARITIES)
+    assert sorted(flags["activation_type"].choices) == sorted(pipeline.ACTIVATION_TYPES)
+
 @pytest.mark.slow
 def test_export_v3l_end_to_end(tmp_path):
     # untrained at 224: the default weights would be the 64x64 reference model when ImageNet's are absent

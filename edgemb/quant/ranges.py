@@ -15,10 +15,10 @@ import numpy as np
 
 from edgemb.onnx_graph import session
 from edgemb.progress import progress
+from edgemb.quant.options import METHODS
 
-METHODS = ("minmax", "percentile", "mse")
 # The one range method used when a single fixed method is needed (QuantConfig's default; the quantize stage's
-# own default is edgemb.quant.pipeline.DEFAULT_METHOD, "auto", which picks per model among its candidates).
+# own default is edgemb.quant.options.DEFAULT_METHOD, "auto", which picks per model among its candidates).
 # Measured best on every reference model (see results/quantization.json).
 DEFAULT_RANGE_METHOD = "mse"
 BINS = 2048
