@@ -21,22 +21,27 @@ from edgemb.progress import progress
 from edgemb.quant.cle import equalize, weight_range_spread
 from edgemb.quant.correction import correct_mean_shifts, qdq_session, rank_sensitivity, rank_wide_sensitivity
 from edgemb.quant.isa import choose_scheme, host_scheme
+from edgemb.quant.options import (
+    ACTIVATION_TYPES,
+    AUTO_METHOD,
+    DEFAULT_ACTIVATION_TYPE,
+    DEFAULT_GRANULARITY,
+    DEFAULT_MAX_FLOAT_LAYERS,
+    DEFAULT_METHOD,
+    DEFAULT_WEIGHT_ROUNDING,
+    GRANULARITIES,
+    WEIGHT_ROUNDINGS,
+)
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
-from edgemb.quant.ranges import METHODS, TensorStats, choose_range, collect_stats
+from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, METHODS, TensorStats, choose_range, collect_stats
 from edgemb.quant.rounding import RoundedLayer, round_layers
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
-GRANULARITIES = ("per-channel", "per-tensor")
-ACTIVATION_TYPES = ("uint8", "int8")
 BIAS_CORRECTION_SAMPLES = 128
-AUTO_METHOD = "auto"
-DEFAULT_METHOD = AUTO_METHOD
 AUTO_CANDIDATES = ("percentile", "mse")
 RANGE_CHOICE_SAMPLES = 64
-WEIGHT_ROUNDINGS = ("gptq", "nearest")
 SENSITIVITY_SAMPLES = 64
 WIDE_SENSITIVITY_SAMPLES = 32
-DEFAULT_MAX_FLOAT_LAYERS = 6
 DEFAULT_MAX_WIDE_TENSORS = 8  # activations the budget may raise to 16 bits before keeping layers in float
 HELD_OUT_EVERY = 4  # with a budget, every 4th calibration sample is held out to decide the rescue on
 
@@ -84,12 +89,12 @@ def split_calibration(data: Data, every: int = HELD_OUT_EVERY) -> tuple[Data, Da
 
 
 def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: Path, weights: str | None = None,
-                   sha256: str | None = None, method: str = DEFAULT_METHOD, granularity: str = "per-channel",
+                   sha256: str | None = None, method: str = DEFAULT_METHOD, granularity: str = DEFAULT_GRANULARITY,
                    cle: bool = False, bias_correction: bool = False, max_drop: float | None = None,
-                   eval_spec: str | Data | None = None, activation_type: str = "uint8",
+                   eval_spec: str | Data | None = None, activation_type: str = DEFAULT_ACTIVATION_TYPE,
                    max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS, budget: Budget | None = None,
-                   weight_rounding: str = "gptq", isa: Sequence[str] | None = None, arch: str = "x86_64"
-                   ) -> dict[str, Any]:
+                   weight_rounding: str = DEFAULT_WEIGHT_ROUNDING, isa: Sequence[str] | None = None,
+                   arch: str = "x86_64") -> dict[str, Any]:
     """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx and quantize.json.
 
     A deploy passes its prepared model and loaded data; names are resolved here otherwise. The budget is
@@ -190,7 +195,7 @@ def gate_rewrite(graph: Graph, rewritten: Graph, config: QuantConfig, x: np.ndar
     """Whether a function-preserving rewrite (CLE) raises the quantized logits' SQNR: ranges are fitted on the
     even calibration samples and the SQNR measured on the odd ones, with plain rounding for both graphs."""
     fit, held_out = x[0::2], x[1::2]
-    method = "mse" if config.method == AUTO_METHOD else config.method
+    method = DEFAULT_RANGE_METHOD if config.method == AUTO_METHOD else config.method
     reference = run_batched(qdq_session(graph.model), held_out, desc="CLE check (float)")[0]
     scores = []
     for candidate in (graph, rewritten):
