@@ -61,6 +61,9 @@ class Budget:
         text = ", ".join(reasons) or "no limit"
         if status == INCONCLUSIVE:
             text = f"inconclusive: more evaluation data needed ({text})"
+            needed = samples_to_decide(parity, self.max_drop) if self.max_drop is not None else None
+            if needed is not None:
+                text += f"; about {needed:,} samples like these would decide it"
         return status, text
 
     def verdict(self, parity: dict[str, Any]) -> tuple[bool, str]:
@@ -94,3 +97,23 @@ def agreement_for_budget(parity: dict[str, Any]) -> tuple[float, str]:
     if parity.get("n_confident"):
         return parity["agreement_confident"], f"{parity['n_confident']} confident samples"
     return parity["agreement"], f"all {parity['n']} samples"
+
+
+def samples_to_decide(parity: dict[str, Any], max_drop: float) -> int | None:
+    """How many evaluation samples would make the estimated drop's interval clear `max_drop`, if the estimate
+    and the share of disagreeing samples stayed as they are (the interval narrows as 1/sqrt(n)).
+
+    Tells an inconclusive verdict's reader whether more data can help at all: an estimate of 0.3 against a
+    0.5 budget needs a few times more samples, one of 0.48 a few hundred times more. None when there is no
+    estimate or it sits exactly on the budget (no amount of data decides that). Crops of one photo are
+    correlated, so count independent images.
+    """
+    if parity.get("est_drop") is None or not parity.get("n"):
+        return None
+    est, low, high = parity["est_drop"], parity["est_drop_low"], parity["est_drop_high"]
+    half, margin = (high - est, max_drop - est) if est < max_drop else (est - low, est - max_drop)
+    if margin <= 0 or half <= 0:
+        return None
+    needed = parity["n"] * (half / margin) ** 2
+    digits = max(0, len(str(int(needed))) - 2)  # two significant figures, rounded up
+    return int(math.ceil(needed / 10 ** digits) * 10 ** digits)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from edgemb import cli
-from edgemb.budget import Budget
+from edgemb.budget import Budget, samples_to_decide
 from edgemb.data import load_data
 from edgemb.data.datasets import load_pixels
 from edgemb.data.photos import load_recipe
@@ -153,6 +153,10 @@ def test_budget_uses_drop_with_labels_and_the_estimated_interval_without():
     assert budget.judge({**unlabelled, "est_drop_low": 0.55, "est_drop_high": 0.9})[0] == "fail"
     status, text = budget.judge({**unlabelled, "est_drop_high": 0.6})
     assert status == "inconclusive" and "more evaluation data needed" in text
+    # the interval (0.4 points above 0.2) must shrink to 0.3: (0.4 / 0.3)^2 = 1.78 times the 300 samples
+    assert "about 540 samples like these would decide it" in text
+    assert samples_to_decide({**unlabelled, "est_drop": 0.5}, 0.5) is None, "an estimate on the budget never decides"
+    assert samples_to_decide({**unlabelled, "est_drop": 0.8, "est_drop_low": 0.2}, 0.5) == 1200  # (0.6/0.3)^2 x 300
     assert not budget.met({**unlabelled, "est_drop_high": 0.6}), "an inconclusive verdict is not a pass"
     # agreement on confident samples is an extra limit only when asked for, on any data
     strict = Budget(max_drop=0.5, min_agreement=0.99)
