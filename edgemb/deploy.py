@@ -25,7 +25,7 @@ from edgemb.data import Data, load_data, parse_spec
 from edgemb.deploy_guard import one_run_per_folder
 from edgemb.device.devices import open_device
 from edgemb.errors import EdgembError, ParityError
-from edgemb.export import export_model
+from edgemb.export import export_model, output_names
 from edgemb.latency_estimate import estimate_latency
 from edgemb.metrics import parity
 from edgemb.onnx_graph import Graph
@@ -248,7 +248,8 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
     threads = target.threads if device_uri == "local" else 0
     runnable = {f"{r['backend']} {r['precision']}": compile_dir / r["path"] for r in compiled["artifacts"]
                 if _why_not_profiled(r, compile_dir) is None}
-    runs_by_name = {run.name: run for run in run_on_device(device, runnable, x, runs, warmup, threads, log)}
+    runs_by_name = {run.name: run for run in run_on_device(device, runnable, x, runs, warmup, threads, log,
+                                                           output_names(prepared.model))}
     results = []
     for record in compiled["artifacts"]:
         entry = {"backend": record["backend"], "precision": record["precision"]}
@@ -260,7 +261,7 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
                               "can refuse what the board runs: check it there with --device)" if device.emulated
                               else run.error)
         else:
-            entry["device_parity"] = parity(float_logits, run.outputs, y)
+            entry["device_parity"] = parity(float_logits, run.output(), y)
             entry["runtime"] = run.runtime
             if run.latency is not None:
                 entry["latency"] = run.latency

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,10 @@ import numpy as np
 
 from edgemb.artifacts import check_output_file, write_json
 from edgemb.data import load_data
-from edgemb.device.devices import Device, Measurement, combine_rounds, open_device
+from edgemb.device.devices import Device, Measurement, combine_rounds, open_device, single_output
 from edgemb.errors import EdgembError
+from edgemb.export import output_names as model_output_names
+from edgemb.zoo.prepared import PreparedModel
 from edgemb.zoo.weights import prepare_model
 
 PROFILE_SAMPLES = 16
@@ -23,16 +25,22 @@ TIMING_ROUNDS = 3  # interleaved timing rounds per artifact on a real device
 
 @dataclass
 class DeviceRun:
-    """One artifact on one device: its outputs on every input, the runtime, and the combined latency (when
-    timed) or the device's error."""
+    """One artifact on one device: every output on every input by the model's output names, the runtime, and
+    the combined latency (when timed) or the device's error."""
 
     name: str
     path: Path
-    outputs: np.ndarray | None = None
+    outputs: dict[str, np.ndarray] | None = None
     runtime: str | None = None
     latency: dict[str, Any] | None = None
     error: str | None = None
     measurements: list[Measurement] = field(default_factory=list)
+
+    def output(self, name: str | None = None) -> np.ndarray:
+        """One output by name, or the only one (a classifier's logits); an error for a run that failed."""
+        if self.outputs is None:
+            raise EdgembError(f"{self.name} has no outputs: {self.error or 'it has not run'}")
+        return single_output(self.outputs, name, self.name)
 
 
 def eta_text(started: float, done: int, total: int) -> str:
@@ -44,8 +52,9 @@ def eta_text(started: float, done: int, total: int) -> str:
 
 
 def run_on_device(device: Device, artifacts: dict[str, Path], x: np.ndarray, runs: int, warmup: int, threads: int,
-                  log: Callable[[str], None] = print) -> list[DeviceRun]:
-    """Every artifact's outputs on `x`, then `runs` timed inferences each (none when `runs` is 0).
+                  log: Callable[[str], None] = print, output_names: Sequence[str] | None = None) -> list[DeviceRun]:
+    """Every artifact's outputs on `x` (all of them, by `output_names`: the model's ONNX output names), then
+    `runs` timed inferences each (none when `runs` is 0).
 
     Timed in interleaved rounds (every artifact once per round, rotating order) so a busy spell on a shared
     host slows all candidates alike; the spread of the round medians says which differences are real.
@@ -59,7 +68,7 @@ def run_on_device(device: Device, artifacts: dict[str, Path], x: np.ndarray, run
         log(f"  {what}: {run.name} on {device.uri}, {len(x)} samples ({i + 1}/{len(results)}"
             f"{eta_text(started, i, len(results))})")
         try:
-            measured = device.measure(run.path, x, per_round[0], warmup, threads)
+            measured = device.measure(run.path, x, per_round[0], warmup, threads, output_names)
         except EdgembError as exc:
             run.error = str(exc)
             continue
@@ -71,7 +80,8 @@ def run_on_device(device: Device, artifacts: dict[str, Path], x: np.ndarray, run
         for run in timed[r % len(timed):] + timed[:r % len(timed)]:
             if run.error is None:
                 try:
-                    run.measurements.append(device.measure(run.path, x[:1], per_round[r], warmup, threads))
+                    run.measurements.append(device.measure(run.path, x[:1], per_round[r], warmup, threads,
+                                                           output_names))
                 except EdgembError as exc:
                     run.error = str(exc)
     for run in timed:
@@ -90,9 +100,8 @@ def model_of(artifact: Path) -> tuple[str, str | None]:
     raise EdgembError(f"no compile.json or report.json next to {artifact}: pass --model (and --weights)")
 
 
-def profile_inputs(model: str, weights: str | None, data: str | None) -> np.ndarray:
+def profile_inputs(prepared: PreparedModel, data: str | None) -> np.ndarray:
     """Real preprocessed samples (the weights' own preprocessing; by default their own evaluation data)."""
-    prepared = prepare_model(model, weights)
     if data is None:
         named = prepared.weights.named if prepared.weights is not None else None
         data = (named.evaluation if named else None) or "photos:eval"
@@ -113,15 +122,18 @@ def profile_artifact(artifact: Path, device: str | None, model: str | None = Non
     target_device = open_device(device or "local")  # a bad URI fails before any model is loaded
     if model is None:
         model, weights = model_of(artifact)
-    inputs = profile_inputs(model, weights, data)
+    prepared = prepare_model(model, weights)
+    inputs = profile_inputs(prepared, data)
     if target_device.emulated:  # an emulator proves numerics, never speed: outputs only
         runs = warmup = 0
-    (run,) = run_on_device(target_device, {artifact.name: artifact}, inputs, runs, warmup, threads)
+    (run,) = run_on_device(target_device, {artifact.name: artifact}, inputs, runs, warmup, threads,
+                           output_names=model_output_names(prepared.model))
     if run.error is not None:
         raise EdgembError(run.error)
     report = {"stage": "profile", "artifact": str(artifact), "model": model, "data": data,
               "latency": run.latency, "runtime": run.runtime, "arch": run.measurements[0].result.get("arch"),
               "device": target_device.uri, "samples": len(inputs),
+              "outputs": {name: list(value.shape[1:]) for name, value in (run.outputs or {}).items()},
               "note": "emulated: outputs checked, not timed (an emulator says nothing about the board's speed)"
               if target_device.emulated else ""}
     if out is not None:

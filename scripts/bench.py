@@ -106,7 +106,7 @@ def bench_model(item: str, build: Path) -> dict:
     device = SubprocessDevice("local", [sys.executable])
     cores = os.cpu_count() or 1
     float_logits = prepared.float_logits(evaluation.x)
-    accuracy = {key: parity(float_logits, device.measure(path, evaluation.x, 1, 0, cores).outputs, evaluation.y)
+    accuracy = {key: parity(float_logits, device.measure(path, evaluation.x, 1, 0, cores).output(), evaluation.y)
                 for key, path in engines.items()}
     latency: dict[str, dict[str, float]] = {}
     for threads in sorted({1, cores}):

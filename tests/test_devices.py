@@ -66,8 +66,8 @@ def test_tvm_rpi4_library_is_cross_compiled_for_aarch64(built):
 def test_runner_on_this_host_gives_outputs_and_percentiles(built):
     device = open_device("local")
     m = device.measure(built["root"] / "x86" / "model.tvm.so", built["inputs"], runs=20, warmup=2, threads=1)
-    assert m.outputs.shape == (8, 10)
-    np.testing.assert_allclose(m.outputs, built["float"], atol=1e-3)
+    assert m.output().shape == (8, 10)
+    np.testing.assert_allclose(m.output(), built["float"], atol=1e-3)
     lat = m.latency()
     assert lat["runs"] == 20 and len(lat["samples_ms"]) == 20 and not lat["emulated"]
     assert 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] == max(lat["samples_ms"])
@@ -114,7 +114,7 @@ def test_ssh_profiling_through_a_real_openssh_server(built, tmp_path):
         before = set(Path("/tmp").glob("edgemb.*"))
         for artifact in ("tflite/model.fp32.tflite", "x86/model.tvm.so"):
             m = device.measure(built["root"] / artifact, built["inputs"], runs=5, warmup=1, threads=1)
-            np.testing.assert_allclose(m.outputs, built["float"], atol=1e-3)
+            np.testing.assert_allclose(m.output(), built["float"], atol=1e-3)
             assert m.latency()["device"] == uri and m.latency()["runs"] == 5
         # A board whose Python lacks a runtime: named pip package, and the remote folder is gone.
         venv.create(tmp_path / "bare", with_pip=False)
@@ -138,7 +138,7 @@ def test_tvm_rpc_tracker_profiling_on_loopback(built):
     with rpc_tracker() as port, rpc_server(x86_rpc_server_command(port, "x86-test"), port, "x86-test"):
         device = open_device(f"rpc://127.0.0.1:{port}/x86-test")
         m = device.measure(built["root"] / "x86" / "model.tvm.so", built["inputs"], runs=10, warmup=1, threads=1)
-        np.testing.assert_allclose(m.outputs, built["float"], atol=1e-3)
+        np.testing.assert_allclose(m.output(), built["float"], atol=1e-3)
         assert m.latency()["runs"] == 10 and m.latency()["p50_ms"] > 0
         with pytest.raises(EdgembError, match="no free board with key 'absent'"):
             open_device(f"rpc://127.0.0.1:{port}/absent?timeout=2").measure(

@@ -52,8 +52,8 @@ def test_rpi4_float_artifact_on_the_emulated_board_matches_x86(rpi4_build, backe
     device = open_device(None, "rpi4", log=lambda _: None)  # ARM target, no --device: the emulated board
     assert device.uri == "emulated:rpi4" and device.emulated
     m = device.measure(root / backend / FLOAT_ARTIFACTS[backend], data.x, runs=3, warmup=1, threads=0)
-    assert m.result["arch"] == "aarch64" and m.outputs.shape == (len(data.x), 10)
-    measured = parity(float_logits, m.outputs, data.y)
+    assert m.result["arch"] == "aarch64" and m.output().shape == (len(data.x), 10)
+    measured = parity(float_logits, m.output(), data.y)
     assert measured["n"] == 200 and measured["agreement"] >= 0.99, measured
     assert measured["sqnr_db"] > 40, measured  # aarch64 kernels, same float model: tiny rounding differences
     assert m.latency()["emulated"] is True
@@ -64,8 +64,8 @@ def test_rpi4_tvm_int8_library_on_the_emulated_board_agrees_with_the_float_model
     root, data, float_logits = rpi4_build
     device = open_device(None, "rpi4", log=lambda _: None)
     m = device.measure(root / "tvm" / "model.int8.tvm.so", data.x, runs=2, warmup=1, threads=0)
-    assert m.result["arch"] == "aarch64" and m.outputs.shape == (len(data.x), 10)
-    measured = parity(float_logits, m.outputs, data.y)
+    assert m.result["arch"] == "aarch64" and m.output().shape == (len(data.x), 10)
+    measured = parity(float_logits, m.output(), data.y)
     assert measured["n"] == 200 and measured["agreement"] >= 0.99, measured
 
 
@@ -85,5 +85,5 @@ def test_tvm_rpc_server_running_on_the_emulated_board(rpi4_build):
         with rpc_server(command, port, "rpi4-emulated", env=board.environment(), seconds=300):
             device = open_device(f"rpc://127.0.0.1:{port}/rpi4-emulated")
             m = device.measure(root / "tvm" / "model.tvm.so", data.x[:16], runs=3, warmup=1, threads=0)
-    np.testing.assert_array_equal(m.outputs.argmax(1), float_logits[:16].argmax(1))
+    np.testing.assert_array_equal(m.output().argmax(1), float_logits[:16].argmax(1))
     assert m.latency()["runs"] == 3

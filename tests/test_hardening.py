@@ -374,7 +374,7 @@ def test_timing_ties_go_to_fidelity_then_size():
 def test_rounds_combine_into_one_latency_with_the_spread_of_their_medians():
     def m(samples):
         ordered = sorted(samples)
-        return Measurement(np.zeros(1), {"p50_ms": ordered[len(ordered) // 2], "p90_ms": max(samples),
+        return Measurement({"logits": np.zeros(1)}, {"p50_ms": ordered[len(ordered) // 2], "p90_ms": max(samples),
                                          "p99_ms": max(samples), "runs": len(samples), "latency_ms": samples},
                            "local")
 

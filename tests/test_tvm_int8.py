@@ -408,7 +408,7 @@ def test_arm_dot_product_kernels_are_exact_on_the_emulated_board(tmp_path, board
     assert report.dot_ops == {"full": 1, "pointwise": 2}, report.as_dict()
     compile_library(mod, spec, None, tmp_path / f"{board}.so")
     x = np.random.default_rng(2).standard_normal((4, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
-    ours = open_device(f"emulated:{board}", log=lambda _: None).measure(tmp_path / f"{board}.so", x, 1, 0, 1).outputs
+    ours = open_device(f"emulated:{board}", log=lambda _: None).measure(tmp_path / f"{board}.so", x, 1, 0, 1).output()
     ort = session(qdq)
     theirs = np.concatenate([ort.run(None, {"input": s[None]})[0] for s in x])
     assert_within_one_step(ours, theirs, scale)

@@ -1,7 +1,7 @@
 """Where an artifact runs: this host, the emulated board, a board over SSH, or a board from a TVM RPC tracker.
 
-Every device answers the same question (outputs for a batch of inputs plus latency samples), so the deploy
-pipeline and `edgemb profile` never care which one it is. Device URIs:
+Every device answers the same question (every output, by the model's output names, for a batch of inputs plus
+latency samples), so the deploy pipeline and `edgemb profile` never care which one it is. Device URIs:
 
     local                          this host (the device-side runner in a subprocess)
     emulated:rpi4                  the qemu-user board prepared by `edgemb device emulate rpi4`
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,14 +34,33 @@ RUNTIME_EXIT = 3  # the runner's "this board cannot run that" exit code
 SSH_UNREACHABLE = 255
 
 
+def single_output(outputs: dict[str, np.ndarray], name: str | None = None, where: str = "the artifact") -> np.ndarray:
+    """One output by name, or without a name the only one (a classifier's logits): a detector's or segmenter's
+    several outputs are never silently reduced to the first."""
+    if name is not None:
+        if name not in outputs:
+            raise EdgembError(f"{where} has no output {name!r} (it has {', '.join(outputs) or 'none'}): was it "
+                              f"built from another model? rebuild it")
+        return outputs[name]
+    if len(outputs) != 1:
+        raise EdgembError(f"{where} has {len(outputs)} outputs ({', '.join(outputs)}): name the one you want, or "
+                          f"use them all (a task's post-processing takes every output by name)")
+    return next(iter(outputs.values()))
+
+
 @dataclass
 class Measurement:
-    """What a device returns: the outputs for every input, and the runner's timing summary."""
+    """What a device returns: every output for every input, by the model's output names (ONNX order), and the
+    runner's timing summary."""
 
-    outputs: np.ndarray
+    outputs: dict[str, np.ndarray]
     result: dict[str, Any]
     device: str
     emulated: bool = False
+
+    def output(self, name: str | None = None) -> np.ndarray:
+        """One output by name, or the only one (a classifier's logits); see `single_output`."""
+        return single_output(self.outputs, name, self.device)
 
     def latency(self) -> dict[str, Any]:
         """The report's latency block."""
@@ -85,9 +105,23 @@ class Device(Protocol):
     uri: str
     emulated: bool
 
-    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
-        """Run the artifact on every input, then time `runs` single-sample inferences."""
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int,
+                output_names: Sequence[str] | None = None) -> Measurement:
+        """Run the artifact on every input (every output, named by `output_names` in ONNX order, else by the
+        artifact's own names), then time `runs` single-sample inferences."""
         ...
+
+
+def runner_options(runs: int, warmup: int, threads: int, output_names: Sequence[str] | None) -> list[str]:
+    """The runner's command-line options (its --output names in ONNX order)."""
+    return ["--runs", str(runs), "--warmup", str(warmup), "--threads", str(threads),
+            *(f"--output={name}" for name in output_names or ())]
+
+
+def read_outputs(out_dir: Path, result: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The runner's outputs.npz as {output name: array}, in the order result.json names them."""
+    with np.load(out_dir / "outputs.npz") as stored:
+        return {name: stored[f"output_{i}"] for i, name in enumerate(result["output_names"])}
 
 
 def artifact_files(artifact: Path) -> list[Path]:
@@ -122,17 +156,17 @@ class SubprocessDevice:
     emulated: bool = False
     timeout: float = 3600
 
-    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int,
+                output_names: Sequence[str] | None = None) -> Measurement:
         files = artifact_files(artifact)
         with tempfile.TemporaryDirectory(prefix="edgemb-run-") as tmp:
             work = Path(tmp)
             np.save(work / "inputs.npy", inputs.astype(np.float32))
             result = subprocess.run([*self.command, str(RUNNER), str(files[0]), str(work / "inputs.npy"),
-                                     str(work / "out"), "--runs", str(runs), "--warmup", str(warmup),
-                                     "--threads", str(threads)],
+                                     str(work / "out"), *runner_options(runs, warmup, threads, output_names)],
                                     capture_output=True, text=True, env=self.env, timeout=self.timeout)
             summary = _read_runner_output(work / "out", result.returncode, result.stderr, self.uri)
-            outputs = np.load(work / "out" / "outputs.npy")
+            outputs = read_outputs(work / "out", summary)
         return Measurement(outputs, summary, self.uri, self.emulated)
 
 
@@ -184,7 +218,8 @@ class SshDevice:
         if result.returncode != 0:
             raise EdgembError(f"{self.uri}: copy failed: {result.stderr.strip()[-300:]}")
 
-    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int,
+                output_names: Sequence[str] | None = None) -> Measurement:
         if shutil.which("ssh") is None or shutil.which("scp") is None:
             raise EdgembError("ssh:// devices need the OpenSSH client: install Debian's openssh-client")
         files = artifact_files(artifact)
@@ -199,8 +234,9 @@ class SshDevice:
                 self._scp([str(RUNNER), str(local / "inputs.npy"), *map(str, files)],
                           f"{self.destination}:{remote_dir}/")
                 q = shlex.quote
+                options = " ".join(map(q, runner_options(runs, warmup, threads, output_names)))
                 run = self._ssh(f"cd {q(remote_dir)} && {q(self.python)} runner.py {q(files[0].name)} inputs.npy out "
-                                f"--runs {runs} --warmup {warmup} --threads {threads}", timeout=3600)
+                                f"{options}", timeout=3600)
                 if run.returncode not in (0, RUNTIME_EXIT):
                     missing = "No such file" in run.stderr or run.returncode == 127
                     hint = f" (is {self.python} installed on the board? set ?python=PATH)" if missing else ""
@@ -209,9 +245,9 @@ class SshDevice:
                 (local / "out").mkdir()
                 self._scp([f"{self.destination}:{remote_dir}/out/result.json"], str(local / "out"))
                 if run.returncode == 0:
-                    self._scp([f"{self.destination}:{remote_dir}/out/outputs.npy"], str(local / "out"))
+                    self._scp([f"{self.destination}:{remote_dir}/out/outputs.npz"], str(local / "out"))
                 summary = _read_runner_output(local / "out", run.returncode, run.stderr, self.uri)
-                outputs = np.load(local / "out" / "outputs.npy")
+                outputs = read_outputs(local / "out", summary)
         finally:
             self._ssh(f"rm -rf {shlex.quote(remote_dir)}", timeout=60)
         return Measurement(outputs, summary, self.uri, self.emulated)
@@ -256,7 +292,9 @@ class RpcDevice:
             time.sleep(1)
         return tracker.request(self.key, priority=1, session_timeout=int(self.wait_seconds) + 600, max_retry=3)
 
-    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int) -> Measurement:
+    def measure(self, artifact: Path, inputs: np.ndarray, runs: int, warmup: int, threads: int,
+                output_names: Sequence[str] | None = None) -> Measurement:
+        """Outputs named as the device-side runner names a TVM library's (its tuple is in ONNX output order)."""
         if artifact.suffix != ".so":
             raise EdgembError(f"{self.uri}: TVM RPC runs TVM libraries (.so); use ssh:// for {artifact.suffix} "
                               f"artifacts")
@@ -270,18 +308,35 @@ class RpcDevice:
         except Exception as exc:
             raise EdgembError(f"{self.uri}: the board cannot load {artifact.name} (built for another "
                               f"architecture?): {str(exc).splitlines()[0][:300]}") from None
+        from edgemb.device.runner import RuntimeProblem, name_outputs, percentile_ms
+
         dev = remote.cpu()
         vm = relax.VirtualMachine(library, dev)
-        outputs = np.concatenate([vm["main"](tvm.runtime.tensor(np.ascontiguousarray(s[None]), dev)).numpy()
-                                  for s in inputs.astype(np.float32)])
+        arity_of, output_at = vm.module["get_output_arity"], vm.module["get_output"]
+
+        def infer(sample: np.ndarray) -> list[np.ndarray]:
+            # set_input/invoke_stateful, then each output by index: over RPC, vm["main"](...) returns a tuple (a
+            # detector's heads) as an opaque remote object. Not vm.get_outputs: its self-referencing helper keeps
+            # the VM, hence the RPC session and the board, busy until the garbage collector runs.
+            vm.set_input("main", tvm.runtime.tensor(np.ascontiguousarray(sample[None]), dev))
+            vm.invoke_stateful("main")
+            arity = arity_of("main")
+            return [output_at("main").numpy()] if arity == -1 else [output_at("main", k).numpy() for k in range(arity)]
+
+        runs_out = [infer(s) for s in inputs.astype(np.float32)]
+        try:
+            named = name_outputs(None, len(runs_out[0]) if runs_out else len(output_names or ()),
+                                 list(output_names) if output_names is not None else None, artifact.name)
+        except RuntimeProblem as exc:
+            raise EdgembError(f"{self.uri}: {exc}") from None
+        outputs = {name: np.concatenate([run[k] for run in runs_out]) for name, k in named}
         sample = tvm.runtime.tensor(np.ascontiguousarray(inputs[:1].astype(np.float32)), dev)
         timer = vm.time_evaluator("main", dev, number=1, repeat=runs, min_repeat_ms=0)
         for _ in range(warmup):
             vm["main"](sample)
         seconds = list(timer(sample).results)
-        from edgemb.device.runner import percentile_ms
-
         summary = {"artifact": artifact.name, "runtime": f"tvm rpc ({self.key})", "inputs": len(inputs),
+                   "output_names": list(outputs), "output_shapes": [list(v.shape) for v in outputs.values()],
                    "warmup": warmup, "runs": runs, "threads": threads,
                    "latency_ms": [round(s * 1e3, 4) for s in seconds], "p50_ms": percentile_ms(seconds, 0.5),
                    "p90_ms": percentile_ms(seconds, 0.9), "p99_ms": percentile_ms(seconds, 0.99)}

@@ -2,11 +2,27 @@
 
 It depends on numpy and the artifact's own runtime only, never on edgemb, torch or onnx, so a board needs
 nothing else installed. It loads one artifact (.tflite, OpenVINO .xml, TVM .so, .onnx), runs a batch of
-preprocessed NCHW float32 inputs one sample at a time (the way a robot feeds frames), and writes the outputs
-(.npy) and latency samples with percentiles (JSON). Exit codes: 0 ran, 3 a runtime or architecture problem
-(the JSON still says which, so the host can explain it).
+preprocessed NCHW float32 inputs one sample at a time (the way a robot feeds frames), and writes every output
+of the network (outputs.npz: `output_0`, `output_1`, ... in the order of result.json's `output_names`) and
+latency samples with percentiles (result.json). Exit codes: 0 ran, 3 a runtime or architecture problem (the
+JSON still says which, so the host can explain it).
 
-    python3 runner.py ARTIFACT INPUTS.npy OUT_DIR [--warmup N] [--runs N] [--threads N]
+    python3 runner.py ARTIFACT INPUTS.npy OUT_DIR [--warmup N] [--runs N] [--threads N] [--output=NAME ...]
+
+Outputs travel by the model's ONNX output names (`logits`; a detector's `cls_logits`, `bbox_regression`).
+The host passes them with `--output` in ONNX order; each session says which names the artifact itself
+gives each output, and `name_outputs` matches them by name where it can and by position otherwise:
+- .onnx: the graph's own output names.
+- OpenVINO .xml: `ov.convert_model` keeps every ONNX output's tensor name (and NNCF's int8 IR keeps them),
+  so the outputs are matched by name; the position fallback (an IR from elsewhere) is the Result order,
+  which `ov.convert_model` takes from the ONNX graph's output list.
+- .tflite: no ONNX names (litert-torch converts from PyTorch); the signature's `output_0`, `output_1`, ...
+  follow the PyTorch forward's tuple order, which is also the order `torch.onnx.export` gives `output_names`.
+  `get_output_details()` lists the flatbuffer's tensors, in no promised order, so outputs are read in
+  signature order (as backends.tflite_backend.TfliteRunner.run_all does on the host).
+- TVM .so: no names; the Relax `main` returns its tuple in the ONNX graph's output order (relax's from_onnx
+  builds it from `graph.output`).
+A count that differs from the host's names is refused, never guessed at.
 """
 
 from __future__ import annotations
@@ -76,7 +92,15 @@ def tflite_session(path: str, threads: int):
                                  "`pip install ai-edge-litert` (or `pip install tflite-runtime` on armv7)") from None
     interpreter = Interpreter(model_path=path, num_threads=threads or None)
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    inp = interpreter.get_input_details()[0]
+    outs, keys = tflite_outputs(interpreter)
+
+    def dequantized(detail):
+        y = interpreter.get_tensor(detail["index"])
+        if np.issubdtype(detail["dtype"], np.integer):
+            scale, zero = detail["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)
 
     def run(sample):
         x = sample.transpose(1, 2, 0)[None]  # NCHW -> NHWC
@@ -86,13 +110,26 @@ def tflite_session(path: str, threads: int):
             x = np.clip(np.round(x / scale) + zero, info.min, info.max)
         interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
         interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])
-        if np.issubdtype(out["dtype"], np.integer):
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y.astype(np.float32)
+        return [dequantized(detail) for detail in outs]
 
-    return run, runtime
+    return run, runtime, keys
+
+
+def tflite_outputs(interpreter) -> tuple[list, list[tuple[str, ...]]]:
+    """Output details in signature order (`output_0`, `output_1`, ...: the PyTorch tuple order), each with its
+    signature key and tensor name; the details' own order where the signature is missing or not numbered."""
+    details = interpreter.get_output_details()
+    by_index = {d["index"]: d for d in details}
+    signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
+    keys = next(iter(signatures.values())).get("outputs", []) if signatures else []
+    if len(signatures) == 1 and len(keys) == len(details) and all(k.rsplit("_", 1)[-1].isdigit() for k in keys):
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        ordered = sorted(keys, key=lambda k: int(k.rsplit("_", 1)[-1]))
+        indices = [runner.get_output_details()[k]["index"] for k in ordered]
+        if sorted(indices) == sorted(by_index):
+            names = [(k, by_index[i]["name"]) for k, i in zip(ordered, indices, strict=True)]
+            return [by_index[i] for i in indices], names
+    return details, [(d["name"],) for d in details]
 
 
 def openvino_session(path: str, threads: int):
@@ -109,14 +146,15 @@ def openvino_session(path: str, threads: int):
     compiled = core.compile_model(path, "CPU", config)
     request = compiled.create_infer_request()
     input_buffer = request.get_input_tensor(0).data
-    output_buffer = request.get_output_tensor(0).data
+    output_buffers = [request.get_output_tensor(k).data for k in range(len(compiled.outputs))]
 
     def run(sample):
         input_buffer[0] = sample
         request.infer()
-        return output_buffer
+        return output_buffers  # read in place: the caller copies them before the next inference
 
-    return run, f"openvino {ov.__version__}"
+    names = [tuple(sorted(output.get_names())) for output in compiled.outputs]
+    return run, f"openvino {ov.__version__}", names
 
 
 def tvm_session(path: str, threads: int):
@@ -133,9 +171,15 @@ def tvm_session(path: str, threads: int):
     vm = relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())
 
     def run(sample):
-        return vm["main"](tvm.runtime.tensor(sample[None])).numpy()
+        return tvm_arrays(vm["main"](tvm.runtime.tensor(sample[None])))
 
-    return run, f"tvm {tvm.__version__}"
+    # The library has no names; its tuple is in the ONNX graph's output order (see the module docstring).
+    return run, f"tvm {tvm.__version__}", None
+
+
+def tvm_arrays(result) -> list:
+    """A Relax VM result as a list of numpy arrays: one tensor, or a tuple (a detector's heads) in order."""
+    return [result.numpy()] if hasattr(result, "numpy") else [part.numpy() for part in result]
 
 
 def onnx_session(path: str, threads: int):
@@ -147,12 +191,32 @@ def onnx_session(path: str, threads: int):
     name = session.get_inputs()[0].name
 
     def run(sample):
-        return session.run(None, {name: sample[None]})[0]
+        return session.run(None, {name: sample[None]})
 
-    return run, f"onnxruntime {ort.__version__}"
+    return run, f"onnxruntime {ort.__version__}", [(output.name,) for output in session.get_outputs()]
 
 
 SESSIONS = {".tflite": tflite_session, ".xml": openvino_session, ".so": tvm_session, ".onnx": onnx_session}
+
+
+def name_outputs(own: list[tuple[str, ...]] | None, count: int, wanted: list[str] | None,
+                 artifact: str = "the artifact") -> list[tuple[str, int]]:
+    """(name, position in the artifact's outputs) for every output, in the host's order: by name where the
+    artifact's own names hold each wanted name exactly once, else by position (see the module docstring).
+
+    `own` gives each output's names as the artifact knows them (None: it has none). Without `wanted`, the
+    artifact's first name of each output (`output_K` when it has none).
+    """
+    if wanted is None:
+        return [((own[k][0] if own and own[k] else f"output_{k}"), k) for k in range(count)]
+    if len(wanted) != count:
+        raise RuntimeProblem(f"{artifact} has {count} output(s) but the model has {len(wanted)} "
+                             f"({', '.join(wanted)}): was it built from another model? rebuild it")
+    if own:
+        holders = [[k for k, names in enumerate(own) if name in names] for name in wanted]
+        if all(len(h) == 1 for h in holders) and len({h[0] for h in holders}) == count:
+            return [(name, h[0]) for name, h in zip(wanted, holders, strict=True)]
+    return [(name, k) for k, name in enumerate(wanted)]
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
@@ -162,9 +226,10 @@ def percentile_ms(samples: list[float], q: float) -> float:
     return round(ordered[rank - 1] * 1e3, 4)
 
 
-def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: int, threads: int) -> dict:
-    """Outputs for every input sample, then `runs` timed single-sample inferences after `warmup` untimed ones
-    (none when `runs` is 0)."""
+def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: int, threads: int,
+                 output_names: list[str] | None = None) -> dict:
+    """Every output for every input sample, then `runs` timed single-sample inferences after `warmup` untimed
+    ones (none when `runs` is 0)."""
     suffix = os.path.splitext(artifact)[1]
     if suffix not in SESSIONS:
         raise RuntimeProblem(f"unknown artifact type {suffix!r}; the runner knows {', '.join(SESSIONS)}")
@@ -174,7 +239,7 @@ def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: in
         raise RuntimeProblem(f"inputs must be NCHW float32, got shape {batch.shape}")
     started = time.perf_counter()
     try:
-        run, runtime = SESSIONS[suffix](artifact, threads)
+        run, runtime, own_names = SESSIONS[suffix](artifact, threads)
     except RuntimeProblem:
         raise
     except Exception as exc:  # a corrupt or mislabelled file: one line that names it, not the runtime's traceback
@@ -182,8 +247,13 @@ def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: in
         raise RuntimeProblem(f"cannot load {os.path.basename(artifact)} as a {suffix} artifact ({first}): is it "
                              f"a complete {suffix} file? rebuild it with `edgemb compile`") from None
     load_seconds = time.perf_counter() - started
-    outputs = np.concatenate([np.array(run(sample), copy=True) for sample in batch])
-    np.save(os.path.join(out_dir, "outputs.npy"), outputs)
+    per_sample = [[np.array(y, copy=True) for y in run(sample)] for sample in batch]
+    count = len(per_sample[0]) if per_sample else len(own_names or output_names or [])
+    named = name_outputs(own_names, count, output_names, os.path.basename(artifact))
+    outputs = {f"output_{i}": np.concatenate([sample[k] for sample in per_sample]) for i, (_, k) in enumerate(named)}
+    tmp = os.path.join(out_dir, "outputs.tmp.npz")
+    np.savez(tmp, **outputs)
+    os.replace(tmp, os.path.join(out_dir, "outputs.npz"))
     for i in range(warmup):
         run(batch[i % len(batch)])
     samples = []
@@ -194,6 +264,8 @@ def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: in
     return {
         "artifact": os.path.basename(artifact), "runtime": runtime, "arch": board_arch(),
         "python": platform.python_version(), "threads": threads, "inputs": len(batch),
+        "output_names": [name for name, _ in named],
+        "output_shapes": [list(outputs[f"output_{i}"].shape) for i in range(len(named))],
         "load_seconds": round(load_seconds, 3), "warmup": warmup, "runs": runs,
         "latency_ms": [round(s * 1e3, 4) for s in samples],
         # runs=0 checks outputs only (an emulated board: its timings would mean nothing)
@@ -209,11 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--threads", type=int, default=0, help="0: the runtime's default")
+    parser.add_argument("--output", action="append", dest="outputs", metavar="NAME",
+                        help="the model's output names in ONNX order, one --output=NAME each (default: the "
+                             "artifact's own names, output_K where it has none)")
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
     result_path = os.path.join(args.out_dir, "result.json")
     try:
-        result = run_artifact(args.artifact, args.inputs, args.out_dir, args.warmup, max(0, args.runs), args.threads)
+        result = run_artifact(args.artifact, args.inputs, args.out_dir, args.warmup, max(0, args.runs), args.threads,
+                              args.outputs)
         code = 0
     except RuntimeProblem as exc:
         result, code = {"error": str(exc), "arch": board_arch()}, RUNTIME_EXIT
