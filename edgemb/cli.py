@@ -300,8 +300,15 @@ def drive_quantize(args: argparse.Namespace) -> int:
         print(parity_line(report["eval"]))
     if not warned:
         warn_small_calibration(args.calib, report["calibration"]["n"])
+    if report["activations_16bit"]:
+        print(f"raised to 16 bits: {', '.join(report['layers_16bit_input']) or '-'} read 16-bit activations "
+              f"({', '.join(report['activations_16bit'])})")
     if report["layers_kept_float"]:
         print(f"kept in float: {', '.join(report['layers_kept_float'])}")
+    if report.get("budget", {}).get("speed_cost") and (report["activations_16bit"] or report["layers_kept_float"]):
+        cost = report["budget"]["speed_cost"]
+        print(f"rescue cost: {cost['int8_ms']:.2f} -> {cost['chosen_ms']:.2f} ms per image "
+              f"({cost['added_percent']:+.0f}%; float {cost['float_ms']:.2f} ms), {cost['measured_with']}")
     if "budget" in report and not report["budget"]["met"]:
         raise ParityError(f"budget not met: {report['budget']['verdict']}, even with "
                           f"{len(report['layers_kept_float'])} layer(s) in float")

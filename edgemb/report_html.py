@@ -267,6 +267,25 @@ def latency_plot(report: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def rescue_summary(report: dict[str, Any]) -> str:
+    """Which layers the accuracy budget raised to 16-bit inputs or kept in float, and what that cost in speed."""
+    q = report.get("quantization") or {}
+    raised, floated = q.get("layers_16bit_input") or [], q.get("layers_kept_float") or []
+    if not raised and not floated:
+        return "<p>Every layer int8 (no rescue step was needed or chosen).</p>"
+    parts = []
+    if raised:
+        parts.append(f"int8 weights with 16-bit inputs: {_e(', '.join(raised))} "
+                     f"(activations {_e(', '.join(q.get('activations_16bit') or []))})")
+    if floated:
+        parts.append(f"kept in float: {_e(', '.join(floated))}")
+    cost = q.get("rescue_speed_cost")
+    if cost:
+        parts.append(f"cost: {cost['int8_ms']:.2f} &rarr; {cost['chosen_ms']:.2f} ms per image "
+                     f"({cost['added_percent']:+.0f}%; float {cost['float_ms']:.2f} ms), {_e(cost['measured_with'])}")
+    return "<p>Rescue chosen on held-out calibration samples: " + "; ".join(parts) + ".</p>"
+
+
 def layer_plot(report: dict[str, Any]) -> str:
     """SQNR of each quantized layer's output against the float model (network order); low bars break first."""
     table = ((report.get("quantization") or {}).get("layer_sqnr") or {}).get("layers") or []
@@ -331,7 +350,7 @@ Input: {_e(_input_text(report))}. Device: {device_text}. Latency: {_e(report.get
 <h2>Artifacts</h2>{artifact_table(report)}
 <h2>Accuracy against the budget</h2>{accuracy_plot(report)}
 <h2>Latency per artifact</h2>{latency_plot(report)}
-<h2>Per-layer SQNR of the quantized model</h2>{layer_plot(report)}
+<h2>Per-layer SQNR of the quantized model</h2>{rescue_summary(report)}{layer_plot(report)}
 <h2>Stages</h2><table id="stages"><tr><th>stage</th><th>state</th><th>seconds</th></tr>{stages}</table>
 <p class=muted>Tools: {tools}</p>
 </body></html>

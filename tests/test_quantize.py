@@ -165,6 +165,17 @@ def test_budget_raises_activations_to_16_bit_before_float_and_ships_the_best_ste
     for layer in report["layers_16bit_input"]:
         assert inits[f"{layer}.weight_quantized"].data_type == onnx.TensorProto.INT8, "16-bit inputs keep int8 weights"
     assert not budget["met"] and "SQNR" in budget["verdict"]
+    # the ladder takes the most SQNR per measured millisecond first, and the report says what it cost
+    ranking = budget["sensitivity_16bit"]
+    ratios = [r["sqnr_gain_db"] / r["cost_ms_model"] for r in ranking]
+    assert ratios == sorted(ratios, reverse=True)
+    assert len({r["elements"] for r in ranking}) > 1, "tensor sizes differ: the cost model must see them"
+    cost, timings = budget["speed_cost"], budget["steps_host_ms"]
+    assert len(timings) == len(steps) and all(t > 0 for t in timings)
+    assert cost["chosen_ms"] == timings[budget["chosen_step"]] and cost["int8_ms"] == timings[0]
+    assert cost["added_ms"] == pytest.approx(cost["chosen_ms"] - cost["int8_ms"], abs=2e-3) and cost["float_ms"] > 0
+    printed = capsys.readouterr().out
+    assert "rescue cost:" in printed and "raised to 16 bits:" in printed
 
 
 def test_the_rescue_is_chosen_without_looking_at_the_evaluation_set(tmp_path):

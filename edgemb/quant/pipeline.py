@@ -19,7 +19,13 @@ from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
 from edgemb.quant.cle import equalize, weight_range_spread
-from edgemb.quant.correction import correct_mean_shifts, qdq_session, rank_sensitivity, rank_wide_sensitivity
+from edgemb.quant.correction import (
+    correct_mean_shifts,
+    qdq_session,
+    rank_sensitivity,
+    rank_wide_sensitivity,
+    timed_run,
+)
 from edgemb.quant.isa import choose_scheme, host_scheme
 from edgemb.quant.options import (
     ACTIVATION_TYPES,
@@ -260,9 +266,11 @@ def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data,
     activations (int8 weights stay), one tensor at a time, then layers kept in float; every step is measured
     with the target's integer kernels on the held-out samples, and the best step is shipped (the first that
     meets the budget, else the best measured trade-off, never simply the last attempt)."""
-    reference = run_batched(session(graph.model), held_out.x, desc="held-out (float)")[0]
-    result = parity(reference, run_batched(session(quantized), held_out.x, desc="held-out int8")[0], held_out.y)
+    reference, float_ms = timed_run(graph.model, held_out.x, "held-out (float)")
+    logits, ms = timed_run(quantized, held_out.x, "held-out int8")
+    result = parity(reference, logits, held_out.y)
     steps = [{"raised_16bit": [], "kept_float": [], **result}]
+    steps_ms = [ms]  # kept apart from the steps: a timing must not make two identical choices look different
     wide_ranking: list[dict] = []
     float_ranking: list[dict] = []
     ladder: list[tuple[str, str]] = []
@@ -278,9 +286,10 @@ def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data,
             break
         (config.wide_tensors if kind == "16bit" else config.keep_float).append(name)
         model = build_qdq(graph, ranges, config, rounded)
-        logits = run_batched(session(model), held_out.x, desc=f"held-out ({name})")[0]
+        logits, ms = timed_run(model, held_out.x, f"held-out ({name})")
         result = parity(reference, logits, held_out.y)
         steps.append({"raised_16bit": list(config.wide_tensors), "kept_float": list(config.keep_float), **result})
+        steps_ms.append(ms)
     best = best_step(budget, steps)
     config.wide_tensors[:] = steps[best]["raised_16bit"]
     config.keep_float[:] = steps[best]["kept_float"]
@@ -290,8 +299,18 @@ def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data,
     summary = {**budget.to_dict(), "chosen_on": held_out.source, "held_out_samples": len(held_out),
                "held_out_met": met, "held_out_verdict": verdict, "chosen_step": best,
                "sensitivity": float_ranking, "sensitivity_16bit": wide_ranking, "steps": steps,
-               "held_out": steps[best]}
+               "held_out": steps[best], "steps_host_ms": [round(t, 3) for t in steps_ms],
+               "speed_cost": speed_cost(steps_ms[0], steps_ms[best], float_ms)}
     return quantized, summary
+
+
+def speed_cost(int8_ms: float, chosen_ms: float, float_ms: float) -> dict[str, Any]:
+    """What the rescue costs in speed, measured on this host with onnxruntime (median per sample, held-out
+    run): the target's own runtime may differ, and the deploy measures or estimates the artifact itself."""
+    return {"int8_ms": round(int8_ms, 3), "chosen_ms": round(chosen_ms, 3), "float_ms": round(float_ms, 3),
+            "added_ms": round(chosen_ms - int8_ms, 3),
+            "added_percent": round(100.0 * (chosen_ms - int8_ms) / int8_ms, 1) if int8_ms > 0 else None,
+            "measured_with": "onnxruntime on this host, batch 1, median over the held-out samples"}
 
 
 def _save(model, path: Path) -> None:
