@@ -32,7 +32,7 @@ from edgemb.quant.options import (
 
 Driver = Callable[[argparse.Namespace], int]
 # The export default shown in --help, copied here so building the parser imports no torch (tests/test_hardening.py
-# pins it to edgemb.export.DEFAULT_OPSET). The quantize options come from edgemb.quant.options, which is light.
+# pins it to edgemb.stages.export.DEFAULT_OPSET). The quantize options come from edgemb.quant.options, which is light.
 DEFAULT_OPSET = 18
 _COMMANDS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Driver]] = []
 
@@ -183,7 +183,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 @command("export", "export a zoo model to ONNX, simplify it and check it against PyTorch", _export_arguments)
 def drive_export(args: argparse.Namespace) -> int:
     """Run the export stage and fail with exit 1 when onnxruntime disagrees with PyTorch."""
-    from edgemb.export import export_model
+    from edgemb.stages.export import export_model
     from edgemb.zoo import parse_model_name
 
     _resolve_weights(args)
@@ -285,7 +285,7 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
 @command("quantize", "int8 post-training quantization (QDQ ONNX) with calibration data", _quantize_arguments)
 def drive_quantize(args: argparse.Namespace) -> int:
     """Quantize; exit 1 when an accuracy budget was given and could not be met."""
-    from edgemb.quant.pipeline import quantize_model
+    from edgemb.stages.quantize import quantize_model
 
     _resolve_weights(args)
     warned = warn_small_calibration(args.calib)
@@ -330,7 +330,7 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
          _verify_arguments)
 def drive_verify(args: argparse.Namespace) -> int:
     """Print parity metrics and the layers that lose the most signal."""
-    from edgemb.verify import verify_quantized
+    from edgemb.stages.verify import verify_quantized
 
     _resolve_weights(args)
     budget = _budget(args)
@@ -397,9 +397,9 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
 def drive_compile(args: argparse.Namespace) -> int:
     """Print one line per artifact: status, size and parity."""
     from edgemb.backends.base import needs_qdq_model
-    from edgemb.compile import compile_model, default_data, plan
     from edgemb.data import as_data
-    from edgemb.quant.pipeline import quantize_model
+    from edgemb.stages.compile import compile_model, default_data, plan
+    from edgemb.stages.quantize import quantize_model
     from edgemb.targets import get_target
     from edgemb.zoo.prepared import prepare_model
 
@@ -456,7 +456,7 @@ def _profile_arguments(parser: argparse.ArgumentParser) -> None:
          _profile_arguments)
 def drive_profile(args: argparse.Namespace) -> int:
     """Print the latency table and write it as JSON."""
-    from edgemb.profile import profile_artifact
+    from edgemb.stages.profile import profile_artifact
 
     out = args.out or args.artifact.parent / f"profile.{args.artifact.name}.json"
     report = profile_artifact(args.artifact, args.device, args.model, args.weights, args.data, args.runs,
@@ -529,7 +529,7 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
          _deploy_arguments)
 def drive_deploy(args: argparse.Namespace) -> int:
     """Exit 0 when an artifact meets the accuracy budget, 1 when none does."""
-    from edgemb.deploy import DeploySettings, deploy
+    from edgemb.stages.deploy import DeploySettings, deploy
 
     settings = DeploySettings(args.model, args.target, args.weights, args.sha256, args.calib, args.eval, args.device,
                               args.max_drop, args.min_agreement, args.min_sqnr, args.tune_trials, args.runs,

@@ -1,7 +1,7 @@
 """The range each numeric setting may take, checked once before any work starts.
 
 The command line checks every parsed option here (edgemb.cli) and a deploy checks its settings here
-(edgemb.deploy_guard), so a number means the same whether it came from a flag or from a library call.
+(edgemb.stages.deploy_guard), so a number means the same whether it came from a flag or from a library call.
 """
 
 from __future__ import annotations

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from edgemb.artifacts import tool_versions, write_json
-from edgemb.compile import default_data
 from edgemb.data import load_data
-from edgemb.deploy import DeploySettings, deploy
 from edgemb.device.devices import SubprocessDevice
 from edgemb.hostinfo import read_cpuinfo
 from edgemb.metrics import parity
 from edgemb.quant.peers import ort_quantize_static
+from edgemb.stages.compile import default_data
+from edgemb.stages.deploy import DeploySettings, deploy
 from edgemb.targets import get_target
 from edgemb.zoo.counting import count_macs
 from edgemb.zoo.prepared import prepare_model

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from edgemb.artifacts import write_json
-from edgemb.deploy import DeploySettings, deploy
+from edgemb.stages.deploy import DeploySettings, deploy
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.weights.load import default_weights
 from provenance import measured_on

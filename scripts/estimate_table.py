@@ -21,7 +21,7 @@ from edgemb.artifacts import write_json
 from edgemb.data import load_data
 from edgemb.metrics import estimated_drop, softmax
 from edgemb.onnx_graph import run_batched, session
-from edgemb.quant.pipeline import quantize_model
+from edgemb.stages.quantize import quantize_model
 from edgemb.zoo.inference import predict
 from edgemb.zoo.prepared import prepare_model
 from edgemb.zoo.weights.catalog import reference_entries

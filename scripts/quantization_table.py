@@ -26,7 +26,7 @@ from edgemb.onnx_graph import run_batched, session
 from edgemb.quant.correction import qdq_session
 from edgemb.quant.isa import host_scheme
 from edgemb.quant.peers import nncf_quantize, ort_quantize_static
-from edgemb.quant.pipeline import quantize_model
+from edgemb.stages.quantize import quantize_model
 from edgemb.zoo.inference import predict
 from edgemb.zoo.weights import prepare_model, reference_entries
 from provenance import stamp_rows

@@ -38,7 +38,7 @@ from edgemb.backends.tvm_backend import (
 )
 from edgemb.hostinfo import read_cpuinfo
 from edgemb.onnx_graph import session
-from edgemb.quant.pipeline import quantize_model
+from edgemb.stages.quantize import quantize_model
 from edgemb.targets import get_target
 from provenance import measured_on
 

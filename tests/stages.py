@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgemb.compile import default_data
 from edgemb.data import as_data
-from edgemb.quant.pipeline import quantize_model
+from edgemb.stages.compile import default_data
+from edgemb.stages.quantize import quantize_model
 from edgemb.targets import get_target
 from edgemb.zoo.prepared import prepare_model
 

@@ -42,18 +42,18 @@ def test_quantize_flags_offer_what_quantize_model_takes_with_its_defaults():
     import inspect
 
     from edgemb.cli import build_parser
-    from edgemb.quant import pipeline
+    from edgemb.stages import quantize
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     flags = {a.dest: a for a in commands.choices["quantize"]._actions}
-    takes = inspect.signature(pipeline.quantize_model).parameters
+    takes = inspect.signature(quantize.quantize_model).parameters
     for name in ("method", "weight_rounding", "granularity", "activation_type", "max_float_layers"):
         assert flags[name].default == takes[name].default, name
-    assert flags["method"].default == pipeline.DEFAULT_METHOD
-    assert sorted(flags["method"].choices) == sorted((pipeline.AUTO_METHOD, *pipeline.METHODS))
-    assert sorted(flags["weight_rounding"].choices) == sorted(pipeline.WEIGHT_ROUNDINGS)
-    assert sorted(flags["granularity"].choices) == sorted(pipeline.GRANULARITIES)
-    assert sorted(flags["activation_type"].choices) == sorted(pipeline.ACTIVATION_TYPES)
+    assert flags["method"].default == quantize.DEFAULT_METHOD
+    assert sorted(flags["method"].choices) == sorted((quantize.AUTO_METHOD, *quantize.METHODS))
+    assert sorted(flags["weight_rounding"].choices) == sorted(quantize.WEIGHT_ROUNDINGS)
+    assert sorted(flags["granularity"].choices) == sorted(quantize.GRANULARITIES)
+    assert sorted(flags["activation_type"].choices) == sorted(quantize.ACTIVATION_TYPES)
 
 @pytest.mark.slow
 def test_export_v3l_end_to_end(tmp_path):
@@ -90,7 +90,8 @@ def test_wrong_checkpoint_and_wrong_hash_exit_2(tmp_path):
 
 
 def test_parity_failure_exits_1(tmp_path, monkeypatch):
-    from edgemb import cli, export
+    from edgemb import cli
+    from edgemb.stages import export
 
     monkeypatch.setattr(export, "MAX_ABS_DIFF", -1.0)  # no export can meet a negative tolerance
     code = cli.main(["export", "v1_0.25@64", "--out", str(tmp_path / "o")])
@@ -101,9 +102,9 @@ def test_parity_failure_exits_1(tmp_path, monkeypatch):
                                            ("tune_trials", -1)])
 def test_flags_and_library_settings_meet_one_range_check(capsys, setting, value):
     from edgemb import cli
-    from edgemb.deploy import DeploySettings
-    from edgemb.deploy_guard import check_settings
     from edgemb.errors import EdgembError
+    from edgemb.stages.deploy import DeploySettings
+    from edgemb.stages.deploy_guard import check_settings
 
     flag = "--" + setting.replace("_", "-")
     assert cli.main(["deploy", "v1_0.25", "--target", "x86", flag, str(value)]) == 2

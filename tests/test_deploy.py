@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import edgemb.deploy as deploy_module
-from edgemb.deploy import DeploySettings, deploy
+import edgemb.stages.deploy as deploy_module
+from edgemb.stages.deploy import DeploySettings, deploy
 
 SMALL = {"eval": "fashion-mnist:test:500", "calib": "fashion-mnist:train:256", "runs": 10}
 ROOT = Path(__file__).resolve().parents[1]

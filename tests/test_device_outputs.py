@@ -16,9 +16,9 @@ from torch import nn
 from edgemb.device.devices import Measurement, SshDevice, open_device
 from edgemb.device.runner import RuntimeProblem, name_outputs
 from edgemb.errors import EdgembError
-from edgemb.export import export_simplified, output_names
 from edgemb.onnx_graph import session
-from edgemb.profile import run_on_device
+from edgemb.stages.export import export_simplified, output_names
+from edgemb.stages.profile import run_on_device
 from tests.servers import rpc_server, rpc_tracker, sshd, x86_rpc_server_command
 
 RESOLUTION = 16

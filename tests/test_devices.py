@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemb.compile import compile_model
 from edgemb.data import load_data
 from edgemb.device.devices import SshDevice, SubprocessDevice, open_device
 from edgemb.device.runner import elf_arch, percentile_ms
 from edgemb.errors import EdgembError
 from edgemb.evaluate import predict
+from edgemb.stages.compile import compile_model
 from edgemb.zoo.prepared import prepare_model
 from tests.servers import rpc_server, rpc_tracker, sshd, x86_rpc_server_command
 from tests.stages import qdq_model
@@ -159,7 +159,7 @@ def test_unreachable_tracker_fails_fast(built):
 
 def test_untuned_tvm_is_verified_on_a_capped_sample_and_tuned_tvm_on_everything():
     from edgemb.backends.base import Artifact
-    from edgemb.compile import UNTUNED_TVM_EVAL_SAMPLES, _verification_samples
+    from edgemb.stages.compile import UNTUNED_TVM_EVAL_SAMPLES, _verification_samples
 
     untuned = Artifact("tvm", "fp32", None, extra={"tuning": {"records": 0}})
     tuned = Artifact("tvm", "fp32", None, extra={"tuning": {"records": 608}})

@@ -50,7 +50,7 @@ def test_fashion_mnist_reference_true_drop_is_inside_the_interval(tmp_path):
     """The issue's case: V2 1.0 reference, 10,000 labelled test images; a plain bootstrap excluded the truth."""
     from edgemb.data import load_data
     from edgemb.onnx_graph import run_batched, session
-    from edgemb.quant.pipeline import quantize_model
+    from edgemb.stages.quantize import quantize_model
     from edgemb.zoo.inference import predict
     from edgemb.zoo.prepared import prepare_model
 

@@ -9,9 +9,9 @@ import onnx
 import pytest
 import torch
 
-from edgemb import export as export_mod
 from edgemb.errors import EdgembError
-from edgemb.export import export_model
+from edgemb.stages import export as export_mod
+from edgemb.stages.export import export_model
 from edgemb.zoo import parse_model_name
 
 

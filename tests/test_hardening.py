@@ -16,11 +16,11 @@ import pytest
 
 from edgemb import cli
 from edgemb.calibration_check import MIN_CALIBRATION_SAMPLES, calibration_warning
-from edgemb.deploy import _recommend
 from edgemb.device.devices import Measurement, combine_rounds
 from edgemb.errors import EdgembError
 from edgemb.locking import LOCK_NAME
-from edgemb.report_html import render
+from edgemb.stages.deploy import _recommend
+from edgemb.stages.report_html import render
 from edgemb.targets import TARGETS_DIR, all_targets, get_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_second_deploy_into_the_same_folder_exits_2_and_a_new_run_removes_the_ol
 
 
 def test_stale_report_invalidation_keeps_a_report_of_the_same_settings(tmp_path):
-    from edgemb.deploy_guard import invalidate_stale_report
+    from edgemb.stages.deploy_guard import invalidate_stale_report
 
     (tmp_path / "report.json").write_text(json.dumps({"run_key": "k1", "passed": True}))
     (tmp_path / "report.html").write_text("x")
@@ -134,7 +134,7 @@ def test_resolution_has_an_upper_bound(tmp_path):
 
 
 def test_deploy_library_call_refuses_bad_settings(tmp_path):
-    from edgemb.deploy import DeploySettings, deploy
+    from edgemb.stages.deploy import DeploySettings, deploy
 
     for bad in ({"runs": -3}, {"warmup": -1}, {"device_samples": 0}, {"max_drop": float("nan")}):
         with pytest.raises(EdgembError):
@@ -263,8 +263,8 @@ def test_shipped_model_table_matches_the_models():
 
 
 def test_help_defaults_match_the_library():
-    from edgemb.export import DEFAULT_OPSET
-    from edgemb.quant.pipeline import DEFAULT_MAX_FLOAT_LAYERS
+    from edgemb.stages.export import DEFAULT_OPSET
+    from edgemb.stages.quantize import DEFAULT_MAX_FLOAT_LAYERS
 
     assert (cli.DEFAULT_OPSET, cli.DEFAULT_MAX_FLOAT_LAYERS) == (DEFAULT_OPSET, DEFAULT_MAX_FLOAT_LAYERS)
 

@@ -8,7 +8,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgemb.quant.isa import REDUCED_WEIGHT_MAX, choose_scheme
-from edgemb.quant.pipeline import quantize_model
+from edgemb.stages.quantize import quantize_model
 
 AVX2_ONLY = ("sse4_2", "avx", "avx2", "fma")
 AVX512_VNNI = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni")

@@ -18,7 +18,7 @@ MODEL = "v1_0.25"
 
 @pytest.fixture(scope="module")
 def graph_and_data(tmp_path_factory):
-    from edgemb.export import export_simplified
+    from edgemb.stages.export import export_simplified
 
     prepared = prepare_model(MODEL, "ref")
     path = export_simplified(prepared.model, prepared.spec.resolution, tmp_path_factory.mktemp("r") / "m.onnx")

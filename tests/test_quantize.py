@@ -17,10 +17,10 @@ from edgemb.metrics import sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.cle import equalize, weight_range_spread
 from edgemb.quant.correction import qdq_session
-from edgemb.quant.pipeline import AUTO_CANDIDATES, DEFAULT_MAX_WIDE_TENSORS, best_step, quantize_model
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
 from edgemb.quant.ranges import BINS, TensorStats, _expected_error, choose_range, collect_stats
-from edgemb.verify import verify_quantized
+from edgemb.stages.quantize import AUTO_CANDIDATES, DEFAULT_MAX_WIDE_TENSORS, best_step, quantize_model
+from edgemb.stages.verify import verify_quantized
 from edgemb.zoo.prepared import prepare_model
 
 MODEL = "v1_0.25"
@@ -311,7 +311,7 @@ def test_rescue_choice_uses_the_held_out_point_estimate_and_leaves_the_interval_
     """75 held-out crops give an interval that straddles any useful budget: the rescue ladder stops on the
     point estimate there, while the evaluation verdict still needs the whole interval under the budget."""
     from edgemb.budget import Budget
-    from edgemb.quant.pipeline import meets_on_held_out
+    from edgemb.stages.quantize import meets_on_held_out
 
     straddling = {"n": 75, "agreement": 0.95, "sqnr_db": 22.0, "est_drop": 0.3, "est_drop_low": -1.0,
                   "est_drop_high": 1.6}

@@ -17,8 +17,8 @@ import pytest
 
 from edgemb.budget import DEFAULT_MAX_DROP
 from edgemb.hostinfo import read_cpuinfo
-from edgemb.quant.pipeline import AUTO_METHOD, DEFAULT_METHOD, quantize_model
 from edgemb.quant.ranges import METHODS
+from edgemb.stages.quantize import AUTO_METHOD, DEFAULT_METHOD, quantize_model
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.weights.load import default_weights
 from provenance import NOT_RECORDED, measured_on
@@ -29,7 +29,7 @@ README = ROOT / "README.md"
 # Where each results file keeps its rows (dotted paths; a missing optional section has no rows).
 ROWS = {"bench.json": ("models",), "compile.json": ("rows",), "deploy.json": ("reports",), "estimate.json": ("rows",),
         "ethos_u.json": ("rows",), "quantization.json": ("rows", "imagenet.rows"), "tasks.json": ("reports",),
-        "tvm_tuning.json": ("models",)}
+        "tvm_tuning.json": ("models",), "tvm_tuning_all_threads.json": ("models",)}
 # Tables measured before rows recorded their commit: re-measure them (`make results`) and drop them from here.
 STALE = {"bench.json", "compile.json", "deploy.json", "quantization.json", "tasks.json", "tvm_tuning.json"}
 COMMIT = re.compile(r"^[0-9a-f]{7,40}(\+dirty)?$")

@@ -11,7 +11,7 @@ import pytest
 
 from edgemb.artifacts import sha256_file
 from edgemb.data import load_data
-from edgemb.export import onnx_parity
+from edgemb.stages.export import onnx_parity
 from edgemb.tasks.training import TASK_RECIPES
 from edgemb.zoo.prepared import prepare_model
 from edgemb.zoo.weights.catalog import REFERENCE_DIR, task_reference_entries
@@ -31,7 +31,7 @@ def test_shipped_task_model_matches_its_manifest_and_recipe(name):
 
 @pytest.mark.parametrize("name", sorted(task_reference_entries()))
 def test_export_parity_on_raw_outputs_of_the_trained_model(tmp_path, name):
-    from edgemb.export import export_simplified
+    from edgemb.stages.export import export_simplified
 
     prepared = prepare_model(name, "ref")
     x = load_data("synthdet:test:8", prepared.preprocessing).x

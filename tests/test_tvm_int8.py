@@ -22,10 +22,10 @@ from torch import nn
 from edgemb.backends.tvm_backend import compile_library, import_onnx
 from edgemb.backends.tvm_lowering import fixed_point, requantize_reference
 from edgemb.errors import EdgembError
-from edgemb.export import export_simplified
 from edgemb.onnx_graph import Graph, session
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
 from edgemb.quant.ranges import choose_range, collect_stats, quant_params
+from edgemb.stages.export import export_simplified
 
 pytest.importorskip("tvm")
 RESOLUTION = 16

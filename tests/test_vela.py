@@ -12,9 +12,9 @@ import pytest
 from edgemb import cli
 from edgemb.backends.base import BuildInputs
 from edgemb.backends.vela_backend import ESTIMATE_LABEL, PARITY_NOTE, TFLM_OVERHEAD_BYTES, VelaBackend, planned_arena
-from edgemb.compile import compile_model
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
+from edgemb.stages.compile import compile_model
 from edgemb.targets import get_target, parse_target
 from edgemb.zoo.weights import prepare_model
 
@@ -166,7 +166,7 @@ def test_reference_runner_is_the_source_model(built):
 @pytest.mark.slow
 def test_deploy_to_an_ethos_u55_board_recommends_by_vela_estimate(tmp_path):
     """`edgemb deploy v2_0.35@96 --target corstone-300`: the Vela artifact wins on its estimated time."""
-    from edgemb.deploy import DeploySettings, deploy
+    from edgemb.stages.deploy import DeploySettings, deploy
 
     report = deploy(DeploySettings(MODEL, "corstone-300", weights="ref", calib="fashion-mnist:train:64",
                                    eval="fashion-mnist:test:200"), tmp_path, log=lambda _: None)

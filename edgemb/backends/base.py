@@ -23,7 +23,7 @@ DOES_NOT_FIT = "does-not-fit"
 BACKEND_MISSING = "backend-missing"
 FAILED = "failed"
 # Backends whose int8 artifact is built from the quantize stage's QDQ model, passed as options["qdq_model"]: a
-# stage that plans one of these at int8 runs edgemb.quant.pipeline.quantize_model first (deploy, compile, the
+# stage that plans one of these at int8 runs edgemb.stages.quantize.quantize_model first (deploy, compile, the
 # task check), so "onnxruntime int8" or "tvm int8" names one model whoever builds it.
 QDQ_BACKENDS = ("onnxruntime", "tvm")
 

@@ -12,7 +12,7 @@ from edgemb.errors import EdgembError
 from edgemb.onnx_graph import session
 from edgemb.targets import Target
 
-# "onnxruntime int8" has one meaning: the model edgemb's quantize stage wrote (edgemb.quant.pipeline), which
+# "onnxruntime int8" has one meaning: the model edgemb's quantize stage wrote (edgemb.stages.quantize), which
 # compile and deploy pass in as options["qdq_model"]; the backend holds no second int8 recipe.
 
 

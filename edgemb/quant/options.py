@@ -1,14 +1,14 @@
 """The quantize stage's options: the values each may take and its default, in a module light enough for `--help`.
 
 `edgemb quantize` offers exactly these (edgemb.cli; building its parser imports no torch or onnx), and
-edgemb.quant.pipeline.quantize_model validates against the same values; tests/test_cli.py fails when the
+edgemb.stages.quantize.quantize_model validates against the same values; tests/test_cli.py fails when the
 command line and the function disagree on a choice or a default.
 """
 
 from __future__ import annotations
 
 METHODS = ("minmax", "percentile", "mse")  # activation range methods (edgemb/quant/ranges.py)
-AUTO_METHOD = "auto"  # chooses one of the methods per model (edgemb.quant.pipeline.AUTO_CANDIDATES)
+AUTO_METHOD = "auto"  # chooses one of the methods per model (edgemb.stages.quantize.AUTO_CANDIDATES)
 DEFAULT_METHOD = AUTO_METHOD
 WEIGHT_ROUNDINGS = ("gptq", "nearest")
 DEFAULT_WEIGHT_ROUNDING = "gptq"

@@ -23,9 +23,9 @@ from edgemb.backends import BACKENDS, BuildInputs
 from edgemb.backends.base import OK, needs_qdq_model
 from edgemb.data import load_data
 from edgemb.errors import EdgembError, ParityError
-from edgemb.export import export_simplified
 from edgemb.hostinfo import host_cpu
-from edgemb.quant.pipeline import quantize_model
+from edgemb.stages.export import export_simplified
+from edgemb.stages.quantize import quantize_model
 from edgemb.targets import get_target
 from edgemb.tasks import task_for, task_parity, torch_outputs
 from edgemb.tasks.detection import Detections

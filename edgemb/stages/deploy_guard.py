@@ -97,7 +97,7 @@ def _locked_run(deploy: Callable[..., dict[str, Any]], settings: Any, out_root: 
         report["warnings"] = [*report.get("warnings", []), *([warning] if warning else [])]
         write_json(root / "report.json", report)
         if warning:
-            from edgemb.report_html import write_html
+            from edgemb.stages.report_html import write_html
 
             write_html(report, root / "report.html")
         return report

@@ -15,7 +15,7 @@ from edgemb.artifacts import check_output_file, write_json
 from edgemb.data import load_data
 from edgemb.device.devices import Device, Measurement, combine_rounds, open_device, single_output
 from edgemb.errors import EdgembError
-from edgemb.export import output_names as model_output_names
+from edgemb.stages.export import output_names as model_output_names
 from edgemb.zoo.prepared import PreparedModel
 from edgemb.zoo.weights import prepare_model
 

@@ -16,10 +16,10 @@ from edgemb.backends.base import BACKEND_MISSING, DOES_NOT_FIT, FAILED, OK
 from edgemb.budget import Budget
 from edgemb.data import Data, as_data
 from edgemb.errors import EdgembError
-from edgemb.export import export_simplified
 from edgemb.limits import check_limits
 from edgemb.metrics import parity
 from edgemb.progress import progress
+from edgemb.stages.export import export_simplified
 from edgemb.targets import Target, get_target
 from edgemb.zoo.weights import PreparedModel, prepare_model
 

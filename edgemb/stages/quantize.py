@@ -14,7 +14,6 @@ from edgemb.artifacts import file_record, staged_output, tool_versions, write_js
 from edgemb.budget import Budget, agreement_for_budget
 from edgemb.data import Data, as_data, parse_spec
 from edgemb.errors import EdgembError
-from edgemb.export import export_simplified
 from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
@@ -41,6 +40,7 @@ from edgemb.quant.options import (
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
 from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, METHODS, TensorStats, choose_range, collect_stats
 from edgemb.quant.rounding import RoundedLayer, round_layers
+from edgemb.stages.export import export_simplified
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
 BIAS_CORRECTION_SAMPLES = 128

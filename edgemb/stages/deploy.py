@@ -20,24 +20,24 @@ from typing import Any
 from edgemb.artifacts import tool_versions, write_json
 from edgemb.backends.base import DOES_NOT_FIT, NEEDS_DEVICE, OK
 from edgemb.budget import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, FAIL, INCONCLUSIVE, PASS, Budget
-from edgemb.compile import compile_model, default_data
 from edgemb.data import Data, load_data, parse_spec
-from edgemb.deploy_guard import one_run_per_folder
 from edgemb.device.devices import open_device
 from edgemb.errors import EdgembError, ParityError
-from edgemb.export import export_model, output_names
 from edgemb.latency_estimate import estimate_latency
 from edgemb.metrics import parity
 from edgemb.onnx_graph import Graph
-from edgemb.profile import TIMING_ROUNDS, run_on_device
-from edgemb.quant.pipeline import quantize_model
+from edgemb.stages.compile import compile_model, default_data
+from edgemb.stages.deploy_guard import one_run_per_folder
+from edgemb.stages.export import export_model, output_names
+from edgemb.stages.profile import TIMING_ROUNDS, run_on_device
+from edgemb.stages.quantize import quantize_model
+from edgemb.stages.verify import LAYER_SAMPLES, layer_table
 from edgemb.targets import Target, get_target
-from edgemb.verify import LAYER_SAMPLES, layer_table
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.counting import count_macs
 from edgemb.zoo.weights import PreparedModel, default_weights, prepare_model
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # edgemb/, whose whole source code_fingerprint hashes
 TOOLS = ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "litert-torch", "ai-edge-quantizer",
          "ai-edge-litert", "tflite-micro", "apache-tvm")
 RUNNABLE = (".tflite", ".xml", ".so", ".onnx")
@@ -171,7 +171,7 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
     report["stages"] = stages.timings
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_json(root / "report.json", report)
-    from edgemb.report_html import write_html
+    from edgemb.stages.report_html import write_html
 
     write_html(report, root / "report.html")
     return report
