@@ -111,6 +111,8 @@ bench:
 # TVM fp32/int8 (default schedules; TUNE_TRIALS=N adds N MetaSchedule trials per library) vs onnxruntime fp32/int8.
 tvm-bench:
 	$(PY) scripts/tvm_tuning_bench.py --trials $(or $(TUNE_TRIALS),0)
+	$(PY) scripts/tvm_tuning_bench.py --trials $(or $(TUNE_TRIALS),0) --threads $$(nproc) \
+		--out results/tvm_tuning_all_threads.json
 	$(MAKE) readme
 
 # Vela's estimates for the zoo's small models on every Ethos-U board -> results/ethos_u.json, README (minutes).

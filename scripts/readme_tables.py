@@ -17,6 +17,7 @@ from edgemb.zoo.weights import reference_entries, task_reference_entries
 README = Path(__file__).resolve().parent.parent / "README.md"
 RESULTS = README.parent / "results"
 TASK_RESULTS = RESULTS / "tasks.json"  # written by scripts/task_results.py
+TVM_ALL_THREADS = "tvm_tuning_all_threads.json"  # `make tvm-bench` at every core, beside the 1-thread run
 
 
 def reference_table() -> str:
@@ -164,16 +165,18 @@ def bench_table(path: Path = RESULTS / "bench.json",
         lines += ["", f"Machine: {bench['machine']}."]
     else:
         lines.append("| _run `make bench`_ | | | | | | | | | |")
-    if tvm_path.exists():
-        lines += ["", tvm_table(json.loads(tvm_path.read_text()))]
+    for tvm in (tvm_path, tvm_path.with_name(TVM_ALL_THREADS)):
+        if tvm.exists():
+            lines += ["", tvm_table(json.loads(tvm.read_text()))]
     return "\n".join(lines)
 
 
 def tvm_table(t: dict) -> str:
-    """`make tvm-bench`: TVM fp32/int8 vs onnxruntime fp32/int8, one run, 1 thread, on the CPU it names."""
+    """`make tvm-bench`: TVM fp32/int8 vs onnxruntime fp32/int8, one run per thread count, on the CPU it names."""
     tuned = f"{t['trials_per_library']} MetaSchedule trials per library" if t["trials_per_library"] else \
         "default schedules, no tuning"
-    lines = [f"TVM (`make tvm-bench`, {tuned}; p50 ms, 1 thread):", "",
+    threads = t.get("threads", 1)
+    lines = [f"TVM (`make tvm-bench`, {tuned}; p50 ms, {threads} thread{'s' if threads > 1 else ''}):", "",
              "| model | weights | onnxruntime fp32 | onnxruntime int8 | TVM fp32 | TVM int8 | TVM fp32 / ort fp32 | "
              "TVM int8 / ort int8 | TVM int8 / TVM fp32 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in t["models"]:
