@@ -75,12 +75,16 @@ class Budget:
         """Shorthand for verdict(...)[0]."""
         return self.verdict(parity)[0]
 
-    def describe(self, labelled: bool) -> str:
-        """One line for logs and reports: what this budget demands on such data."""
+    def describe(self, labelled: bool, metric: str = "top-1") -> str:
+        """One line for logs and reports: what this budget demands on such data, in the task's metric points."""
         parts = []
         if self.max_drop is not None:
-            parts.append(f"top-1 drop <= {self.max_drop:g} points" if labelled else
-                         f"estimated top-1 drop <= {self.max_drop:g} points (whole 95% interval, no labels)")
+            if metric != "top-1" and not labelled:  # a decoding task without truth: disagreement with float
+                parts.append(f"{metric} against the float model's own results >= {100 - self.max_drop:g} "
+                             f"(no labels: {metric} points lost to float <= {self.max_drop:g})")
+            else:
+                parts.append(f"{metric} drop <= {self.max_drop:g} points" if labelled else
+                             f"estimated {metric} drop <= {self.max_drop:g} points (whole 95% interval, no labels)")
         if self.min_agreement is not None:
             parts.append(f"agreement with float >= {self.min_agreement:.0%} on confident samples")
         if self.min_sqnr_db is not None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgemb.data.boxes import box_iou
+from edgemb.tasks.base import budget_parity, synthdet_truth
 from edgemb.zoo.detection import AnchorConfig
 
 BOX_EXP_CLIP = math.log(1000.0 / 16)  # torchvision's clamp of exp() arguments in decoding
@@ -239,6 +240,12 @@ class DetectionTask:
 
     name = "detection"
     output_names = ("cls_logits", "bbox_regression")
+    metric = "map"  # COCO mAP@[.5:.95], in points for the budget
+    metric_label = "mAP"
+    decoded = "confident boxes"
+    report_fields = ("metric", "float_map", "quant_map", "float_map50", "quant_map50", "drop", "est_drop",
+                     "est_drop_low", "est_drop_high", "est_basis", "agreement", "agreement_basis", "box_recall",
+                     "box_precision", "map_vs_float", "sqnr_db", "sqnr_db_outputs")
     agreement_score = 0.5  # float detections at least this confident are the reference boxes of a comparison
 
     def __init__(self, config: AnchorConfig, resolution: int, num_classes: int,
@@ -274,3 +281,18 @@ class DetectionTask:
                                 self.num_classes)
             result.update(map_vs_float=round(vs_float["map"], 4), map50_vs_float=round(vs_float["map50"], 4))
         return result
+
+    def truth(self, data: Any, pp: Any) -> Any:
+        """Ground-truth boxes of an evaluation set read from synthdet (None for unlabelled data)."""
+        return synthdet_truth(data, pp)
+
+    def agreement(self, result: dict[str, Any]) -> tuple[float, str]:
+        """Box F1 with float: one-to-one matches over the confident float and candidate boxes."""
+        total = result["float_boxes"] + result["candidate_boxes"]
+        return (round(2 * result["matched_boxes"] / total, 6) if total else 1.0,
+                f"box F1 with float (score >= {self.agreement_score}, IoU >= 0.5, same class)")
+
+    def parity(self, float_outputs: list[np.ndarray], candidate_outputs: list[np.ndarray],
+               truth: Any = None) -> dict[str, Any]:
+        """mAP drop in points with truth, else 100 x (1 - mAP against float boxes); see budget_parity."""
+        return budget_parity(self, float_outputs, candidate_outputs, truth)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from edgemb.tasks.base import budget_parity, synthdet_truth
+
 
 def upsample_bilinear(logits: np.ndarray, size: int) -> np.ndarray:
     """(C, h, w) logits -> (C, size, size), bilinear with half-pixel centres (PyTorch's align_corners=False)."""
@@ -57,6 +59,12 @@ class SegmentationTask:
 
     name = "segmentation"
     output_names = ("seg_logits",)
+    metric = "miou"  # mean IoU, in points for the budget
+    metric_label = "mIoU"
+    decoded = "masks"
+    report_fields = ("metric", "float_miou", "quant_miou", "float_pixel_accuracy", "quant_pixel_accuracy", "drop",
+                     "est_drop", "est_drop_low", "est_drop_high", "est_basis", "agreement", "agreement_basis",
+                     "mask_agreement", "miou_vs_float", "sqnr_db", "sqnr_db_outputs")
 
     def __init__(self, resolution: int, num_classes: int) -> None:
         self.resolution = resolution
@@ -75,3 +83,16 @@ class SegmentationTask:
         ref, cand = np.stack(reference), np.stack(candidate)
         vs_float = mask_metrics(ref, cand, self.num_classes)
         return {"mask_agreement": round(float(np.mean(ref == cand)), 6), "miou_vs_float": round(vs_float["miou"], 4)}
+
+    def truth(self, data: Any, pp: Any) -> Any:
+        """Ground-truth masks of an evaluation set read from synthdet (None for unlabelled data)."""
+        return synthdet_truth(data, pp)
+
+    def agreement(self, result: dict[str, Any]) -> tuple[float, str]:
+        """Pixel agreement of the masks with float."""
+        return result["mask_agreement"], "pixels with the float mask's class"
+
+    def parity(self, float_outputs: list[np.ndarray], candidate_outputs: list[np.ndarray],
+               truth: Any = None) -> dict[str, Any]:
+        """mIoU drop in points with truth, else 100 x (1 - mIoU against float masks); see budget_parity."""
+        return budget_parity(self, float_outputs, candidate_outputs, truth)

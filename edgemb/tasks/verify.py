@@ -62,7 +62,7 @@ def verify_task(model: str, weights: str | None, data_spec: str, calib_spec: str
     """
     prepared = prepare_model(model, weights)
     task = task_for(prepared.spec, prepared.num_classes)
-    if task is None:
+    if task.name == "classification":
         raise EdgembError(f"{prepared.spec.name} is a classifier: use `edgemb verify` or `edgemb compile`")
     pp = prepared.preprocessing
     data = load_data(data_spec, pp)
