@@ -149,7 +149,7 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
          bias_correction=True)
     for n in calib_sizes:
         if n != int(REAL_CALIB.rsplit(":", 1)[1]):
-            ours(f"default, {n} calibration crops", f"photos:calib:{n}")
+            ours(f"default (gptq weights, auto ranges), {n} calibration crops", f"photos:calib:{n}")
     return rows
 
 
