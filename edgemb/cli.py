@@ -521,6 +521,8 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-samples", type=int,
                         help="eval samples whose device outputs are checked (default 64 here, 200 on a board, 16 "
                              "on an emulated board)")
+    parser.add_argument("--backend", metavar="NAME", help="build only this backend's artifacts (default: every "
+                                                          "backend the target supports)")
     parser.add_argument("--out", type=Path, default=Path("build"), help="root folder (default build/): the "
                                                                         "deploy goes to OUT/TARGET/MODEL")
 
@@ -533,7 +535,7 @@ def drive_deploy(args: argparse.Namespace) -> int:
 
     settings = DeploySettings(args.model, args.target, args.weights, args.sha256, args.calib, args.eval, args.device,
                               args.max_drop, args.min_agreement, args.min_sqnr, args.tune_trials, args.runs,
-                              device_samples=args.device_samples)
+                              device_samples=args.device_samples, backend=args.backend)
     warned = warn_small_calibration(args.calib)
     report = deploy(settings, args.out, log=lambda message: print(message, flush=True))
     for message in [] if warned else report.get("warnings", []):

@@ -1,14 +1,21 @@
-"""Every task through the one deploy: a task object for each zoo entry with the parity a budget judges."""
+"""Every task through the one deploy: a task object for each zoo entry, and small detector and segmenter deploys
+(onnxruntime only, synthdet data) whose report carries the task, its metric, the drop in its points and a
+recommendation."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from edgemb.budget import FAIL, PASS, Budget
 from edgemb.metrics import parity
+from edgemb.stages.deploy import DeploySettings, deploy
 from edgemb.tasks import ClassificationTask, SegmentationTask, task_for
 from edgemb.zoo import parse_model_name
 
+SMALL = {"calib": "synthdet:train:64", "eval": "synthdet:test:32", "runs": 3, "backend": "onnxruntime"}
 DETECTOR, SEGMENTER = "ssdlite_v2_0.35@96", "lraspp_v3l_0.5@128"  # the shipped task reference models, small
 
 
@@ -39,3 +46,36 @@ def test_segmentation_parity_without_truth_is_points_lost_to_float_and_a_budget_
     assert worse["est_drop"] > 0.5 and worse["mask_agreement"] < 1.0
     assert Budget(max_drop=0.5).judge(worse)[0] == FAIL
     assert isinstance(worse["sqnr_db"], float) and set(worse["sqnr_db_outputs"]) == {"seg_logits"}
+
+
+@pytest.fixture(scope="module", params=[(DETECTOR, "detection", "map", "mAP"),
+                                        (SEGMENTER, "segmentation", "miou", "mIoU")], ids=["detector", "segmenter"])
+def task_deploy(request, tmp_path_factory):
+    model, name, metric, label = request.param
+    out = tmp_path_factory.mktemp("task-deploy")
+    report = deploy(DeploySettings(model, "x86", max_drop=5.0, **SMALL), out, log=lambda _: None)
+    return out / "x86" / model, report, name, metric, label
+
+
+def test_task_deploy_reports_task_metric_drop_in_points_and_a_recommendation(task_deploy):
+    folder, report, name, metric, label = task_deploy
+    assert json.loads((folder / "report.json").read_text())["artifacts"] == report["artifacts"]
+    assert report["task"]["name"] == name and report["task"]["metric"] == metric
+    assert report["data"]["evaluation"]["labelled"] is True and report["data"]["evaluation"]["n"] == 32
+    assert report["budget"]["applied"] == f"{label} drop <= 5 points"
+    assert {(a["backend"], a["precision"]) for a in report["artifacts"]} == {("onnxruntime", "fp32"),
+                                                                              ("onnxruntime", "int8")}
+    for a in report["artifacts"]:
+        p = a["parity"]
+        assert a["status"] == "ok" and p["where"] == "this host" and p["n"] == 32 and p["metric"] == metric
+        assert p["drop"] == pytest.approx(100 * (p[f"float_{metric}"] - p[f"quant_{metric}"]), abs=0.02)
+        assert 0.0 <= p["agreement"] <= 1.0 and isinstance(p["sqnr_db"], float)
+        assert a["device_parity"]["metric"] == metric and a["latency"]["runs"] == 3
+        assert a["budget_status"] == (PASS if p["drop"] <= 5.0 else FAIL)
+    fp32 = next(a for a in report["artifacts"] if a["precision"] == "fp32")
+    assert fp32["parity"]["drop"] == 0.0 and fp32["parity"]["sqnr_db"] > 60
+    assert report["quantization"]["eval"]["metric"] == metric
+    rec = report["recommended"]
+    assert report["passed"] and rec["backend"] == "onnxruntime" and f"{label} drop <= 5 points" in rec["reason"]
+    page = (folder / "report.html").read_text()
+    assert f"<th>{label} drop (pts)</th>" in page and f"<th>float {label}</th>" in page and "id=task" in page

@@ -45,16 +45,17 @@ def rank_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], confi
     return sorted(ranking, key=lambda r: -r["sqnr_gain_db"])
 
 
-def timed_run(model: onnx.ModelProto, x: np.ndarray, desc: str) -> tuple[np.ndarray, float]:
-    """Logits of a model over batch-1 samples with onnxruntime, and its median milliseconds per sample."""
+def timed_run_all(model: onnx.ModelProto, x: np.ndarray, desc: str) -> tuple[list[np.ndarray], float]:
+    """Every output of a model over batch-1 samples with onnxruntime (stacked per output), and its median
+    milliseconds per sample: a task's parity decodes all of a detector's outputs."""
     sess = session(model)
     input_name = sess.get_inputs()[0].name
-    outputs, times = [], []
+    runs, times = [], []
     for sample in progress(x, desc=desc, unit="img"):
         started = time.perf_counter()
-        outputs.append(sess.run(None, {input_name: sample[None]})[0])
+        runs.append(sess.run(None, {input_name: sample[None]}))
         times.append(time.perf_counter() - started)
-    return np.concatenate(outputs), 1000.0 * float(np.median(times))
+    return [np.concatenate(column) for column in zip(*runs, strict=True)], 1000.0 * float(np.median(times))
 
 
 def rank_wide_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,

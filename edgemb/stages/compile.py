@@ -17,10 +17,10 @@ from edgemb.budget import Budget
 from edgemb.data import Data, as_data
 from edgemb.errors import EdgembError
 from edgemb.limits import check_limits
-from edgemb.metrics import parity
 from edgemb.progress import progress
 from edgemb.stages.export import export_simplified
 from edgemb.targets import Target, get_target
+from edgemb.tasks import Task, head, run_outputs, task_for
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
 NOT_IMPLEMENTED = "not-implemented"
@@ -78,7 +78,9 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
     calib, eval_spec = default_data(prepared, calib, eval_spec)
     calibration = as_data(calib, prepared.preprocessing)
     evaluation = as_data(eval_spec, prepared.preprocessing)
-    float_logits = prepared.float_logits(evaluation.x) if evaluation is not None else None
+    task = task_for(prepared.spec, prepared.num_classes)  # decodes and judges every artifact's raw outputs
+    float_outputs = prepared.float_outputs(evaluation.x) if evaluation is not None else None
+    truth = task.truth(evaluation, prepared.preprocessing) if evaluation is not None else None
     started = time.perf_counter()
     with staged_output(out_dir) as stage:
         export_simplified(prepared.model, prepared.spec.resolution, stage / "model.float.onnx")
@@ -86,7 +88,7 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
         inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch,
                              {"tune_trials": tune_trials, "qdq_model": qdq_model})
         try:
-            records = _build_all(pairs, inputs, target, stage, evaluation, float_logits, budget, log)
+            records = _build_all(pairs, inputs, target, stage, evaluation, float_outputs, budget, log, task, truth)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if backend is None:
@@ -96,7 +98,7 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
                   "weights": prepared.weights.source if prepared.weights else None,
                   "weights_spec": prepared.weights_tag,
                   "calibration": {"spec": calibration.source, "n": len(calibration)},
-                  "evaluation": {"spec": evaluation.source, "n": len(evaluation), "labelled": evaluation.y is not None}
+                  "evaluation": {"spec": evaluation.source, "n": len(evaluation), "labelled": truth is not None}
                   if evaluation is not None else None,
                   "budget": budget.to_dict() if budget else None,
                   "artifacts": records, "seconds": round(time.perf_counter() - started, 2),
@@ -106,9 +108,11 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
     return report
 
 
-def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluation, float_logits,
-               budget: Budget | None, log: Callable[[str], None] | None = None) -> list[dict]:
-    """Build and verify each (backend, precision) in turn; `log` gets one line per artifact with an ETA."""
+def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluation, float_outputs,
+               budget: Budget | None, log: Callable[[str], None] | None = None, task: Task | None = None,
+               truth=None) -> list[dict]:
+    """Build and verify each (backend, precision) in turn with the task's parity (every raw output decoded and
+    compared with float); `log` gets one line per artifact with an ETA."""
     records = []
     started = time.perf_counter()
     for i, (backend_name, precision) in enumerate(progress(pairs, desc="compile", unit="artifact")):
@@ -121,15 +125,14 @@ def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluati
         if artifact.status in RUNS_HERE and evaluation is not None:
             runner = BACKENDS[backend_name].load(artifact, target)
             n = _verification_samples(artifact, len(evaluation))
-            y = evaluation.y[:n] if evaluation.y is not None else None
-            logits = runner.run(evaluation.x[:n])
-            record["parity"] = parity(float_logits[:n], logits, y)
+            outputs = run_outputs(runner, evaluation.x[:n], len(task.output_names))
+            record["parity"] = task.parity([o[:n] for o in float_outputs], outputs, head(truth, n))
             if budget is not None:
                 record["within_budget"], record["budget_verdict"] = budget.verdict(record["parity"])
             if hasattr(runner, "kernel_precisions"):
                 record["kernel_precisions"] = runner.kernel_precisions()
-            if hasattr(runner, "reference_agreement"):
-                record["reference_agreement"] = runner.reference_agreement(evaluation.x[:n], logits)
+            if hasattr(runner, "reference_agreement") and len(outputs) == 1:
+                record["reference_agreement"] = runner.reference_agreement(evaluation.x[:n], outputs[0])
         records.append(record)
     return records
 

@@ -24,7 +24,6 @@ from edgemb.data import Data, load_data, parse_spec
 from edgemb.device.devices import open_device
 from edgemb.errors import EdgembError, ParityError
 from edgemb.latency_estimate import estimate_latency
-from edgemb.metrics import parity
 from edgemb.onnx_graph import Graph
 from edgemb.stages.compile import compile_model, default_data
 from edgemb.stages.deploy_guard import one_run_per_folder
@@ -33,6 +32,7 @@ from edgemb.stages.profile import TIMING_ROUNDS, run_on_device
 from edgemb.stages.quantize import quantize_model
 from edgemb.stages.verify import LAYER_SAMPLES, layer_table
 from edgemb.targets import Target, get_target
+from edgemb.tasks import Task, head, task_for
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.counting import count_macs
 from edgemb.zoo.weights import PreparedModel, default_weights, prepare_model
@@ -65,6 +65,7 @@ class DeploySettings:
     runs: int | None = None  # timed inferences per artifact on a real device (default 50; none when emulated)
     warmup: int = 5
     device_samples: int | None = None  # inputs whose device outputs are checked (64 here, 200 remote, 16 emulated)
+    backend: str | None = None  # build only this backend's artifacts (default: every one the target supports)
 
     @property
     def budget(self) -> Budget:
@@ -139,10 +140,11 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
                           "(labelled data gives a top-1 drop; unlabelled data, e.g. photos:eval, agreement)")
     calibration = load_data(calib, prepared.preprocessing)
     evaluation = load_data(eval_spec, prepared.preprocessing)
-    log(f"weights {prepared.weights_tag} at {prepared.spec.resolution}x{prepared.spec.resolution}; calibration "
-        f"{calib} ({len(calibration)}), evaluation {eval_spec} ({len(evaluation)}"
-        f"{', labelled' if evaluation.y is not None else ', unlabelled'}); budget: "
-        f"{budget.describe(evaluation.y is not None)}")
+    task = task_for(prepared.spec, prepared.num_classes)  # decodes the raw outputs and judges them, in its points
+    labelled = task.truth(evaluation, prepared.preprocessing) is not None
+    log(f"{task.name}: weights {prepared.weights_tag} at {prepared.spec.resolution}x{prepared.spec.resolution}; "
+        f"calibration {calib} ({len(calibration)}), evaluation {eval_spec} ({len(evaluation)}"
+        f"{', labelled' if labelled else ', unlabelled'}); budget: {budget.describe(labelled, task.metric_label)}")
     root = out_root / target.name / settings.model
     stages = Stages(root, log)
     base = {"model": prepared.spec.name, "weights_sha256": prepared.weights.sha256 if prepared.weights else None,
@@ -156,18 +158,19 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
     target_text = target.path.read_text() if target.path else json.dumps(target.to_dict())
     compile_inputs = {**quant_inputs, "int8": _file_hash(root / "quantize" / "model.int8.onnx"),
                       "target": target_text, "tune_trials": settings.tune_trials,
-                      "tvm_database": _tvm_database_state(prepared, target)}
+                      "tvm_database": _tvm_database_state(prepared, target), "backend": settings.backend}
     compiled = stages.run("compile", compile_inputs, lambda folder: compile_model(
-        prepared, target, folder, calib=calibration, eval_spec=evaluation, tune_trials=settings.tune_trials,
+        prepared, target, folder, backend=settings.backend, calib=calibration, eval_spec=evaluation,
+        tune_trials=settings.tune_trials,
         qdq_model=root / "quantize" / "model.int8.onnx", budget=budget, log=log))
     device_uri = _default_device(settings.device, target)
     profile_inputs = {**compile_inputs, "artifacts": [a.get("sha256") for a in compiled["artifacts"]],
                       "device": device_uri, "runs": settings.runs, "warmup": settings.warmup,
                       "device_samples": settings.device_samples}
     profiled = stages.run("profile", profile_inputs, lambda folder: _profile(
-        settings, target, device_uri, prepared, evaluation, compiled, root / "compile", folder, log))
+        settings, target, device_uri, prepared, evaluation, compiled, root / "compile", folder, log, task))
 
-    report = build_report(settings, target, prepared, export, quantize, compiled, profiled, root)
+    report = build_report(settings, target, prepared, export, quantize, compiled, profiled, root, task)
     report["stages"] = stages.timings
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_json(root / "report.json", report)
@@ -226,8 +229,10 @@ def _default_device(device: str | None, target: Target) -> str | None:
 
 
 def _profile(settings: DeploySettings, target: Target, device_uri: str | None, prepared: PreparedModel,
-             data: Data, compiled: dict[str, Any], compile_dir: Path, folder: Path, log) -> dict[str, Any]:
-    """Run each runnable artifact on the device: outputs on a sample of the eval set, then timed runs.
+             data: Data, compiled: dict[str, Any], compile_dir: Path, folder: Path, log,
+             task: Task | None = None) -> dict[str, Any]:
+    """Run each runnable artifact on the device: outputs on a sample of the eval set (every output by name,
+    judged by the task's parity), then timed runs.
 
     An emulated board runs EMULATED_SAMPLES inputs per artifact and times nothing: its speed says nothing
     about the board's.
@@ -243,13 +248,15 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
     else:
         samples, runs, warmup = settings.device_samples or (200 if remote else 64), settings.runs or 50, \
             settings.warmup
-    x, y = data.x[:samples], (data.y[:samples] if data.y is not None else None)
-    float_logits = prepared.float_logits(data.x)[:samples]
+    task = task or task_for(prepared.spec, prepared.num_classes)
+    x = data.x[:samples]
+    truth = head(task.truth(data, prepared.preprocessing), len(x))
+    float_outputs = [o[:samples] for o in prepared.float_outputs(data.x)]
+    names = output_names(prepared.model)
     threads = target.threads if device_uri == "local" else 0
     runnable = {f"{r['backend']} {r['precision']}": compile_dir / r["path"] for r in compiled["artifacts"]
                 if _why_not_profiled(r, compile_dir) is None}
-    runs_by_name = {run.name: run for run in run_on_device(device, runnable, x, runs, warmup, threads, log,
-                                                           output_names(prepared.model))}
+    runs_by_name = {run.name: run for run in run_on_device(device, runnable, x, runs, warmup, threads, log, names)}
     results = []
     for record in compiled["artifacts"]:
         entry = {"backend": record["backend"], "precision": record["precision"]}
@@ -261,7 +268,7 @@ def _profile(settings: DeploySettings, target: Target, device_uri: str | None, p
                               "can refuse what the board runs: check it there with --device)" if device.emulated
                               else run.error)
         else:
-            entry["device_parity"] = parity(float_logits, run.output(), y)
+            entry["device_parity"] = task.parity(float_outputs, [run.outputs[name] for name in names], truth)
             entry["runtime"] = run.runtime
             if run.latency is not None:
                 entry["latency"] = run.latency
@@ -287,8 +294,9 @@ def _why_not_profiled(record: dict[str, Any], compile_dir: Path) -> str | None:
 
 def build_report(settings: DeploySettings, target: Target, prepared: PreparedModel, export: dict[str, Any],
                  quantize: dict[str, Any], compiled: dict[str, Any], profiled: dict[str, Any],
-                 root: Path) -> dict[str, Any]:
+                 root: Path, task: Task | None = None) -> dict[str, Any]:
     """report.json: one entry per artifact with parity, latency and memory, the recommendation and the verdict."""
+    task = task or task_for(prepared.spec, prepared.num_classes)
     by_key = {(p["backend"], p["precision"]): p for p in profiled["artifacts"]}
     measured_on_board = profiled["device"] is not None and not profiled.get("emulated", False)
     macs = None if measured_on_board else count_macs(prepared.model, prepared.spec.resolution)
@@ -306,12 +314,13 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
         profile = by_key.get((record["backend"], record["precision"]), {})
         host_parity = record.get("parity")
         if host_parity is not None:
-            entry["parity"] = {**_parity_fields(host_parity), "where": "this host", "n": host_parity["n"]}
+            entry["parity"] = {**_parity_fields(host_parity, task), "where": "this host", "n": host_parity["n"]}
         elif "device_parity" in profile:
-            entry["parity"] = {**_parity_fields(profile["device_parity"]), "where": profiled["device"],
+            entry["parity"] = {**_parity_fields(profile["device_parity"], task), "where": profiled["device"],
                                "n": profile["device_parity"]["n"]}
         if "device_parity" in profile:
-            entry["device_parity"] = {**_parity_fields(profile["device_parity"]), "n": profile["device_parity"]["n"]}
+            entry["device_parity"] = {**_parity_fields(profile["device_parity"], task),
+                                      "n": profile["device_parity"]["n"]}
         if "latency" in profile:
             entry["latency"] = profile["latency"]
         elif macs is not None and "path" in record:
@@ -329,16 +338,18 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
         entry["within_budget"] = entry["budget_status"] == PASS
         artifacts.append(entry)
     labelled = compiled["evaluation"]["labelled"]
-    recommended = _recommend(artifacts, settings.budget, labelled)
+    recommended = _recommend(artifacts, settings.budget, labelled, task.metric_label)
     inconclusive = [f"{a['backend']} {a['precision']}" for a in artifacts if a["budget_status"] == INCONCLUSIVE]
     res = prepared.spec.resolution
     return {
         "model": prepared.spec.name, "target": target.name, "board": target.board,
+        "task": {"name": task.name, "metric": task.metric, "metric_label": task.metric_label,
+                 "outputs": list(task.output_names), "drop_unit": f"{task.metric_label} points"},
         "input": {"name": "input", "shape": [1, 3, res, res], "dtype": "float32", "layout": "NCHW",
                   "preprocessing": prepared.preprocessing.to_dict()},
         "weights": {"spec": settings.weights, "sha256": prepared.weights.sha256 if prepared.weights else None},
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("model", "target")},
-        "budget": {**settings.budget.to_dict(), "applied": settings.budget.describe(labelled)},
+        "budget": {**settings.budget.to_dict(), "applied": settings.budget.describe(labelled, task.metric_label)},
         "data": {"calibration": _data_record(compiled["calibration"]),
                  "evaluation": _data_record(compiled["evaluation"])},
         "device": {"uri": profiled["device"], "emulated": profiled.get("emulated", False),
@@ -381,9 +392,9 @@ def _data_record(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _parity_fields(p: dict[str, Any]) -> dict[str, Any]:
-    return {k: p.get(k) for k in ("float_top1", "quant_top1", "drop", "est_drop", "est_drop_low", "est_drop_high",
-                                  "agreement", "n_confident", "agreement_confident", "top5_overlap", "sqnr_db")}
+def _parity_fields(p: dict[str, Any], task: Task) -> dict[str, Any]:
+    """The parity numbers the report keeps for an artifact: the ones its task names."""
+    return {k: p.get(k) for k in task.report_fields}
 
 
 def _within_budget(entry: dict[str, Any], budget: Budget) -> tuple[str, str]:
@@ -397,7 +408,8 @@ def _within_budget(entry: dict[str, Any], budget: Budget) -> tuple[str, str]:
     return budget.judge(parity_)
 
 
-def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool) -> dict[str, Any] | None:
+def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool, metric: str = "top-1"
+               ) -> dict[str, Any] | None:
     """The fastest artifact within the accuracy budget; timing ties go to fidelity, then size.
 
     An artifact slower than the fastest by no more than the fastest's measured spread (how far its repeated
@@ -415,7 +427,7 @@ def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool) 
         fastest = min(timed, key=lambda a: a["latency"]["p50_ms"])
         tied = [a for a in timed if a["latency"]["p50_ms"] - fastest["latency"]["p50_ms"] <= _spread(fastest)]
         best = min(tied, key=_fidelity_then_size)
-        reason = f"fastest artifact within the accuracy budget ({budget.describe(labelled)})"
+        reason = f"fastest artifact within the accuracy budget ({budget.describe(labelled, metric)})"
         if len(tied) > 1:
             reason += (f"; {len(tied)} artifacts are within the timing spread of the fastest, so the most faithful "
                        "(agreement, then SQNR), then smallest, was chosen")
@@ -424,12 +436,12 @@ def _recommend(artifacts: list[dict[str, Any]], budget: Budget, labelled: bool) 
         estimate = best["latency_estimate"]
         unranked = [f"{a['backend']} {a['precision']}" for a in candidates if "latency_estimate" not in a]
         reason = (f"fastest by ESTIMATED latency ({estimate['basis']}; source: {estimate['source']}) within the "
-                  f"accuracy budget ({budget.describe(labelled)}); no device timing: pass --device to measure")
+                  f"accuracy budget ({budget.describe(labelled, metric)}); no device timing: pass --device to measure")
         if unranked:
             reason += f"; not ranked (no published measurement for them on this board): {', '.join(unranked)}"
     else:
         best = min(candidates, key=lambda a: a["size_bytes"])
-        reason = f"smallest within the accuracy budget ({budget.describe(labelled)}; no device timing)"
+        reason = f"smallest within the accuracy budget ({budget.describe(labelled, metric)}; no device timing)"
     return {"backend": best["backend"], "precision": best["precision"], "path": best["path"],
             "p50_ms": best["latency"]["p50_ms"] if "latency" in best else estimate["p50_ms"] if estimate else None,
             "latency_kind": "measured" if "latency" in best else "estimated" if estimate else None,

@@ -14,7 +14,7 @@ from edgemb.artifacts import file_record, staged_output, tool_versions, write_js
 from edgemb.budget import Budget, agreement_for_budget
 from edgemb.data import Data, as_data, parse_spec
 from edgemb.errors import EdgembError
-from edgemb.metrics import parity, sqnr_db
+from edgemb.metrics import sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
 from edgemb.quant.cle import equalize, weight_range_spread
@@ -23,7 +23,7 @@ from edgemb.quant.correction import (
     qdq_session,
     rank_sensitivity,
     rank_wide_sensitivity,
-    timed_run,
+    timed_run_all,
 )
 from edgemb.quant.isa import choose_scheme, host_scheme
 from edgemb.quant.options import (
@@ -41,6 +41,7 @@ from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
 from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, METHODS, TensorStats, choose_range, collect_stats
 from edgemb.quant.rounding import RoundedLayer, round_layers
 from edgemb.stages.export import export_simplified
+from edgemb.tasks import Task, take, task_for
 from edgemb.zoo.weights import PreparedModel, prepare_model
 
 BIAS_CORRECTION_SAMPLES = 128
@@ -74,9 +75,15 @@ def _float_graph(prepared: PreparedModel, folder: Path) -> Graph:
     return Graph.load(export_simplified(prepared.model, prepared.spec.resolution, folder / "model.float.onnx"))
 
 
-def _eval_parity(model, float_logits: np.ndarray, data: Data, desc: str = "eval int8") -> dict[str, Any]:
-    logits = run_batched(session(model), data.x, desc=desc)[0]
-    return parity(float_logits, logits, data.y)
+def _eval_parity(model, float_outputs: list[np.ndarray], data: Data, task: Task, truth: Any,
+                 desc: str = "eval int8") -> dict[str, Any]:
+    """The task's parity of a quantized ONNX model against the float outputs (top-1, mAP or mIoU points)."""
+    return task.parity(float_outputs, run_batched(session(model), data.x, desc=desc), truth)
+
+
+def held_out_index(n: int, every: int = HELD_OUT_EVERY) -> np.ndarray:
+    """Which of n calibration samples split_calibration holds out (every `every`-th)."""
+    return np.arange(n)[every - 1::every]
 
 
 def split_calibration(data: Data, every: int = HELD_OUT_EVERY) -> tuple[Data, Data]:
@@ -127,9 +134,12 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
     calibration = as_data(calib, prepared.preprocessing)
     calib_report = check_calibration(calibration, calibration.source)
     evaluation = as_data(eval_spec, prepared.preprocessing)
-    held_out = None
+    held_out = held_out_truth = None
+    task = task_for(prepared.spec, prepared.num_classes)  # whose parity judges the budget, in its points
     if budget is not None:  # the rescue is chosen on held-out calibration samples, never on --eval
+        calibration_truth = task.truth(calibration, prepared.preprocessing)  # labels, boxes or masks if known
         calibration, held_out = split_calibration(calibration)
+        held_out_truth = take(calibration_truth, held_out_index(len(calibration) + len(held_out)))
         calib_report = {**calib_report, "fit": len(calibration), "held_out": len(held_out)}
     scheme = host_scheme() if isa is None else choose_scheme(isa, arch)
     config = QuantConfig(method, granularity, activation_type, weight_max=scheme.weight_max)
@@ -176,10 +186,12 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
         quantized = build_qdq(graph, ranges, config, rounded)
         if budget is not None and held_out is not None:
             quantized, report["budget"] = _fit_budget(graph, ranges, config, quantized, calibration, held_out,
-                                                      budget, max_float_layers, rounded)
+                                                      budget, max_float_layers, rounded, task=task,
+                                                      held_out_truth=held_out_truth)
         if evaluation is not None:
-            float_logits = prepared.float_logits(evaluation.x)
-            result = _eval_parity(quantized, float_logits, evaluation)
+            float_outputs = prepared.float_outputs(evaluation.x)
+            result = _eval_parity(quantized, float_outputs, evaluation, task,
+                                  task.truth(evaluation, prepared.preprocessing))
             report["eval"] = {"spec": evaluation.source, **result}
             if budget is not None:
                 met, verdict = budget.verdict(result)
@@ -261,14 +273,18 @@ def best_step(budget: Budget, steps: list[dict[str, Any]]) -> int:
 
 def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data, held_out: Data, budget: Budget,
                 limit: int, rounded: dict[str, RoundedLayer] | None = None,
-                wide_limit: int = DEFAULT_MAX_WIDE_TENSORS):
+                wide_limit: int = DEFAULT_MAX_WIDE_TENSORS, task: Task | None = None, held_out_truth: Any = None):
     """Rescue the most sensitive spots until held-out calibration samples meet the budget: first 16-bit
     activations (int8 weights stay), one tensor at a time, then layers kept in float; every step is measured
     with the target's integer kernels on the held-out samples, and the best step is shipped (the first that
     meets the budget, else the best measured trade-off, never simply the last attempt)."""
-    reference, float_ms = timed_run(graph.model, held_out.x, "held-out (float)")
-    logits, ms = timed_run(quantized, held_out.x, "held-out int8")
-    result = parity(reference, logits, held_out.y)
+    if task is None:  # a classifier's logits, judged on the held-out labels when there are any
+        from edgemb.tasks import ClassificationTask
+
+        task, held_out_truth = ClassificationTask(0), held_out.y
+    reference, float_ms = timed_run_all(graph.model, held_out.x, "held-out (float)")
+    logits, ms = timed_run_all(quantized, held_out.x, "held-out int8")
+    result = task.parity(reference, logits, held_out_truth)
     steps = [{"raised_16bit": [], "kept_float": [], **result}]
     steps_ms = [ms]  # kept apart from the steps: a timing must not make two identical choices look different
     wide_ranking: list[dict] = []
@@ -286,8 +302,8 @@ def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data,
             break
         (config.wide_tensors if kind == "16bit" else config.keep_float).append(name)
         model = build_qdq(graph, ranges, config, rounded)
-        logits, ms = timed_run(model, held_out.x, f"held-out ({name})")
-        result = parity(reference, logits, held_out.y)
+        logits, ms = timed_run_all(model, held_out.x, f"held-out ({name})")
+        result = task.parity(reference, logits, held_out_truth)
         steps.append({"raised_16bit": list(config.wide_tensors), "kept_float": list(config.keep_float), **result})
         steps_ms.append(ms)
     best = best_step(budget, steps)

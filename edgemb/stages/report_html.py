@@ -64,10 +64,27 @@ def _latency_text(a: dict[str, Any]) -> str:
     return "-"
 
 
+def _task_columns(report: dict[str, Any]) -> list[tuple[str, Callable[[dict], str]]]:
+    """A detector's or segmenter's own columns (its metric for float and the artifact, direct agreement with
+    float); a classifier's table keeps its columns."""
+    task = report.get("task") or {}
+    metric, label = task.get("metric", "top1"), task.get("metric_label", "top-1")
+    if metric == "top1":
+        return []
+    extra = {"map": ("box recall / precision", lambda p: f"{_num(p.get('box_recall'), '.3f')} / "
+                                                         f"{_num(p.get('box_precision'), '.3f')}"),
+             "miou": ("mask agreement", lambda p: _pct(p.get("mask_agreement")))}.get(metric)
+    columns = [(f"float {label}", lambda p: _num(p.get(f"float_{metric}"), ".4f")),
+               (f"{label}", lambda p: _num(p.get(f"quant_{metric}"), ".4f")),
+               (f"{label} vs float", lambda p: _num(p.get(f"{metric}_vs_float"), ".4f"))]
+    return columns + ([extra] if extra else [])
+
+
 def artifact_table(report: dict[str, Any]) -> str:
     rec = report.get("recommended") or {}
     rows = []
     labelled = ((report.get("data") or {}).get("evaluation") or {}).get("labelled", True)
+    task_columns = _task_columns(report)
     for a in report["artifacts"]:
         p, mem = a.get("parity") or {}, a.get("memory") or {}
         is_rec = (a["backend"], a["precision"]) == (rec.get("backend"), rec.get("precision"))
@@ -77,13 +94,19 @@ def artifact_table(report: dict[str, Any]) -> str:
         rows.append(
             f"<tr class='{'rec' if is_rec else ''}'><td>{_e(_name(a))}{' &#9733;' if is_rec else ''}</td>"
             f"<td class=l>{_e(a['status'])}</td><td>{_num(a.get('size_bytes', 0) / 1e6, '.2f')}</td>"
+            + "".join(f"<td>{cell(p) if p else '-'}</td>" for _, cell in task_columns) +
             f"<td>{_drop_text(p)}</td><td>{_pct(p.get('agreement'))}</td>"
             f"<td>{_num(p.get('sqnr_db'), '.1f')}</td><td>{_e(p.get('n', '-'))}</td>"
             f"<td class=l>{_e(a.get('budget_status', '-'))}</td>"
             f"<td>{_latency_text(a)}</td><td>{_e(memory)}</td>"
             f"<td class='l muted note'>{_e(note[:200])}</td></tr>")
     drop = "drop (pts)" if labelled else "est. drop (pts) [95%]"
-    head = (f"<tr><th>artifact</th><th>status</th><th>MB</th><th>{drop}</th><th>agreement</th><th>SQNR dB</th>"
+    if task_columns:
+        label = report["task"]["metric_label"]
+        drop = f"{label} drop (pts)" if labelled else f"{label} lost to float (pts)"
+    task_heads = "".join(f"<th>{_e(name)}</th>" for name, _ in task_columns)
+    head = (f"<tr><th>artifact</th><th>status</th><th>MB</th>{task_heads}<th>{drop}</th><th>agreement</th>"
+            "<th>SQNR dB</th>"
             "<th>n</th><th>budget</th><th>p50 ms</th><th>arena / flash KiB</th><th>note</th></tr>")
     return f"<div class=scroll><table id='artifacts'>{head}{''.join(rows)}</table></div>"
 
@@ -113,11 +136,15 @@ def _accuracy_measure(report: dict[str, Any]) -> tuple[str, str, float | None, C
     labelled = ((report.get("data") or {}).get("evaluation") or {}).get("labelled", True)
     settings = report.get("settings") or {}
     max_drop = budget.get("max_drop", settings.get("max_drop"))
+    label = (report.get("task") or {}).get("metric_label", "top-1")
     if labelled and max_drop is not None:
-        return ("top-1 drop against float (points)", "pts", max_drop,
+        return (f"{label} drop against float (points)", "pts", max_drop,
                 lambda p: p.get("drop"))
+    if max_drop is not None and label != "top-1":  # a decoding task without truth: no interval
+        return (f"{label} points lost against the float model's own results", "pts", max_drop,
+                lambda p: p.get("est_drop"))
     if max_drop is not None:
-        return ("estimated top-1 drop against float (points; whiskers: 95% interval)", "pts", max_drop,
+        return (f"estimated {label} drop against float (points; whiskers: 95% interval)", "pts", max_drop,
                 lambda p: p.get("est_drop"))
     min_agreement = budget.get("min_agreement", settings.get("min_agreement"))
 
@@ -336,13 +363,17 @@ def render(report: dict[str, Any]) -> str:
     weights = report.get("weights") or {}
     warnings = "".join(f"<p class=warn>&#9888; {_e(w)}</p>" for w in report.get("warnings") or [])
     labelled = "" if evaluation.get("labelled", True) else ", unlabelled"
+    task = report.get("task") or {}
+    task_text = (f"<p id=task>Task: {_e(task['name'])}; outputs {_e(', '.join(task.get('outputs', [])))} decoded on "
+                 f"the host; the budget is in {_e(task['metric_label'])} points.</p>"
+                 if task.get("metric", "top1") != "top1" else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>edgemb report: {_e(report['model'])} on {_e(report['target'])}</title>
 <style>{CSS}</style></head><body>
 <h1>{_e(report['model'])} on {_e(report['target'])} {verdict}</h1>
 <p class=muted>{_e(report.get('board', ''))}</p>
-{warnings}<p id="recommended">{rec_text}</p>
+{warnings}{task_text}<p id="recommended">{rec_text}</p>
 <p>Accuracy budget against the float PyTorch model: {_e(report.get('budget', {}).get('applied'))}, on
 {_e(evaluation.get('spec'))} (n={_e(evaluation.get('n'))}{labelled}).
 Weights: {_e(weights.get('spec'))} (sha256 {_e((weights.get('sha256') or '-')[:16])}).

@@ -22,3 +22,15 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = DEFAULT_BATCH, de
     outputs = [model(torch.from_numpy(x[start: start + batch_size])).numpy()
                for start in progress(range(0, len(x), batch_size), desc=desc, unit="batch")]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def predict_outputs(model: nn.Module, x: np.ndarray, batch_size: int = DEFAULT_BATCH,
+                    desc: str = "float") -> list[np.ndarray]:
+    """Every raw output of a PyTorch model (a detector's tuple gives a list), batched, with a progress bar."""
+    model.eval()
+    parts: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for start in progress(range(0, len(x), batch_size), desc=desc, unit="batch"):
+            out = model(torch.from_numpy(x[start: start + batch_size]))
+            parts.append([o.numpy() for o in (out if isinstance(out, tuple | list) else (out,))])
+    return [np.concatenate(column) for column in zip(*parts, strict=True)]

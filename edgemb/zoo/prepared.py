@@ -12,7 +12,7 @@ import numpy as np
 from torch import nn
 
 from edgemb.data.preprocess import Preprocessing
-from edgemb.zoo.inference import predict
+from edgemb.zoo.inference import predict, predict_outputs
 from edgemb.zoo.registry import ModelSpec, parse_model_name
 from edgemb.zoo.weights.catalog import RANDOM_TAG
 from edgemb.zoo.weights.load import LoadedWeights, load_model
@@ -47,7 +47,17 @@ class PreparedModel:
             self._float_cache = (x, predict(self.model, x))
         return self._float_cache[1]
 
+    def float_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every raw output of the float model for x (a classifier's: [float_logits(x)]), computed once per array."""
+        if not hasattr(self.model, "output_names"):
+            return [self.float_logits(x)]
+        if self._outputs_cache is None or self._outputs_cache[0] is not x:
+            self._outputs_cache = (x, predict_outputs(self.model, x, batch_size=16))  # detectors: big maps
+        return self._outputs_cache[1]
+
     _float_cache: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
+    _outputs_cache: tuple[np.ndarray, list[np.ndarray]] | None = field(default=None, init=False, repr=False,
+                                                                       compare=False)
 
 
 def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
