@@ -79,3 +79,7 @@ def test_task_deploy_reports_task_metric_drop_in_points_and_a_recommendation(tas
     assert report["passed"] and rec["backend"] == "onnxruntime" and f"{label} drop <= 5 points" in rec["reason"]
     page = (folder / "report.html").read_text()
     assert f"<th>{label} drop (pts)</th>" in page and f"<th>float {label}</th>" in page and "id=task" in page
+    assert report["pictures"] == "pictures.html" and "href='pictures.html'" in page
+    pictures = (folder / "pictures.html").read_text()
+    assert pictures.count("data:image/png") == 4 * 3  # four images: truth, float, int8
+    assert "<th>truth</th>" in pictures and "int8" in pictures

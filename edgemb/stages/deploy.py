@@ -45,6 +45,7 @@ RUNNABLE = (".tflite", ".xml", ".so", ".onnx")
 # 16 samples per artifact prove the ARM build computes what the host build does (outputs compared sample by
 # sample) in about a minute each, while the accuracy verdict rests on the full evaluation set on this host.
 EMULATED_SAMPLES = 16
+SHOWN_IMAGES = 4  # evaluation images a detector's or segmenter's deploy draws in pictures.html
 
 
 @dataclass
@@ -171,6 +172,8 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
         settings, target, device_uri, prepared, evaluation, compiled, root / "compile", folder, log, task))
 
     report = build_report(settings, target, prepared, export, quantize, compiled, profiled, root, task)
+    if task.pictures:
+        report["pictures"] = _write_pictures(task, prepared, evaluation, root, report)
     report["stages"] = stages.timings
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_json(root / "report.json", report)
@@ -178,6 +181,38 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
 
     write_html(report, root / "report.html")
     return report
+
+
+def _write_pictures(task: Task, prepared: PreparedModel, evaluation: Data, root: Path,
+                    report: dict[str, Any]) -> str:
+    """pictures.html beside the report: truth, float and int8 boxes/masks of the first evaluation images, so a
+    reader sees where int8 differs (int8 is the quantize stage's QDQ model every int8 artifact is built from)."""
+    import numpy as np
+    import onnx
+
+    from edgemb.onnx_graph import run_batched, session
+    from edgemb.tasks.render import comparison_page, unnormalize
+
+    shown = min(SHOWN_IMAGES, len(evaluation))
+    x = evaluation.x[:shown]
+    columns: dict[str, list[Any]] = {}
+    truth = head(task.truth(evaluation, prepared.preprocessing), shown)
+    if truth is not None:
+        columns["truth"] = task.truth_results(truth)
+    columns["float (PyTorch)"] = task.postprocess([o[:shown] for o in prepared.float_outputs(evaluation.x)])
+    qdq = onnx.load(str(root / "quantize" / "model.int8.onnx"))
+    columns["int8 (quantize stage QDQ, onnxruntime)"] = task.postprocess(run_batched(session(qdq), x, desc="pictures"))
+    metric = task.metric
+    summary = [f"{a['backend']} {a['precision']}: {task.metric_label} {a['parity'].get(f'quant_{metric}', '-')} "
+               f"(float {a['parity'].get(f'float_{metric}', '-')}), drop {a['parity'].get('drop', '-')} points, "
+               f"agreement with float {a['parity'].get('agreement')}" for a in report["artifacts"] if a.get("parity")]
+    pixels = np.stack([unnormalize(sample, prepared.preprocessing) for sample in x])
+    page = comparison_page(f"{prepared.spec.name} ({task.name}) on {evaluation.source}", pixels, columns,
+                           tuple(evaluation.classes) if evaluation.classes else None, summary)
+    tmp = root / ".pictures.html.tmp"
+    tmp.write_text(page)
+    tmp.replace(root / "pictures.html")
+    return "pictures.html"
 
 
 def _export(prepared: PreparedModel, folder: Path) -> dict[str, Any]:

@@ -364,8 +364,10 @@ def render(report: dict[str, Any]) -> str:
     warnings = "".join(f"<p class=warn>&#9888; {_e(w)}</p>" for w in report.get("warnings") or [])
     labelled = "" if evaluation.get("labelled", True) else ", unlabelled"
     task = report.get("task") or {}
+    pictures = (f" Truth, float and int8 results of the first images: <a href='{_e(report['pictures'])}'>"
+                f"{_e(report['pictures'])}</a>." if report.get("pictures") else "")
     task_text = (f"<p id=task>Task: {_e(task['name'])}; outputs {_e(', '.join(task.get('outputs', [])))} decoded on "
-                 f"the host; the budget is in {_e(task['metric_label'])} points.</p>"
+                 f"the host; the budget is in {_e(task['metric_label'])} points.{pictures}</p>"
                  if task.get("metric", "top1") != "top1" else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -18,6 +18,7 @@ class ClassificationTask:
     metric = "top1"
     metric_label = "top-1"
     decoded = "classes"
+    pictures = False  # a class name says it all: a deploy draws no pictures for classifiers
     report_fields = ("float_top1", "quant_top1", "drop", "est_drop", "est_drop_low", "est_drop_high", "agreement",
                      "n_confident", "agreement_confident", "top5_overlap", "sqnr_db")
 

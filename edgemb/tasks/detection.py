@@ -243,6 +243,7 @@ class DetectionTask:
     metric = "map"  # COCO mAP@[.5:.95], in points for the budget
     metric_label = "mAP"
     decoded = "confident boxes"
+    pictures = True  # a deploy draws truth, float and int8 boxes for the first images
     report_fields = ("metric", "float_map", "quant_map", "float_map50", "quant_map50", "drop", "est_drop",
                      "est_drop_low", "est_drop_high", "est_basis", "agreement", "agreement_basis", "box_recall",
                      "box_precision", "map_vs_float", "sqnr_db", "sqnr_db_outputs")
@@ -285,6 +286,11 @@ class DetectionTask:
     def truth(self, data: Any, pp: Any) -> Any:
         """Ground-truth boxes of an evaluation set read from synthdet (None for unlabelled data)."""
         return synthdet_truth(data, pp)
+
+    def truth_results(self, truth: Any) -> list[Detections]:
+        """Ground truth as detections (score 1), to draw beside the predicted ones."""
+        return [Detections(b, np.ones(len(b), np.float32), lab) for b, lab in zip(truth.boxes, truth.labels,
+                                                                                  strict=True)]
 
     def agreement(self, result: dict[str, Any]) -> tuple[float, str]:
         """Box F1 with float: one-to-one matches over the confident float and candidate boxes."""

@@ -53,6 +53,12 @@ def _uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def unnormalize(x: np.ndarray, pp: Any) -> np.ndarray:
+    """A preprocessed CHW sample back to uint8 HWC pixels for drawing."""
+    pixels = x.transpose(1, 2, 0) * np.asarray(pp.std, np.float32) + np.asarray(pp.mean, np.float32)
+    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def comparison_page(title: str, pixels: np.ndarray, columns: dict[str, list[Any]],
                     classes: tuple[str, ...] | None, summary: list[str]) -> str:
     """HTML with one row per image and one column per result set (e.g. truth, float, onnxruntime int8)."""

@@ -62,6 +62,7 @@ class SegmentationTask:
     metric = "miou"  # mean IoU, in points for the budget
     metric_label = "mIoU"
     decoded = "masks"
+    pictures = True  # a deploy draws truth, float and int8 masks for the first images
     report_fields = ("metric", "float_miou", "quant_miou", "float_pixel_accuracy", "quant_pixel_accuracy", "drop",
                      "est_drop", "est_drop_low", "est_drop_high", "est_basis", "agreement", "agreement_basis",
                      "mask_agreement", "miou_vs_float", "sqnr_db", "sqnr_db_outputs")
@@ -87,6 +88,10 @@ class SegmentationTask:
     def truth(self, data: Any, pp: Any) -> Any:
         """Ground-truth masks of an evaluation set read from synthdet (None for unlabelled data)."""
         return synthdet_truth(data, pp)
+
+    def truth_results(self, truth: Any) -> list[np.ndarray]:
+        """Ground-truth masks, to draw beside the predicted ones."""
+        return list(truth.masks)
 
     def agreement(self, result: dict[str, Any]) -> tuple[float, str]:
         """Pixel agreement of the masks with float."""

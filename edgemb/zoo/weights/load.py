@@ -72,7 +72,9 @@ def default_weights(spec: ModelSpec) -> tuple[str, str | None]:
         published = [t for t in named if t != "ref"]
         why = (f"its ImageNet weights ({', '.join(published)}) are not on this machine" if published
                else "it has no published ImageNet weights")
-        return "ref", (f"note: {spec.base_name}: {why}; using the Fashion-MNIST reference model (--weights ref). "
+        trained_on = (named["ref"].calibration or "").split(":")[0]  # fashion-mnist, or synthdet for tasks
+        data = "Fashion-MNIST" if trained_on in ("fashion-mnist", "") else trained_on
+        return "ref", (f"note: {spec.base_name}: {why}; using the {data} reference model (--weights ref). "
                        "Pass --weights to choose.")
     raise EdgembError(
         f"{spec.base_name} has no weights on this machine (no reference model, no ImageNet checkpoint in "
