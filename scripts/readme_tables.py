@@ -186,8 +186,11 @@ def tvm_table(t: dict) -> str:
                  f"{best['fp32']:.2f}", f"{best['int8']:.2f}", f"{r['tvm_fp32_over_onnxruntime_fp32']}x",
                  f"{r['tvm_int8_over_onnxruntime_int8']}x", f"{r['tvm_int8_over_tvm_fp32']}x"]
         lines.append("| " + " | ".join(cells) + " |")
+    kernels = sorted({f"{k['kernel']} ({k['instruction']})" for m in t["models"]
+                      for k in [m["builds"]["int8"].get("integer_lowering", {}).get("dot_kernel")] if k})
     host = t["host"]
-    lines += ["", f"Host: {host['model']}, {host['cores']} cores, ISA: {', '.join(host['isa']) or 'no AVX2'}; "
+    lines += ["", f"TVM int8 dot-product kernel: {', '.join(kernels) or 'none (widening int32 path)'}. "
+                  f"Host: {host['model']}, {host['cores']} cores, ISA: {', '.join(host['isa']) or 'no AVX2'}; "
                   f"TVM target {t['tvm_target'].get('mcpu', 'generic')}"
                   + (f"; load average {host['load_average_1min'][0]} -> {host['load_average_1min'][1]} during the "
                      "run (a shared host: compare ratios, not absolute times)." if "load_average_1min" in host else
