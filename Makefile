@@ -95,7 +95,8 @@ deploy:
 	$(EDGEMB) deploy $(MODEL) --target $(TARGET) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(MAX_DROP),--max-drop $(MAX_DROP)) $(if $(MIN_AGREEMENT),--min-agreement $(MIN_AGREEMENT)) \
 		$(if $(CALIB),--calib $(CALIB)) $(if $(EVAL),--eval $(EVAL)) $(if $(DEVICE),--device $(DEVICE)) \
-		$(if $(TUNE_TRIALS),--tune-trials $(TUNE_TRIALS)) $(if $(SHA256),--sha256 $(SHA256)) --out $(BUILD)
+		$(if $(TUNE_TRIALS),--tune-trials $(TUNE_TRIALS)) $(if $(SHA256),--sha256 $(SHA256)) \
+		$(if $(BACKEND),--backend $(BACKEND)) --out $(BUILD)
 
 # The README's deploy results: x86 v2_1.0, rpi4 v2_1.0 (emulated), cortex-m7 v1_0.25.
 deploy-table:

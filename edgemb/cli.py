@@ -542,6 +542,9 @@ def drive_deploy(args: argparse.Namespace) -> int:
         print(f"edgemb: warning: {message}", file=sys.stderr)
     labelled = report["data"]["evaluation"].get("labelled")
     drop_head = "drop" if labelled else "est. drop [95% interval]"
+    task = report.get("task") or {}
+    if task.get("metric", "top1") != "top1":  # a detector's or segmenter's drop is in its metric's points
+        drop_head = f"{task['metric_label']} drop" if labelled else f"{task['metric_label']} lost to float"
     print(f"{'artifact':<18} {'status':<13} {drop_head:>24} {'agree':>7} {'conf.':>7} {'SQNR':>6} "
           f"{'p50 ms':>10}  budget / device")
     for a in report["artifacts"]:
