@@ -19,6 +19,7 @@ from edgemb.errors import EdgembError
 DEFAULT_MAX_DROP = 0.5
 DEFAULT_MIN_AGREEMENT: float | None = None  # confident-sample agreement is reported; a limit only when asked
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+UNDECIDABLE_FACTOR = 100  # needing more than 100x the evaluation data is "more data will not decide it"
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,11 @@ class Budget:
         if status == INCONCLUSIVE:
             text = f"inconclusive: more evaluation data needed ({text})"
             needed = samples_to_decide(parity, self.max_drop) if self.max_drop is not None else None
-            if needed is not None:
+            if needed is not None and needed <= UNDECIDABLE_FACTOR * parity["n"]:
                 text += f"; about {needed:,} samples like these would decide it"
+            elif parity.get("est_drop") is not None:
+                text += (f"; the estimate sits too close to the budget for more data to decide it (over "
+                         f"{UNDECIDABLE_FACTOR} times these {parity['n']:,} samples)")
         return status, text
 
     def verdict(self, parity: dict[str, Any]) -> tuple[bool, str]:

@@ -309,6 +309,10 @@ def drive_quantize(args: argparse.Namespace) -> int:
         cost = report["budget"]["speed_cost"]
         print(f"rescue cost: {cost['int8_ms']:.2f} -> {cost['chosen_ms']:.2f} ms per image "
               f"({cost['added_percent']:+.0f}%; float {cost['float_ms']:.2f} ms), {cost['measured_with']}")
+        if cost["chosen_ms"] >= cost["float_ms"]:
+            print("edgemb: warning: the rescued model measured slower than the float model on this host: 16-bit "
+                  "activations run through float kernels in onnxruntime; the float artifact (or a larger --max-drop) "
+                  "is the better trade-off here", file=sys.stderr, flush=True)
     if "budget" in report and not report["budget"]["met"]:
         raise ParityError(f"budget not met: {report['budget']['verdict']}, even with "
                           f"{len(report['layers_kept_float'])} layer(s) in float")

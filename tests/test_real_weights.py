@@ -156,6 +156,8 @@ def test_budget_uses_drop_with_labels_and_the_estimated_interval_without():
     # the interval (0.4 points above 0.2) must shrink to 0.3: (0.4 / 0.3)^2 = 1.78 times the 300 samples
     assert "about 540 samples like these would decide it" in text
     assert samples_to_decide({**unlabelled, "est_drop": 0.5}, 0.5) is None, "an estimate on the budget never decides"
+    text = budget.judge({**unlabelled, "est_drop": 0.499, "est_drop_low": -0.7, "est_drop_high": 1.7})[1]
+    assert "too close to the budget for more data to decide it" in text and "samples like these" not in text
     assert samples_to_decide({**unlabelled, "est_drop": 0.8, "est_drop_low": 0.2}, 0.5) == 1200  # (0.6/0.3)^2 x 300
     assert not budget.met({**unlabelled, "est_drop_high": 0.6}), "an inconclusive verdict is not a pass"
     # agreement on confident samples is an extra limit only when asked for, on any data
