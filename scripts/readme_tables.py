@@ -74,7 +74,8 @@ def compile_table(path: Path = RESULTS / "compile.json") -> str:
         return "_not measured yet: run `make compile-table`_"
     lines = ["| model | target | backend | precision | status | size | top-1 drop (points) | agreement | "
              "notes |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in json.loads(path.read_text())["rows"]:
+    rows = json.loads(path.read_text())["rows"]
+    for r in rows:
         if r["status"] == "not-implemented":
             continue
         p = r.get("parity", {})
@@ -93,6 +94,8 @@ def compile_table(path: Path = RESULTS / "compile.json") -> str:
         size = f"{r['size_bytes'] / 1e6:.2f} MB" if "size_bytes" in r else "-"
         lines.append(f"| `{r['model']}` | {r['target']} | {r['backend']} | {r['precision']} | {r['status']} | "
                      f"{size} | {drop} | {agree} | {'; '.join(notes)} |")
+    measured = {_measured_at(r.get("measured_on")) for r in rows}
+    lines += ["", f"Measured at {', '.join(sorted(measured))}."]
     return "\n".join(lines)
 
 
