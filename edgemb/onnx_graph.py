@@ -6,6 +6,7 @@ float function they start from is the one proven equal to PyTorch.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,12 +109,19 @@ def session(model: onnx.ModelProto | Path, outputs: Sequence[str] = (), threads:
     return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
 
 
-def run_batched(sess, x: np.ndarray, outputs: Sequence[str] | None = None, desc: str = "onnxruntime") -> list:
-    """Run a batch-1 ONNX session over N samples; returns one stacked array per requested output."""
+def run_batched(sess, x: np.ndarray, outputs: Sequence[str] | None = None, desc: str = "onnxruntime",
+                seconds: list[float] | None = None) -> list:
+    """Run a batch-1 ONNX session over N samples; returns one stacked array per requested output.
+
+    `seconds`, when given, receives each sample's run time (the session call alone, no stacking)."""
     input_name = sess.get_inputs()[0].name
     names = list(outputs) if outputs else [o.name for o in sess.get_outputs()]
     collected: list[list[np.ndarray]] = [[] for _ in names]
     for sample in progress(x, desc=desc, unit="img"):
-        for store, value in zip(collected, sess.run(names, {input_name: sample[None]}), strict=True):
+        started = time.perf_counter()
+        values = sess.run(names, {input_name: sample[None]})
+        if seconds is not None:
+            seconds.append(time.perf_counter() - started)
+        for store, value in zip(collected, values, strict=True):
             store.append(value)
     return [np.concatenate(values) for values in collected]

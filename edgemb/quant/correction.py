@@ -8,7 +8,6 @@ calibration samples it was not fitted on (it can also hurt: the shift measured o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -48,14 +47,9 @@ def rank_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], confi
 def timed_run_all(model: onnx.ModelProto, x: np.ndarray, desc: str) -> tuple[list[np.ndarray], float]:
     """Every output of a model over batch-1 samples with onnxruntime (stacked per output), and its median
     milliseconds per sample: a task's parity decodes all of a detector's outputs."""
-    sess = session(model)
-    input_name = sess.get_inputs()[0].name
-    runs, times = [], []
-    for sample in progress(x, desc=desc, unit="img"):
-        started = time.perf_counter()
-        runs.append(sess.run(None, {input_name: sample[None]}))
-        times.append(time.perf_counter() - started)
-    return [np.concatenate(column) for column in zip(*runs, strict=True)], 1000.0 * float(np.median(times))
+    seconds: list[float] = []
+    outputs = run_batched(session(model), x, desc=desc, seconds=seconds)
+    return outputs, 1000.0 * float(np.median(seconds))
 
 
 def rank_wide_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,

@@ -89,7 +89,7 @@ def held_out_index(n: int, every: int = HELD_OUT_EVERY) -> np.ndarray:
 def split_calibration(data: Data, every: int = HELD_OUT_EVERY) -> tuple[Data, Data]:
     """Calibration samples to fit ranges and rounding on, and every `every`-th one held out to decide on."""
     keep = np.ones(len(data), bool)
-    keep[every - 1::every] = False
+    keep[held_out_index(len(data), every)] = False
     if keep.all() or not keep.any():
         raise EdgembError(f"calibration set {data.source} has {len(data)} samples: an accuracy budget needs at "
                           f"least {every} (every {every}th is held out to choose the rescue on)")
@@ -309,8 +309,8 @@ def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data,
     best = best_step(budget, steps)
     config.wide_tensors[:] = steps[best]["raised_16bit"]
     config.keep_float[:] = steps[best]["kept_float"]
-    if best != len(steps) - 1 or len(steps) > 1:
-        quantized = build_qdq(graph, ranges, config, rounded)
+    if len(steps) > 1:  # the last step's model is already built; another step is built again
+        quantized = model if best == len(steps) - 1 else build_qdq(graph, ranges, config, rounded)
     met, verdict = meets_on_held_out(budget, steps[best]), budget.verdict(steps[best])[1]
     summary = {**budget.to_dict(), "chosen_on": held_out.source, "held_out_samples": len(held_out),
                "held_out_met": met, "held_out_verdict": verdict, "chosen_step": best,
