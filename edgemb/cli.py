@@ -240,7 +240,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
          _eval_arguments)
 def drive_eval(args: argparse.Namespace) -> int:
     """Print float accuracy; the number every quantized artifact is compared with."""
-    from edgemb.evaluate import evaluate_model
+    from edgemb.tasks.evaluate import evaluate_model
 
     _resolve_weights(args)  # --batch-size was checked with every other number (edgemb.limits, in main)
     result = evaluate_model(args.model, args.weights, args.data, args.sha256, args.batch_size)

@@ -93,6 +93,15 @@ def top5_overlap(reference: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, test_top, strict=True)]))
 
 
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Top-1 (and top-5 when there are more than 5 classes) as fractions."""
+    result = {"top1": float(np.mean(logits.argmax(1) == labels))}
+    if logits.shape[1] > 5:
+        top5 = np.argsort(-logits, axis=1)[:, :5]
+        result["top5"] = float(np.mean((top5 == labels[:, None]).any(axis=1)))
+    return result
+
+
 def parity(float_logits: np.ndarray, quant_logits: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
     """Compare a candidate's logits with the float reference's on the same inputs.
 

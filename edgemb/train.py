@@ -21,7 +21,7 @@ from torch import nn
 from edgemb.artifacts import sha256_file, tool_versions, write_json
 from edgemb.data import Preprocessing, load_pixels, normalize
 from edgemb.errors import EdgembError
-from edgemb.evaluate import accuracy
+from edgemb.metrics import accuracy
 from edgemb.progress import progress
 from edgemb.zoo.inference import predict
 from edgemb.zoo.registry import ModelSpec, parse_model_name

@@ -16,8 +16,8 @@ from edgemb.data import load_data
 from edgemb.device.devices import SshDevice, SubprocessDevice, open_device
 from edgemb.device.runner import elf_arch, percentile_ms
 from edgemb.errors import EdgembError
-from edgemb.evaluate import predict
 from edgemb.stages.compile import compile_model
+from edgemb.zoo.inference import predict
 from edgemb.zoo.prepared import prepare_model
 from tests.servers import rpc_server, rpc_tracker, sshd, x86_rpc_server_command
 from tests.stages import qdq_model

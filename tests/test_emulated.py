@@ -13,9 +13,9 @@ from edgemb.data import load_data
 from edgemb.device.devices import open_device
 from edgemb.device.emulate import prepare_board
 from edgemb.errors import EdgembError
-from edgemb.evaluate import predict
 from edgemb.metrics import parity
 from edgemb.stages.compile import compile_model
+from edgemb.zoo.inference import predict
 from edgemb.zoo.prepared import prepare_model
 from tests.servers import free_port, rpc_server, rpc_tracker
 from tests.stages import qdq_model

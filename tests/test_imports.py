@@ -23,7 +23,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "deploy": ("edgemb.stages.deploy",),
     "stages": ("edgemb.stages", "edgemb.stages.export", "edgemb.stages.quantize", "edgemb.stages.compile",
                "edgemb.stages.verify", "edgemb.stages.profile",
-               "edgemb.evaluate", "edgemb.train", "edgemb.tasks.verify", "edgemb.tasks.training"),
+               "edgemb.train", "edgemb.tasks.verify", "edgemb.tasks.training"),
     "what stages run on": ("edgemb.backends", "edgemb.tasks", "edgemb.stages.deploy_guard",
                            "edgemb.stages.report_html",
                            "edgemb.calibration_check", "edgemb.latency_estimate", "edgemb.ethos_u"),

@@ -8,13 +8,10 @@ gives the task object of any zoo entry (classification, detection, segmentation)
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
-from edgemb.data.preprocess import Preprocessing, normalize
 from edgemb.progress import progress
 from edgemb.tasks.base import head, output_sqnr, run_outputs, take, task_parity
 from edgemb.tasks.classification import ClassificationTask
@@ -23,7 +20,7 @@ from edgemb.tasks.segmentation import SegmentationTask
 from edgemb.zoo.registry import ModelSpec
 
 Task = ClassificationTask | DetectionTask | SegmentationTask
-__all__ = ["ClassificationTask", "DetectionTask", "SegmentationTask", "Task", "evaluate_float", "head", "output_sqnr",
+__all__ = ["ClassificationTask", "DetectionTask", "SegmentationTask", "Task", "head", "output_sqnr",
            "run_outputs", "take", "task_for", "task_parity", "torch_outputs"]
 DEFAULT_BATCH = 16
 
@@ -48,12 +45,3 @@ def torch_outputs(model: nn.Module, x: np.ndarray, batch_size: int = DEFAULT_BAT
         out = model(torch.from_numpy(x[start: start + batch_size]))
         parts.append([o.numpy() for o in (out if isinstance(out, tuple | list) else (out,))])
     return [np.concatenate(column) for column in zip(*parts, strict=True)]
-
-
-def evaluate_float(task: Task, model: nn.Module, pp: Preprocessing, data_spec: str) -> dict[str, Any]:
-    """The float model's task metrics on a synthetic set with ground truth."""
-    from edgemb.data.synthetic import load_spec
-
-    truth = load_spec(data_spec, pp)
-    predictions = task.postprocess(torch_outputs(model, normalize(truth.pixels, pp)))
-    return {"n": len(truth), **task.score(predictions, truth)}

@@ -100,7 +100,8 @@ def train_task_reference(recipe: TaskRecipe, out_dir: Path = REFERENCE_DIR, log:
     """Train one detection/segmentation reference model and store it with its measured task metrics."""
     from safetensors.torch import save_file
 
-    from edgemb.tasks import evaluate_float, task_for
+    from edgemb.tasks import task_for
+    from edgemb.tasks.evaluate import evaluate_float
 
     spec = parse_model_name(recipe.model)
     task = task_for(spec, len(CLASSES))

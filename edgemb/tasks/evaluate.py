@@ -1,25 +1,24 @@
-"""Float accuracy of a zoo model on labelled data: the reference every quantized artifact is held to."""
+"""Float quality of a zoo model on labelled data: the reference every quantized artifact is held to.
+
+`evaluate_model` is `edgemb eval` (top-1/top-5 of a classifier with its weights' own preprocessing);
+`evaluate_float` scores a detector's or segmenter's float model on a synthetic set with ground truth (the
+number a task reference model's manifest entry records).
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import numpy as np
+from torch import nn
 
 from edgemb.data import load_data
+from edgemb.data.preprocess import Preprocessing, normalize
 from edgemb.errors import EdgembError
+from edgemb.metrics import accuracy
+from edgemb.tasks import Task, torch_outputs
 from edgemb.zoo.inference import DEFAULT_BATCH, predict
 from edgemb.zoo.prepared import prepare_model
-
-
-def accuracy(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Top-1 (and top-5 when there are more than 5 classes) as fractions."""
-    result = {"top1": float(np.mean(logits.argmax(1) == labels))}
-    if logits.shape[1] > 5:
-        top5 = np.argsort(-logits, axis=1)[:, :5]
-        result["top5"] = float(np.mean((top5 == labels[:, None]).any(axis=1)))
-    return result
 
 
 def evaluate_model(model_name: str, weights: str | None, data: str, sha256: str | None = None,
@@ -44,3 +43,12 @@ def evaluate_model(model_name: str, weights: str | None, data: str, sha256: str 
         "preprocessing": prepared.preprocessing.to_dict(),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def evaluate_float(task: Task, model: nn.Module, pp: Preprocessing, data_spec: str) -> dict[str, Any]:
+    """The float model's task metrics on a synthetic set with ground truth."""
+    from edgemb.data.synthetic import load_spec
+
+    truth = load_spec(data_spec, pp)
+    predictions = task.postprocess(torch_outputs(model, normalize(truth.pixels, pp)))
+    return {"n": len(truth), **task.score(predictions, truth)}
