@@ -49,7 +49,8 @@ test-fast: lint
 models:
 	$(EDGEMB) models
 
-# Retrain the shipped Fashion-MNIST reference models (about an hour on 2 cores), then refresh the README table.
+# Retrain the shipped reference models (MODELS=... picks some; all: Fashion-MNIST classifiers, about an hour on
+# 2 cores, and the synthdet detector and segmenter, about as long again), then refresh the README tables.
 reference-models:
 	$(EDGEMB) train-reference $(MODELS)
 	$(MAKE) readme

@@ -587,17 +587,20 @@ def drive_deploy(args: argparse.Namespace) -> int:
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help="reference models to train (default: all of them, the `ref` weights in `edgemb models`)")
+                        help="reference models to train (default: all of them, the `ref` weights in `edgemb models`: "
+                             "classifiers on Fashion-MNIST, detectors and segmenters on synthdet)")
 
 
-@command("train-reference", "retrain the shipped Fashion-MNIST reference models from their recipes",
-         _train_arguments)
+@command("train-reference", "retrain the shipped reference models (classifiers, detectors, segmenters) from their "
+         "recipes", _train_arguments)
 def drive_train_reference(args: argparse.Namespace) -> int:
-    """Reproduce the reference checkpoints (minutes per model on 2 cores) and update their manifest."""
-    from edgemb.train import train_all
+    """Reproduce the reference checkpoints (minutes to an hour per model on 2 cores) and update their manifest."""
+    from edgemb.training import train_all
 
     for entry in train_all(args.models or None):
-        print(f"{entry['model']}: top-1 {entry['accuracy']['top1']:.2%} on {entry['accuracy']['data']}, "
+        metrics = entry["metrics"]
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        print(f"{entry['model']} ({entry['task']}): {scores} on {metrics['data']} (n={metrics['n']}), "
               f"{entry['size_bytes'] / 1e6:.1f} MB, sha256 {entry['sha256'][:16]}")
     return 0
 

@@ -80,7 +80,7 @@ def synthetic(float_logits: np.ndarray, quant_logits: np.ndarray) -> dict:
 def main(models: list[str]) -> None:
     rows, synth = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for name in models or list(reference_entries()):
+        for name in models or list(reference_entries("classification")):
             row, f, q = measure(name, Path(tmp))
             rows.append(row)
             if name == SYNTHETIC_MODEL:

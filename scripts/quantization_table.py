@@ -157,7 +157,7 @@ def main(names: list[str]) -> None:
     """Measure the named reference models (all, plus `imagenet`, by default) into results/quantization.json."""
     existing = json.loads(OUT.read_text()) if OUT.exists() else {}
     rows_before = existing.get("rows", [])
-    names = names or [*reference_entries(), IMAGENET]
+    names = names or [*reference_entries("classification"), IMAGENET]
     real = existing.get("imagenet", {})
     rows = [r for r in rows_before if r["model"] not in names]
     with tempfile.TemporaryDirectory() as scratch:

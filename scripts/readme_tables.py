@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from edgemb.zoo.weights import reference_entries, task_reference_entries
+from edgemb.zoo.weights import reference_entries
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RESULTS = README.parent / "results"
@@ -24,8 +24,8 @@ def reference_table() -> str:
     """Markdown table of the shipped reference models with their measured accuracy."""
     lines = ["| model | resolution | classes | top-1 (Fashion-MNIST test, n) | epochs | size | sha256 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, entry in reference_entries().items():
-        acc = entry["accuracy"]
+    for name, entry in reference_entries("classification").items():
+        acc = entry["metrics"]
         lines.append(
             f"| `{name}` | {entry['preprocessing']['resolution']} | {entry['num_classes']} | "
             f"{acc['top1']:.2%} (n={acc['n']:,}) | {entry['recipe']['epochs']} | "
@@ -248,9 +248,9 @@ def task_table(path: Path = TASK_RESULTS) -> str:
 
 def task_reference_table() -> str:
     """Markdown table of the shipped detection/segmentation reference models with their measured quality."""
-    entries = task_reference_entries()
+    entries = reference_entries("detection", "segmentation")
     if not entries:
-        return "_none shipped yet: run `python scripts/train_task_models.py`_"
+        return "_none shipped yet: run `make reference-models MODELS=...`_"
     lines = ["| model | task | resolution | classes | quality (data, n) | epochs | train time | size | sha256 |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, entry in entries.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgemb.artifacts import write_json
 from edgemb.tasks.verify import verify_task
-from edgemb.zoo.weights.catalog import task_reference_entries
+from edgemb.zoo.weights.catalog import reference_entries
 from provenance import measured_on
 from readme_tables import TASK_RESULTS
 
@@ -33,7 +33,7 @@ def main(names: list[str]) -> None:
     """Run task-verify for each model and keep the other models' reports already in the file."""
     existing = json.loads(TASK_RESULTS.read_text())["reports"] if TASK_RESULTS.exists() else []
     mcu = "--mcu" in names
-    names = [n for n in names if n != "--mcu"] or list(task_reference_entries())
+    names = [n for n in names if n != "--mcu"] or list(reference_entries("detection", "segmentation"))
     target, data, artifacts = (MCU["target"], MCU["data"], MCU["artifacts"]) if mcu else ("x86", DATA, ARTIFACTS)
     reports = [r for r in existing if r["model"].split("@")[0] not in names or r["target"] != target]
     for name in names:

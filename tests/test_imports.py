@@ -23,7 +23,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "deploy": ("edgemb.stages.deploy",),
     "stages": ("edgemb.stages", "edgemb.stages.export", "edgemb.stages.quantize", "edgemb.stages.compile",
                "edgemb.stages.verify", "edgemb.stages.profile",
-               "edgemb.train", "edgemb.tasks.verify", "edgemb.tasks.training"),
+               "edgemb.tasks.verify"),
+    "training": ("edgemb.training",),  # makes the reference weights from the zoo, the tasks and the data
     "what stages run on": ("edgemb.backends", "edgemb.tasks", "edgemb.stages.deploy_guard",
                            "edgemb.stages.report_html",
                            "edgemb.calibration_check", "edgemb.latency_estimate", "edgemb.ethos_u"),

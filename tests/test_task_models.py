@@ -12,16 +12,16 @@ import pytest
 from edgemb.artifacts import sha256_file
 from edgemb.data import load_data
 from edgemb.stages.export import onnx_parity
-from edgemb.tasks.training import TASK_RECIPES
+from edgemb.training.synthdet import TASK_RECIPES
 from edgemb.zoo.prepared import prepare_model
-from edgemb.zoo.weights.catalog import REFERENCE_DIR, task_reference_entries
+from edgemb.zoo.weights.catalog import REFERENCE_DIR, reference_entries
 
 METRIC = {"detection": "map50", "segmentation": "miou"}
 
 
-@pytest.mark.parametrize("name", sorted(task_reference_entries()))
+@pytest.mark.parametrize("name", sorted(reference_entries("detection", "segmentation")))
 def test_shipped_task_model_matches_its_manifest_and_recipe(name):
-    entry = task_reference_entries()[name]
+    entry = reference_entries("detection", "segmentation")[name]
     assert sha256_file(REFERENCE_DIR / entry["file"]) == entry["sha256"]
     assert name in TASK_RECIPES and entry["recipe"]["model"] == TASK_RECIPES[name].model
     prepared = prepare_model(name, "ref")
@@ -29,7 +29,7 @@ def test_shipped_task_model_matches_its_manifest_and_recipe(name):
     assert prepared.num_classes == entry["num_classes"] == 6
 
 
-@pytest.mark.parametrize("name", sorted(task_reference_entries()))
+@pytest.mark.parametrize("name", sorted(reference_entries("detection", "segmentation")))
 def test_export_parity_on_raw_outputs_of_the_trained_model(tmp_path, name):
     from edgemb.stages.export import export_simplified
 
@@ -42,9 +42,9 @@ def test_export_parity_on_raw_outputs_of_the_trained_model(tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(task_reference_entries()))
+@pytest.mark.parametrize("name", sorted(reference_entries("detection", "segmentation")))
 def test_task_verify_cli_reports_metrics_drop_and_pictures(tmp_path, name):
-    entry = task_reference_entries()[name]
+    entry = reference_entries("detection", "segmentation")[name]
     out = tmp_path / "tv"
     result = subprocess.run(
         [sys.executable, "-m", "edgemb", "task-verify", name, "--weights", "ref", "--data", "synthdet:test:48",
@@ -68,7 +68,7 @@ def test_task_verify_cli_reports_metrics_drop_and_pictures(tmp_path, name):
 TRAIN_ONCE = """
 import json, sys
 from pathlib import Path
-from edgemb.tasks.training import TaskRecipe, train_task_reference
+from edgemb.training.synthdet import TaskRecipe, train_task_reference
 recipe = TaskRecipe("ssdlite_v2_0.35@64", epochs=1, init="v2_0.35", batch_size=8, train_data="synthdet:train:16",
                     eval_data="synthdet:test:8")
 print(json.dumps(train_task_reference(recipe, Path(sys.argv[1]), log=False)))

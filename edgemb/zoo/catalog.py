@@ -39,17 +39,12 @@ def measure_table(num_classes: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-REFERENCE_MANIFESTS = ("manifest.json", "manifest-tasks.json")  # edgemb/zoo/reference, see weights/catalog.py
+REFERENCE_MANIFEST = Path(__file__).with_name("reference") / "manifest.json"  # see weights/catalog.py
 
 
 def _reference_models() -> set[str]:
-    """Models with a shipped `ref` checkpoint, read from the manifests (they change more often than the zoo)."""
-    names: set[str] = set()
-    for name in REFERENCE_MANIFESTS:
-        path = Path(__file__).with_name("reference") / name
-        if path.exists():
-            names.update(json.loads(path.read_text())["models"])
-    return names
+    """Models with a shipped `ref` checkpoint, read from the manifest (it changes more often than the zoo)."""
+    return set(json.loads(REFERENCE_MANIFEST.read_text())["models"]) if REFERENCE_MANIFEST.exists() else set()
 
 
 def model_table(num_classes: int | None = None) -> list[dict[str, Any]]:

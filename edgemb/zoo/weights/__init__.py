@@ -14,9 +14,10 @@ from importlib import import_module
 from typing import Any
 
 _HOME = {
-    **dict.fromkeys(("NamedWeights", "TORCHVISION_WEIGHTS", "REFERENCE_DIR", "REFERENCE_TAGS", "TASK_MANIFEST",
+    **dict.fromkeys(("NamedWeights", "TORCHVISION_WEIGHTS", "REFERENCE_DIR", "REFERENCE_TAGS", "REFERENCE_MANIFEST",
                      "RANDOM_TAG", "PHOTOS_CALIB", "PHOTOS_EVAL", "REFERENCE_CALIB", "REFERENCE_EVAL",
-                     "reference_entries", "task_reference_entries", "reference_weights", "named_weights_for"),
+                     "REFERENCE_CALIBRATION",
+                     "reference_entries", "reference_weights", "named_weights_for"),
                     "edgemb.zoo.weights.catalog"),
     **dict.fromkeys(("URL_SCHEMES", "is_url", "normalise_sha256", "torch_checkpoint_dir", "packaged_checkpoint",
                      "local_checkpoint", "weights_status", "link_packaged_checkpoints", "download",

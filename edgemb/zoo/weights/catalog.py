@@ -16,13 +16,15 @@ from edgemb.zoo.registry import ModelSpec
 
 REFERENCE_DIR = Path(__file__).parent.parent / "reference"
 REFERENCE_TAGS = ("ref", "reference")
-TASK_MANIFEST = "manifest-tasks.json"
+REFERENCE_MANIFEST = "manifest.json"  # one entry per shipped model, with its task (edgemb/training/)
 RANDOM_TAG = "random"
 # Default data for ImageNet weights: natural-photo crops (edgemb/data/photos.toml), disjoint source photos.
 PHOTOS_CALIB = "photos:calib:300"
 PHOTOS_EVAL = "photos:eval"
 REFERENCE_CALIB = "fashion-mnist:train:512"
 REFERENCE_EVAL = "fashion-mnist:test"
+# Default calibration of a reference model, by the data set it was trained on (evaluation: its measured data).
+REFERENCE_CALIBRATION = {"fashion-mnist": REFERENCE_CALIB, "synthdet": "synthdet:train:256"}
 
 
 @dataclass(frozen=True)
@@ -66,33 +68,26 @@ TORCHVISION_WEIGHTS: tuple[NamedWeights, ...] = (
 )
 
 
-def reference_entries() -> dict[str, dict]:
-    """The trained reference models shipped with edgemb (see `make reference-models`), by model name."""
-    manifest = REFERENCE_DIR / "manifest.json"
-    return json.loads(manifest.read_text())["models"] if manifest.exists() else {}
-
-
-def task_reference_entries() -> dict[str, dict]:
-    """The detection/segmentation reference models (scripts/train_task_models.py), kept in their own manifest."""
-    manifest = REFERENCE_DIR / TASK_MANIFEST
-    return json.loads(manifest.read_text())["models"] if manifest.exists() else {}
+def reference_entries(*tasks: str) -> dict[str, dict]:
+    """The trained reference models shipped with edgemb (`make reference-models`), by model name; only those
+    of the named tasks (classification, detection, segmentation) when any are given."""
+    manifest = REFERENCE_DIR / REFERENCE_MANIFEST
+    entries = json.loads(manifest.read_text())["models"] if manifest.exists() else {}
+    return {name: e for name, e in entries.items() if not tasks or e["task"] in tasks}
 
 
 def reference_weights(spec: ModelSpec) -> NamedWeights | None:
     """The shipped reference checkpoint of a model as a named entry, if there is one."""
-    entry = reference_entries().get(spec.base_name) or task_reference_entries().get(spec.base_name)
+    entry = reference_entries().get(spec.base_name)
     if entry is None:
         return None
-    if "metrics" in entry:  # detection/segmentation references (edgemb/tasks/training.py): mAP, mIoU
-        metrics = {k: 100 * v for k, v in entry["metrics"].items() if isinstance(v, float)}
-        data = entry["recipe"]["train_data"].split(":")[0]
-        calibration, evaluation = f"{data}:train:256", entry["metrics"]["data"]
-    else:
-        metrics = {"top1": 100 * entry["accuracy"]["top1"], "top5": 100 * entry["accuracy"]["top5"]}
-        calibration, evaluation = REFERENCE_CALIB, REFERENCE_EVAL
+    measured = entry["metrics"]  # top1/top5, map/map50 or miou/pixel_accuracy as fractions, on measured["data"]
+    metrics = {k: 100 * v for k, v in measured.items() if isinstance(v, float)}
+    data = entry["recipe"]["train_data"].split(":")[0]
+    calibration = REFERENCE_CALIBRATION.get(data, f"{data}:train:256")
     return NamedWeights(spec.base_name, "ref", (REFERENCE_DIR / entry["file"]).as_uri(), entry["sha256"],
                         entry["num_classes"], Preprocessing.from_dict(entry["preprocessing"]), metrics,
-                        calibration, evaluation)
+                        calibration, measured["data"])
 
 
 def named_weights_for(spec: ModelSpec) -> dict[str, NamedWeights]:

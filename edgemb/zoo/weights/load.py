@@ -26,7 +26,6 @@ from edgemb.zoo.weights.catalog import (
     NamedWeights,
     named_weights_for,
     reference_entries,
-    task_reference_entries,
 )
 from edgemb.zoo.weights.fetch import (
     download,
@@ -135,7 +134,7 @@ def resolve_weights(weights: str, spec: ModelSpec, sha256: str | None = None) ->
     named = named_weights_for(spec)
     tag = "ref" if weights.lower() in REFERENCE_TAGS else weights.lower()
     if tag == "ref" and "ref" not in named:
-        known = {**reference_entries(), **task_reference_entries()}
+        known = reference_entries()
         have = ", ".join(sorted(known)) or "none (run `make reference-models`)"
         raise EdgembError(f"there is no reference checkpoint for {spec.base_name}; reference models: {have}")
     if tag in named:

@@ -1,7 +1,8 @@
 """Training the detection and segmentation reference models on the synthetic set (`synthdet:`).
 
-Same contract as edgemb/train.py: fixed seeds and thread count, fp16 safetensors in edgemb/zoo/reference/, a
-manifest entry with the recipe and the measured task metrics (mAP, mIoU) of the shipped file. Small widths
+Same contract as edgemb/training/classification.py: fixed seeds and thread count, fp16 safetensors in
+edgemb/zoo/reference/, a manifest entry with the recipe and the measured task metrics (mAP, mIoU) of the
+shipped file. Small widths
 and resolutions keep a recipe within minutes on two shared CPU cores; a detector's backbone may start from
 the Fashion-MNIST classifier of the same family and width (`init`), which already knows the items.
 """
@@ -25,7 +26,9 @@ from edgemb.data.preprocess import normalize
 from edgemb.data.synthetic import CLASSES, load_spec
 from edgemb.errors import EdgembError
 from edgemb.progress import progress
+from edgemb.tasks import task_for
 from edgemb.tasks.detection import default_boxes, encode, match_anchors
+from edgemb.tasks.evaluate import evaluate_float
 from edgemb.zoo.registry import parse_model_name
 from edgemb.zoo.weights.catalog import REFERENCE_DIR
 from edgemb.zoo.weights.load import load_model
@@ -48,6 +51,10 @@ class TaskRecipe:
     threads: int = 1
     train_data: str = "synthdet:train"
     eval_data: str = "synthdet:test"
+
+    def train(self, out_dir: Path = REFERENCE_DIR, log: bool = True) -> dict[str, Any]:
+        """Train this recipe's model (see train_task_reference)."""
+        return train_task_reference(self, out_dir, log)
 
 
 TASK_RECIPES: dict[str, TaskRecipe] = {
@@ -99,9 +106,6 @@ def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
 def train_task_reference(recipe: TaskRecipe, out_dir: Path = REFERENCE_DIR, log: bool = True) -> dict[str, Any]:
     """Train one detection/segmentation reference model and store it with its measured task metrics."""
     from safetensors.torch import save_file
-
-    from edgemb.tasks import task_for
-    from edgemb.tasks.evaluate import evaluate_float
 
     spec = parse_model_name(recipe.model)
     task = task_for(spec, len(CLASSES))

@@ -1,8 +1,9 @@
-"""Training the reference models: real trained MobileNets so parity numbers mean something.
+"""Training the classifier reference models on Fashion-MNIST: real trained MobileNets so parity means something.
 
 A randomly initialised MobileNet gives nearly the same logits for every input, so "100% agreement" on it
-proves nothing. These recipes train one model per family on Fashion-MNIST, reproducibly (fixed seeds, fixed
-thread count), and store fp16 safetensors plus a manifest with the recipe, accuracy and sha256.
+proves nothing. These recipes train one model per family, reproducibly (fixed seeds, fixed thread count), and
+store fp16 safetensors; the manifest entry (edgemb/training/manifest.py) records the recipe, the measured top-1
+and top-5 as its `metrics`, and the sha256.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgemb.artifacts import sha256_file, tool_versions, write_json
+from edgemb.artifacts import sha256_file, tool_versions
 from edgemb.data import Preprocessing, load_pixels, normalize
-from edgemb.errors import EdgembError
 from edgemb.metrics import accuracy
 from edgemb.progress import progress
 from edgemb.zoo.inference import predict
 from edgemb.zoo.registry import ModelSpec, parse_model_name
 from edgemb.zoo.weights.catalog import REFERENCE_DIR
 
-MANIFEST = REFERENCE_DIR / "manifest.json"
 HISTORY_SAMPLES = 2000  # test images scored after each epoch (the final score uses all of them)
 FASHION_MNIST_PREPROCESSING = Preprocessing(64, 64, (0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530), "gray3")
 
@@ -46,6 +45,10 @@ class Recipe:
     threads: int = 2
     train_data: str = "fashion-mnist:train"
     eval_data: str = "fashion-mnist:test"
+
+    def train(self, out_dir: Path = REFERENCE_DIR, log: bool = True) -> dict[str, Any]:
+        """Train this recipe's model (see train_reference)."""
+        return train_reference(self, out_dir, log)
 
 
 REFERENCE_RECIPES: dict[str, Recipe] = {
@@ -136,6 +139,7 @@ def train_reference(recipe: Recipe, out_dir: Path = REFERENCE_DIR, log: bool = T
     final = accuracy(predict(shipped, x_test), test.y)
     return {
         "model": recipe.model,
+        "task": "classification",
         "file": path.name,
         "sha256": sha256_file(path),
         "size_bytes": path.stat().st_size,
@@ -143,37 +147,9 @@ def train_reference(recipe: Recipe, out_dir: Path = REFERENCE_DIR, log: bool = T
         "classes": list(train.classes),
         "preprocessing": pp.to_dict(),
         "recipe": asdict(recipe),
-        "accuracy": {"data": recipe.eval_data, "n": len(x_test), **final},
+        "metrics": {"data": recipe.eval_data, "n": len(x_test), **final},
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
         "tools": tool_versions("torch", "numpy"),
     }
 
-
-def read_manifest(path: Path = MANIFEST) -> dict[str, dict[str, Any]]:
-    """The reference models that exist, keyed by model name."""
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text())["models"]
-
-
-def update_manifest(entry: dict[str, Any], path: Path = MANIFEST) -> None:
-    """Record one trained model in the manifest, keeping the others."""
-    models = read_manifest(path)
-    models[entry["model"]] = entry
-    write_json(path, {"about": "Reference MobileNets trained on Fashion-MNIST by `make reference-models`.",
-                      "models": dict(sorted(models.items()))})
-
-
-def train_all(names: list[str] | None = None, out_dir: Path = REFERENCE_DIR) -> list[dict[str, Any]]:
-    """Train the named reference models (all by default) and update the manifest after each."""
-    names = names or list(REFERENCE_RECIPES)
-    unknown = [n for n in names if n not in REFERENCE_RECIPES]
-    if unknown:
-        raise EdgembError(f"no reference recipe for {', '.join(unknown)}: known are {', '.join(REFERENCE_RECIPES)}")
-    entries = []
-    for name in names:
-        entry = train_reference(REFERENCE_RECIPES[name], out_dir)
-        update_manifest(entry, out_dir / MANIFEST.name)
-        entries.append(entry)
-    return entries
