@@ -525,8 +525,15 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-samples", type=int,
                         help="eval samples whose device outputs are checked (default 64 here, 200 on a board, 16 "
                              "on an emulated board)")
-    parser.add_argument("--backend", metavar="NAME", help="build only this backend's artifacts (default: every "
-                                                          "backend the target supports)")
+    _deploy_backend_and_out(parser)
+
+
+BACKEND_HELP = ("build only this backend's artifacts, NAME (all its precisions) or NAME:PRECISION, e.g. onnxruntime or "
+                "onnxruntime:int8; repeatable (default: every backend and precision the target supports)")
+
+
+def _deploy_backend_and_out(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", action="append", metavar="NAME[:PRECISION]", help=BACKEND_HELP)
     parser.add_argument("--out", type=Path, default=Path("build"), help="root folder (default build/): the "
                                                                         "deploy goes to OUT/TARGET/MODEL")
 
@@ -539,7 +546,8 @@ def drive_deploy(args: argparse.Namespace) -> int:
 
     settings = DeploySettings(args.model, args.target, args.weights, args.sha256, args.calib, args.eval, args.device,
                               args.max_drop, args.min_agreement, args.min_sqnr, args.tune_trials, args.runs,
-                              device_samples=args.device_samples, backend=args.backend)
+                              device_samples=args.device_samples,
+                              backend=",".join(args.backend) if args.backend else None)
     warned = warn_small_calibration(args.calib)
     report = deploy(settings, args.out, log=lambda message: print(message, flush=True))
     for message in [] if warned else report.get("warnings", []):
@@ -606,44 +614,33 @@ def drive_train_reference(args: argparse.Namespace) -> int:
 
 
 def _task_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    from edgemb.budget import DEFAULT_MAX_DROP
+
     _model_argument(parser)
     _weights_arguments(parser)
-    parser.add_argument("--data", default="synthdet:test:200", metavar="SPEC",
-                        help="evaluation images; synthdet:test[:N] has ground truth (default synthdet:test:200)")
+    parser.add_argument("--data", dest="eval", default="synthdet:test:200", metavar="SPEC",
+                        help="evaluation images (deploy's --eval); synthdet:test[:N] has ground truth (default "
+                             "synthdet:test:200)")
     parser.add_argument("--calib", default="synthdet:train:256", metavar="SPEC",
                         help="calibration images (default synthdet:train:256)")
-    parser.add_argument("--backend", action="append", metavar="NAME:PRECISION",
-                        help="artifact to build and check, repeatable (default onnxruntime and openvino, fp32 and "
-                             "int8)")
-    parser.add_argument("--target", default="x86", help="board whose settings the artifacts use (default x86)")
-    parser.add_argument("--max-drop", type=float, metavar="POINTS",
-                        help="largest allowed mAP (detection) or mIoU (segmentation) drop in points; exit 1 above")
-    parser.add_argument("--out", type=Path, required=True, help="folder for artifacts, task_parity.json and "
-                                                                 "task_report.html")
+    parser.add_argument("--target", default="x86", help="board whose artifacts are built (default x86)")
+    parser.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="POINTS",
+                        help="largest mAP (detection) or mIoU (segmentation) drop in points an artifact may have "
+                             f"(default {DEFAULT_MAX_DROP}); exit 1 when no artifact is within it")
+    _deploy_backend_and_out(parser)
 
 
-@command("task-verify", "detectors/segmenters: build artifacts and compare decoded boxes/masks with float "
-         "(mAP, mIoU, agreement)", _task_verify_arguments)
+@command("task-verify", "deploy with a detector's/segmenter's defaults (synthdet data, x86): every artifact's "
+         "decoded boxes/masks against float (mAP, mIoU, agreement) in OUT/TARGET/MODEL/report.json",
+         _task_verify_arguments)
 def drive_task_verify(args: argparse.Namespace) -> int:
-    """Task-aware parity for every artifact of a detection or segmentation model."""
-    from edgemb.tasks.verify import DEFAULT_ARTIFACTS, verify_task
+    """An alias of `edgemb deploy`: the same pipeline, stage cache, report.json/html and pictures.html."""
+    from edgemb.budget import DEFAULT_MIN_AGREEMENT
 
-    pairs = DEFAULT_ARTIFACTS
-    if args.backend:
-        if any(item.count(":") != 1 for item in args.backend):
-            raise EdgembError("--backend takes NAME:PRECISION, e.g. onnxruntime:int8 or openvino:fp32")
-        pairs = tuple(tuple(item.split(":")) for item in args.backend)
-    report = verify_task(args.model, args.weights, args.data, args.calib, args.out, pairs, args.target,
-                         args.max_drop)
-    for row in report["artifacts"]:
-        parity = row.get("parity", {})
-        metric = parity.get("metric", "")
-        print(f"{row['backend']:<12} {row['precision']:<5} {row['status']:<8} "
-              + (f"{metric} {parity.get('quant_' + metric, '-')} (float {parity.get('float_' + metric, '-')}, "
-                 f"drop {parity.get('drop', '-')} points) network {row['network_ms']} ms, post-processing "
-                 f"{row['postprocess_ms']} ms" if row["status"] == "ok" else row.get("detail", "")))
-    print(f"wrote {args.out / 'task_parity.json'} and {args.out / 'task_report.html'}")
-    return 0
+    for name, value in (("device", None), ("min_agreement", DEFAULT_MIN_AGREEMENT), ("min_sqnr", None),
+                        ("tune_trials", 0), ("runs", None), ("device_samples", None)):
+        setattr(args, name, value)
+    return drive_deploy(args)
 
 
 VERBOSE_HELP = "also show library log lines and warnings (torch, TFLite, TVM, ...); EDGEMB_VERBOSE=1 does the same"

@@ -207,6 +207,10 @@ def _agreement(parity: dict) -> str:
     return f"mask agreement {parity['mask_agreement']:.4f}"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def task_table(path: Path = TASK_RESULTS) -> str:
     """Markdown table: every artifact of every task reference model with its task metric, drop and latency."""
     if not path.exists():
@@ -226,7 +230,7 @@ def task_table(path: Path = TASK_RESULTS) -> str:
                 mem = row["memory"]
                 artifact += (f", flash {mem['flash_bytes'] / 1e6:.2f} MB, arena {mem['arena_bytes'] / 1024:.0f} KiB, "
                              f"{'fits' if row.get('fits') else 'does not fit'}")
-            if row["status"] != "ok":
+            if "parity" not in row:  # not built or not run here
                 lines.append(f"| `{report['model']}` | {report['task']} | `{report['data']}` ({report['n']}) | "
                              f"{artifact} | {row['status']}: {row.get('detail', '')[:80]} | | | | | | |")
                 continue
@@ -238,7 +242,7 @@ def task_table(path: Path = TASK_RESULTS) -> str:
             sqnr = ", ".join(f"{v:.1f}" for v in p["sqnr_db"].values())
             lines.append(f"| `{report['model']}` | {report['task']} ({label}) | `{report['data']}` ({report['n']}) | "
                          f"{artifact} | {ours} | {theirs} | {p['drop'] + 0.0:+.2f} | {_agreement(p)} | {sqnr} | "
-                         f"{row['network_ms']:.2f} | {row['postprocess_ms']:.2f} |")
+                         f"{_ms(row['network_ms'])} | {row['postprocess_ms']:.2f} |")
     if host:
         lines += ["", f"Host: {host['model']}, ISA: {', '.join(host['isa']) or 'no AVX2'}; medians of single-image "
                       "runs on a shared, busy machine (compare within a row set, not across machines).", "",

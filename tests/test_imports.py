@@ -16,14 +16,13 @@ import pytest
 SOURCE = Path(__file__).resolve().parents[1] / "edgemb"
 
 # Floors from the top down: a module imports modules on its own floor or below, never above. Longest prefix wins
-# (`edgemb.tasks.verify` is a stage, the rest of `edgemb.tasks` supports the stages; deploy's helpers
-# `edgemb.stages.deploy_guard` and `edgemb.stages.report_html` live beside the stages but stand below them).
+# (deploy's helpers `edgemb.stages.deploy_guard` and `edgemb.stages.report_html` live beside the stages but stand
+# below them). Every stage lives in edgemb/stages/.
 FLOORS: dict[str, tuple[str, ...]] = {
     "command line": ("edgemb.__main__", "edgemb.cli"),
     "deploy": ("edgemb.stages.deploy",),
     "stages": ("edgemb.stages", "edgemb.stages.export", "edgemb.stages.quantize", "edgemb.stages.compile",
-               "edgemb.stages.verify", "edgemb.stages.profile",
-               "edgemb.tasks.verify"),
+               "edgemb.stages.verify", "edgemb.stages.profile"),
     "training": ("edgemb.training",),  # makes the reference weights from the zoo, the tasks and the data
     "what stages run on": ("edgemb.backends", "edgemb.tasks", "edgemb.stages.deploy_guard",
                            "edgemb.stages.report_html",
@@ -202,6 +201,12 @@ def test_every_module_in_the_stages_package_is_named_on_its_floor():
 def test_the_stages_package_face_imports_nothing():
     # `import edgemb.stages` must stay light (the CLI imports stages lazily so `--help` is fast)
     assert not GRAPH["edgemb.stages"], f"edgemb/stages/__init__.py imports {sorted(GRAPH['edgemb.stages'])}"
+
+
+def test_every_stage_is_in_the_stages_package():
+    # one visible place for the pipeline: no stage (nor a parallel copy of one) outside edgemb/stages/
+    stray = [m for m in MODULES if floor_of(m) in ("deploy", "stages") and not m.startswith("edgemb.stages")]
+    assert not stray, f"stages outside edgemb/stages/: {stray}"
 
 
 def test_support_code_outside_the_stages_package_never_reaches_into_it():

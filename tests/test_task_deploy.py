@@ -79,7 +79,47 @@ def test_task_deploy_reports_task_metric_drop_in_points_and_a_recommendation(tas
     assert report["passed"] and rec["backend"] == "onnxruntime" and f"{label} drop <= 5 points" in rec["reason"]
     page = (folder / "report.html").read_text()
     assert f"<th>{label} drop (pts)</th>" in page and f"<th>float {label}</th>" in page and "id=task" in page
+    # the host post-processing (decode, NMS, argmax) is timed apart: no artifact's latency includes it
+    assert report["task"]["postprocess_ms"] > 0 and f"host post-processing {report['task']['postprocess_ms']:.2f} ms" \
+        in page
     assert report["pictures"] == "pictures.html" and "href='pictures.html'" in page
     pictures = (folder / "pictures.html").read_text()
     assert pictures.count("data:image/png") == 4 * 3  # four images: truth, float, int8
     assert "<th>truth</th>" in pictures and "int8" in pictures
+
+
+def test_backend_selection_takes_names_and_name_precision_pairs():
+    from edgemb.errors import EdgembError
+    from edgemb.stages.compile import plan
+    from edgemb.targets import get_target
+
+    x86 = get_target("x86")
+    assert plan(x86, "onnxruntime") == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]  # make deploy BACKEND=
+    assert plan(x86, "onnxruntime:int8,openvino") == [("onnxruntime", "int8"), ("openvino", "fp32"),
+                                                      ("openvino", "int8")]
+    assert plan(x86, "tvm:fp32,onnxruntime:fp32") == [("tvm", "fp32"), ("onnxruntime", "fp32")]
+    assert len(plan(x86, None)) == 8
+    with pytest.raises(EdgembError, match="cannot build onnxruntime fp16 for x86"):
+        plan(x86, "onnxruntime:fp16")
+    with pytest.raises(EdgembError, match="does not support backend 'tflm'"):
+        plan(x86, "tflm:int8")
+
+
+def test_task_table_renders_a_deploy_report(task_deploy):
+    # scripts/task_results.py keeps what the README task table shows of a deploy's report.json
+    from readme_tables import task_table
+    from task_results import table_report
+
+    folder, report, name, metric, _ = task_deploy
+    kept = table_report(report, "edgemb task-verify ...")
+    assert kept["task"] == name and kept["data"] == "synthdet:test:32" and kept["n"] == 32
+    int8 = next(r for r in kept["artifacts"] if r["precision"] == "int8")
+    deployed = next(a for a in report["artifacts"] if a["precision"] == "int8")
+    assert int8["parity"]["drop"] == deployed["parity"]["drop"] and int8["parity"]["metric"] == metric
+    assert int8["network_ms"] == deployed["latency"]["p50_ms"] and int8["postprocess_ms"] == \
+        report["task"]["postprocess_ms"]
+    path = folder / "tasks.json"
+    path.write_text(json.dumps({"reports": [kept]}))
+    table = task_table(path)
+    assert table.count("| onnxruntime int8 |") == 1 and f"{deployed['parity']['drop'] + 0.0:+.2f}" in table
+    assert "edgemb task-verify ..." in table

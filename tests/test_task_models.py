@@ -1,4 +1,4 @@
-"""The shipped detection/segmentation reference models: recorded quality, export parity, task-aware verify."""
+"""The shipped detection/segmentation reference models: recorded quality, export parity, `task-verify` (deploy)."""
 
 from __future__ import annotations
 
@@ -43,25 +43,32 @@ def test_export_parity_on_raw_outputs_of_the_trained_model(tmp_path, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(reference_entries("detection", "segmentation")))
-def test_task_verify_cli_reports_metrics_drop_and_pictures(tmp_path, name):
+def test_task_verify_cli_deploys_and_reports_metrics_drop_and_pictures(tmp_path, name):
+    # `edgemb task-verify` is deploy with a task's data defaults: the same pipeline, report.json and pictures.html
     entry = reference_entries("detection", "segmentation")[name]
-    out = tmp_path / "tv"
     result = subprocess.run(
         [sys.executable, "-m", "edgemb", "task-verify", name, "--weights", "ref", "--data", "synthdet:test:48",
          "--calib", "synthdet:train:64", "--backend", "onnxruntime:fp32", "--backend", "onnxruntime:int8",
-         "--out", str(out)], capture_output=True, text=True, timeout=1200)
+         "--out", str(tmp_path)], capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "task_parity.json").read_text())
+    assert "recommended: onnxruntime" in result.stdout
+    folder = tmp_path / "x86" / name
+    report = json.loads((folder / "report.json").read_text())
+    assert report["task"]["name"] == entry["task"] and report["data"]["evaluation"]["n"] == 48
     fp32, int8 = report["artifacts"]
+    assert (fp32["backend"], fp32["precision"], int8["backend"], int8["precision"]) == ("onnxruntime", "fp32",
+                                                                                        "onnxruntime", "int8")
     metric = METRIC[entry["task"]]
     # the trained model's quality comes back through the whole chain (48 images: within half of the 500-image score)
     assert fp32["parity"]["drop"] == 0.0 and fp32["parity"][f"float_{metric}"] >= 0.5 * entry["metrics"][metric]
     assert int8["status"] == "ok" and np.isfinite(int8["parity"]["drop"])
     # int8 keeps the trained quality on the same images (recorded drops on 500 images are under one point)
     assert int8["parity"][f"quant_{metric}"] >= 0.8 * int8["parity"][f"float_{metric}"] > 0
-    assert min(int8["parity"]["sqnr_db"].values()) > 10  # int8, not garbage, and not float (which is > 100 dB)
-    assert max(int8["parity"]["sqnr_db"].values()) < 100
-    page = (out / "task_report.html").read_text()
+    sqnr = int8["parity"]["sqnr_db_outputs"]
+    assert min(sqnr.values()) > 10  # int8, not garbage, and not float (which is > 100 dB)
+    assert max(sqnr.values()) < 100
+    assert report["task"]["postprocess_ms"] > 0 and "latency" in int8  # network and post-processing timed apart
+    page = (folder / "pictures.html").read_text()
     assert page.count("<img") == 4 * 3  # 4 images x (truth, float, int8)
 
 

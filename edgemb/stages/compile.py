@@ -44,17 +44,25 @@ def default_data(prepared: PreparedModel, calib: str | Data | None,
 
 
 def plan(target: Target, backend: str | None) -> list[tuple[str, str]]:
-    """(backend, precision) pairs to build: the named backend or every one the target and edgemb support."""
-    if backend is not None:
-        if backend not in target.backends:
-            raise EdgembError(f"target {target.name} does not support backend {backend!r}; it supports "
-                              f"{', '.join(target.backends)}")
-        if backend not in BACKENDS:
-            raise EdgembError(f"backend {backend!r} is not implemented yet; available: {', '.join(BACKENDS)}")
-        names = [backend]
+    """(backend, precision) pairs to build: every one the target and edgemb support, or only those `backend`
+    names, comma-separated, each NAME (all its precisions) or NAME:PRECISION, e.g. "onnxruntime:int8,openvino"."""
+    wanted = [item.strip().partition(":")[::2] for item in backend.split(",")] if backend is not None else None
+    if wanted is not None:
+        names = list(dict.fromkeys(name for name, _ in wanted))
+        for name in names:
+            if name not in target.backends:
+                raise EdgembError(f"target {target.name} does not support backend {name!r}; it supports "
+                                  f"{', '.join(target.backends)}")
+            if name not in BACKENDS:
+                raise EdgembError(f"backend {name!r} is not implemented yet; available: {', '.join(BACKENDS)}")
+        for name, precision in wanted:
+            if precision and (precision not in target.precisions or precision not in PRECISIONS[name]):
+                raise EdgembError(f"edgemb cannot build {name} {precision} for {target.name}: it builds "
+                                  f"{', '.join(p for p in target.precisions if p in PRECISIONS[name])}")
     else:
         names = [b for b in target.backends if b in BACKENDS]
-    pairs = [(b, p) for b in names for p in target.precisions if p in PRECISIONS[b]]
+    pairs = [(b, p) for b in names for p in target.precisions if p in PRECISIONS[b]
+             and (wanted is None or (b, p) in wanted or (b, "") in wanted)]
     if not pairs:
         raise EdgembError(f"edgemb cannot build any of {', '.join(target.backends)} x "
                           f"{', '.join(target.precisions)} for {target.name} yet")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -46,6 +47,7 @@ RUNNABLE = (".tflite", ".xml", ".so", ".onnx")
 # sample) in about a minute each, while the accuracy verdict rests on the full evaluation set on this host.
 EMULATED_SAMPLES = 16
 SHOWN_IMAGES = 4  # evaluation images a detector's or segmenter's deploy draws in pictures.html
+POSTPROCESS_SAMPLES = 20  # single images whose host post-processing (decode, NMS, argmax) is timed
 
 
 @dataclass
@@ -66,7 +68,7 @@ class DeploySettings:
     runs: int | None = None  # timed inferences per artifact on a real device (default 50; none when emulated)
     warmup: int = 5
     device_samples: int | None = None  # inputs whose device outputs are checked (64 here, 200 remote, 16 emulated)
-    backend: str | None = None  # build only this backend's artifacts (default: every one the target supports)
+    backend: str | None = None  # only these: comma-separated NAME or NAME:PRECISION (default: all the target has)
 
     @property
     def budget(self) -> Budget:
@@ -172,6 +174,7 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
         settings, target, device_uri, prepared, evaluation, compiled, root / "compile", folder, log, task))
 
     report = build_report(settings, target, prepared, export, quantize, compiled, profiled, root, task)
+    report["task"]["postprocess_ms"] = postprocess_ms(task, prepared.float_outputs(evaluation.x))
     if task.pictures:
         report["pictures"] = _write_pictures(task, prepared, evaluation, root, report)
     report["stages"] = stages.timings
@@ -181,6 +184,18 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
 
     write_html(report, root / "report.html")
     return report
+
+
+def postprocess_ms(task: Task, outputs: list[Any]) -> float:
+    """Median host time in ms of the task's post-processing for one image: the part of a detector's or
+    segmenter's latency that no artifact's timing includes (decode, NMS, mask argmax run in numpy here)."""
+    times = []
+    for i in range(min(POSTPROCESS_SAMPLES, len(outputs[0]))):
+        one = [o[i:i + 1] for o in outputs]
+        started = time.perf_counter()
+        task.postprocess(one)
+        times.append(1000.0 * (time.perf_counter() - started))
+    return round(statistics.median(times), 3)
 
 
 def _write_pictures(task: Task, prepared: PreparedModel, evaluation: Data, root: Path,

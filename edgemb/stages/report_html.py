@@ -366,8 +366,10 @@ def render(report: dict[str, Any]) -> str:
     task = report.get("task") or {}
     pictures = (f" Truth, float and int8 results of the first images: <a href='{_e(report['pictures'])}'>"
                 f"{_e(report['pictures'])}</a>." if report.get("pictures") else "")
+    post = (f" (host post-processing {task['postprocess_ms']:.2f} ms per image, not in the artifacts' latency)"
+            if task.get("postprocess_ms") is not None else "")
     task_text = (f"<p id=task>Task: {_e(task['name'])}; outputs {_e(', '.join(task.get('outputs', [])))} decoded on "
-                 f"the host; the budget is in {_e(task['metric_label'])} points.{pictures}</p>"
+                 f"the host{post}; the budget is in {_e(task['metric_label'])} points.{pictures}</p>"
                  if task.get("metric", "top1") != "top1" else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
