@@ -90,13 +90,15 @@ export:
 	$(EDGEMB) export $(MODEL) --out $(OUT)
 
 # The main command: make deploy TARGET=rpi4 MODEL=v2_1.0 [WEIGHTS=W] [CALIB=SPEC] [EVAL=SPEC] [DEVICE=URI]
-# [MAX_DROP=0.5] [MIN_AGREEMENT=0.99] [TUNE_TRIALS=N]. Without WEIGHTS: ImageNet weights when on this machine
-# (v2_1.0 after make setup), else the Fashion-MNIST reference model. Writes build/TARGET/MODEL/report.{json,html}.
+# [MAX_DROP=0.5] [MIN_AGREEMENT=0.99] [TUNE_TRIALS=N [TUNE_SECONDS=600]]. Without WEIGHTS: ImageNet weights when
+# on this machine (v2_1.0 after make setup), else the Fashion-MNIST reference model. Writes
+# build/TARGET/MODEL/report.{json,html}.
 deploy:
 	$(EDGEMB) deploy $(MODEL) --target $(TARGET) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 		$(if $(MAX_DROP),--max-drop $(MAX_DROP)) $(if $(MIN_AGREEMENT),--min-agreement $(MIN_AGREEMENT)) \
 		$(if $(CALIB),--calib $(CALIB)) $(if $(EVAL),--eval $(EVAL)) $(if $(DEVICE),--device $(DEVICE)) \
-		$(if $(TUNE_TRIALS),--tune-trials $(TUNE_TRIALS)) $(if $(SHA256),--sha256 $(SHA256)) \
+		$(if $(TUNE_TRIALS),--tune-trials $(TUNE_TRIALS)) $(if $(TUNE_SECONDS),--tune-seconds $(TUNE_SECONDS)) \
+		$(if $(SHA256),--sha256 $(SHA256)) \
 		$(if $(BACKEND),--backend $(BACKEND)) --out $(BUILD)
 
 # The README's deploy results: x86 v2_1.0, rpi4 v2_1.0 (emulated), cortex-m7 v1_0.25.
@@ -110,10 +112,12 @@ bench:
 	$(PY) scripts/bench.py $(BENCH_MODELS)
 	$(MAKE) readme
 
-# TVM fp32/int8 (default schedules; TUNE_TRIALS=N adds N MetaSchedule trials per library) vs onnxruntime fp32/int8.
+# TVM fp32/int8 (default schedules; TUNE_TRIALS=N adds N MetaSchedule trials per library, within TUNE_SECONDS,
+# default 600, of search each) vs onnxruntime fp32/int8.
+TVM_TUNING = --trials $(or $(TUNE_TRIALS),0) $(if $(TUNE_SECONDS),--tune-seconds $(TUNE_SECONDS))
 tvm-bench:
-	$(PY) scripts/tvm_tuning_bench.py --trials $(or $(TUNE_TRIALS),0)
-	$(PY) scripts/tvm_tuning_bench.py --trials $(or $(TUNE_TRIALS),0) --threads $$(nproc) \
+	$(PY) scripts/tvm_tuning_bench.py $(TVM_TUNING)
+	$(PY) scripts/tvm_tuning_bench.py $(TVM_TUNING) --threads $$(nproc) \
 		--out results/tvm_tuning_all_threads.json
 	$(MAKE) readme
 

@@ -383,6 +383,10 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "photos:eval for ImageNet, fashion-mnist:test for ref)")
 
 
+TUNE_SECONDS_HELP = ("wall-clock budget of the TVM tuning search per library (default 600 with --tune-trials; 0: "
+                     "none); when it is spent tuning stops and keeps every record measured")
+
+
 def _compile_arguments(parser: argparse.ArgumentParser) -> None:
     _model_argument(parser)
     parser.add_argument("--target", required=True, help="board name from targets/ (see `edgemb targets`)")
@@ -393,6 +397,7 @@ def _compile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tune-trials", type=int, default=0, metavar="N",
                         help="TVM MetaSchedule candidates to measure on this host (default 0: use the cached "
                              "tuning database when there is one; 1000+ for a real deploy)")
+    parser.add_argument("--tune-seconds", type=float, metavar="S", help=TUNE_SECONDS_HELP)
     parser.add_argument("--out", type=Path, required=True, help="folder for the artifacts and compile.json")
 
 
@@ -421,7 +426,8 @@ def drive_compile(args: argparse.Namespace) -> int:
                        isa=target.isa, arch=target.arch)
         qdq_model = args.out / "quantize" / "model.int8.onnx"
     report = compile_model(prepared, target, args.out, args.backend, calib=calibration, eval_spec=evaluation,
-                           tune_trials=args.tune_trials, qdq_model=qdq_model, budget=budget)
+                           tune_trials=args.tune_trials, tune_seconds=args.tune_seconds, qdq_model=qdq_model,
+                           budget=budget)
     for a in report["artifacts"]:
         line = f"{a['backend']:<12} {a['precision']:<5} {a['status']:<20}"
         if "size_bytes" in a:
@@ -520,6 +526,7 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
                                                         "rpc://tracker:port/key")
     _budget_arguments(parser, defaults=True)
     parser.add_argument("--tune-trials", type=int, default=0, metavar="N", help="TVM tuning candidates (default 0)")
+    parser.add_argument("--tune-seconds", type=float, metavar="S", help=TUNE_SECONDS_HELP)
     parser.add_argument("--runs", type=int, help="timed inferences per artifact on a real device (default 50; an "
                                                  "emulated board is never timed)")
     parser.add_argument("--device-samples", type=int,
@@ -542,12 +549,16 @@ def _deploy_backend_and_out(parser: argparse.ArgumentParser) -> None:
          _deploy_arguments)
 def drive_deploy(args: argparse.Namespace) -> int:
     """Exit 0 when an artifact meets the accuracy budget, 1 when none does."""
+    from dataclasses import replace
+
     from edgemb.stages.deploy import DeploySettings, deploy
 
     settings = DeploySettings(args.model, args.target, args.weights, args.sha256, args.calib, args.eval, args.device,
                               args.max_drop, args.min_agreement, args.min_sqnr, args.tune_trials, args.runs,
                               device_samples=args.device_samples,
                               backend=",".join(args.backend) if args.backend else None)
+    if getattr(args, "tune_seconds", None) is not None:  # task-verify (deploy with other defaults) has no such flag
+        settings = replace(settings, tune_seconds=args.tune_seconds)
     warned = warn_small_calibration(args.calib)
     report = deploy(settings, args.out, log=lambda message: print(message, flush=True))
     for message in [] if warned else report.get("warnings", []):

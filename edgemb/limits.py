@@ -17,7 +17,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "runs": (1, 100_000), "warmup": (0, 10_000), "device_samples": (1, 100_000), "tune_trials": (0, 1_000_000),
     "batch_size": (1, 100_000), "samples": (1, 100_000), "layer_samples": (1, 100_000), "threads": (0, 1024),
     "max_float_layers": (0, 10_000), "port": (1, 65_535), "max_drop": (0, 100), "min_agreement": (0, 1),
-    "min_sqnr": (-200, 200),
+    "min_sqnr": (-200, 200), "tune_seconds": (0, 604_800),
 }
 
 

@@ -2,12 +2,14 @@
 
 For each model (default: torchvision's ImageNet MobileNetV2 at 224 and the 64x64 Fashion-MNIST reference),
 quantizes with edgemb's own QDQ recipe, builds TVM fp32 and int8 libraries with the default schedules
-(untuned), optionally tunes `--trials` MetaSchedule candidates per library on the dominant tasks (cached
-database, reused by every later build of the same model+target), and times every engine on the same input,
-1 thread (or `--threads N`), alternating engines, median of repeats. Writes results/tvm_tuning.json with the
-CPU, its ISA, the load average and the int8 dot-product kernel the TVM library uses (vpdpbusd, vpmaddubsw...).
+(untuned), optionally tunes `--trials` MetaSchedule candidates per library on the dominant tasks within
+`--tune-seconds` of search (cached database, reused by every later build of the same model+target+ISA), and
+times every engine on the same input, 1 thread (or `--threads N`), alternating engines, median of repeats.
+Writes results/tvm_tuning.json with the CPU, its ISA, the load average and the int8 dot-product kernel the TVM
+library uses (vpdpbusd, vpmaddubsw...).
 
-    python scripts/tvm_tuning_bench.py [--trials 0] [--repeats 15] [--threads 1] [--models v2_1.0@224]
+    python scripts/tvm_tuning_bench.py [--trials 0] [--tune-seconds 600] [--repeats 15] [--threads 1]
+        [--models v2_1.0@224]
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from edgemb.artifacts import tool_versions, write_json
 from edgemb.backends.tvm_backend import (
+    DEFAULT_TUNE_SECONDS,
     TvmRunner,
     compile_library,
     database_dir,
@@ -62,10 +65,11 @@ def median_ms(run, x: np.ndarray, repeats: int, number: int) -> float:
     return float(np.median(times) * 1e3)
 
 
-def build(onnx_path: Path, precision: str, name: str, spec: dict, trials: int, folder: Path) -> dict:
+def build(onnx_path: Path, precision: str, name: str, spec: dict, isa: tuple[str, ...], trials: int, folder: Path,
+          seconds: float | None = DEFAULT_TUNE_SECONDS) -> dict:
     """Untuned library, and the tuned one when `trials` > 0 (or a database is already cached)."""
     mod, lowering = import_onnx(onnx_path, spec, integer=precision == "int8")
-    database = database_dir(f"{name}-{precision}", spec)
+    database = database_dir(f"{name}-{precision}", spec, isa)
     started = time.perf_counter()
     untuned = folder / f"{precision}.untuned.so"
     compile_library(mod, spec, None, untuned)
@@ -74,7 +78,8 @@ def build(onnx_path: Path, precision: str, name: str, spec: dict, trials: int, f
     if lowering is not None:
         entry["integer_lowering"] = lowering.as_dict()
     if trials > 0:
-        entry["tuning_seconds"] = round(tune(mod, spec, database, trials), 1)
+        summary = tune(mod, spec, database, trials, seconds=seconds, label=f"tune {name} {precision}")
+        entry["tuning_seconds"], entry["tuning"] = summary.seconds, summary.as_dict()
     if database_records(database):
         entry["tuned"] = folder / f"{precision}.tuned.so"
         compile_library(mod, spec, database, entry["tuned"])
@@ -82,14 +87,14 @@ def build(onnx_path: Path, precision: str, name: str, spec: dict, trials: int, f
     return entry
 
 
-def bench_model(model: str, weights: str, calib: str, spec: dict, trials: int, repeats: int,
-                threads: int = 1) -> dict:
+def bench_model(model: str, weights: str, calib: str, spec: dict, isa: tuple[str, ...], trials: int, repeats: int,
+                threads: int = 1, seconds: float | None = DEFAULT_TUNE_SECONDS) -> dict:
     """Every engine on one model, timed side by side."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         quantize_model(model, calib, folder, weights=weights)
         float_onnx, qdq_onnx = folder / "model.float.onnx", folder / "model.int8.onnx"
-        builds = {p: build(path, p, model, spec, trials, folder)
+        builds = {p: build(path, p, model, spec, isa, trials, folder, seconds)
                   for p, path in (("fp32", float_onnx), ("int8", qdq_onnx))}
         engines = {}
         for precision, path in (("fp32", float_onnx), ("int8", qdq_onnx)):
@@ -125,16 +130,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per library (0: defaults only)")
+    parser.add_argument("--tune-seconds", type=float, default=DEFAULT_TUNE_SECONDS,
+                        help=f"search budget per library in seconds (default {DEFAULT_TUNE_SECONDS:g}; 0: none)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="threads for every engine (TVM and onnxruntime)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"result JSON (default {OUT})")
     args = parser.parse_args()
-    spec = tvm_target_dict(get_target("x86")) | {"num-cores": args.threads}
+    target = get_target("x86")
+    spec = tvm_target_dict(target) | {"num-cores": args.threads}
     load_before = os.getloadavg()[0]
-    results = [bench_model(m, *MODELS[m], spec, args.trials, args.repeats, args.threads) for m in args.models]
+    results = [bench_model(m, *MODELS[m], spec, target.isa, args.trials, args.repeats, args.threads,
+                           args.tune_seconds or None) for m in args.models]
     stamp = measured_on()
     host = host_cpu() | {"load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
     report = {"host": host, "threads": args.threads, "tvm_target": spec, "trials_per_library": args.trials,
+              "tune_seconds_per_library": args.tune_seconds if args.trials else None,
               "models": [{**r, "measured_on": stamp} for r in results],
               "tools": tool_versions("apache-tvm", "onnxruntime")}
     write_json(args.out, report)

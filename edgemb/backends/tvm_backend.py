@@ -3,18 +3,22 @@
 fp32 builds the float graph. int8 takes the quantize stage's QDQ model (options["qdq_model"], the model
 onnxruntime int8 runs; without it the build is an EdgembError, never a fallback) and lowers it to integer kernels
 (edgemb/backends/tvm_lowering.py): TVM 0.27 alone would import it as fake-quant. Tuning spends its trials on the
-tasks that dominate (FLOPs x calls).
+tasks that dominate (FLOPs x calls), within a wall-clock budget (edgemb/backends/tvm_tuning.py), and keeps them in a
+database per model, target and ISA that later builds reuse instead of tuning again.
 ARM libraries are cross-compiled with Debian's aarch64 g++ and run only on the board (real or emulated).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
+import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,16 @@ from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable
 from edgemb.backends.tvm_dot import ATTR_DEPTHWISE, ATTR_INTRIN, DotKernel, choose_kernel, spec_kernel
 from edgemb.backends.tvm_lowering import float_nhwc, lower_qdq
 from edgemb.backends.tvm_schedules import default_schedule_pass
+from edgemb.backends.tvm_tuning import (
+    ALREADY_TUNED,
+    STOPPED_BY_TIME,
+    TuningProgress,
+    TuningSummary,
+    deadline_scheduler,
+    duration,
+    progress_callbacks,
+    task_records,
+)
 from edgemb.cache import cache_dir
 from edgemb.device.runner import board_arch
 from edgemb.errors import EdgembError
@@ -36,6 +50,8 @@ CROSS_COMPILERS = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")
 PRECISIONS = ("fp32", "int8")
 TUNE_RPC_ENV = "EDGEMB_TVM_TUNE_RPC"
 DEFAULT_TUNE_TRIALS = 0  # deploys stay fast; `--tune-trials N` (or a cached database) makes TVM competitive
+DEFAULT_TUNE_SECONDS = 600.0  # wall-clock budget of `--tune-trials N` unless `--tune-seconds S` (0: no limit)
+PROGRESS_SECONDS = 30.0  # one tuning progress line this often in a log (every batch on a terminal)
 BUILD_TIMEOUT_SECONDS = 120
 DOMINANT_SHARE = 0.97  # tune the fewest tasks covering this share of FLOPs x calls (the rest: a few percent)
 
@@ -58,9 +74,13 @@ def tvm_target_dict(target: Target) -> dict[str, Any]:
     return spec
 
 
-def database_dir(model_name: str, spec: dict[str, Any]) -> Path:
-    """Tuning records live per model+resolution+target in the user cache and are reused by every build."""
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+def database_dir(model_name: str, spec: dict[str, Any], isa: Sequence[str]) -> Path:
+    """Tuning records live per model+resolution+target+ISA in the user cache and are reused by every build.
+
+    The ISA flags are part of the key beside the TVM target: an `mcpu` name alone does not say whether a host
+    (or a virtual machine's CPU) has AVX-512 or VNNI, and schedules measured with one ISA mislead on another."""
+    key = {"target": spec, "isa": sorted(set(isa))}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir("tvm-tuning", f"{model_name}-{spec.get('mcpu', 'generic')}-{digest}")
 
 
@@ -137,19 +157,58 @@ def hand_scheduled(task) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def stderr_lines() -> Iterator[Callable[[str], None]]:
+    """A line writer to this process's stderr as it is now: native_output_captured() redirects file descriptor 2
+    while MetaSchedule runs, and the progress lines must still reach the user (terminal or CI log)."""
+    sys.stderr.flush()
+    try:
+        fd = os.dup(2)
+    except OSError:  # no file descriptor 2 (a daemon): Python's stderr, whatever it is
+        yield lambda line: print(line, file=sys.stderr, flush=True)
+        return
+    with os.fdopen(fd, "w", buffering=1) as stream:
+        yield lambda line: print(line, file=stream, flush=True)
+
+
 def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None,
-         share: float = DOMINANT_SHARE) -> float:
-    """MetaSchedule (replay-trace): `trials` candidates spent on the dominant tasks only, measured on this host
-    or, with `rpc` (an rpc:// device), on the board behind a TVM RPC tracker (candidates cross-compiled here);
-    records append to `database`, which every later build of the same model+target reuses."""
+         share: float = DOMINANT_SHARE, seconds: float | None = None, log: Callable[[str], None] | None = None,
+         label: str = "tune", every: float | None = None) -> TuningSummary:
+    """MetaSchedule (replay-trace): up to `trials` candidates for the dominant tasks, measured on this host
+    or, with `rpc` (an rpc:// device), on the board behind a TVM RPC tracker (candidates cross-compiled here).
+
+    Records append to `database`, which every later build of the same model+target+ISA reuses: trials these
+    tasks already have there count toward `trials` (a second deploy tunes only the rest, or not at all).
+    `seconds` is a wall-clock budget for the search (None: none; the setup before it, mostly TVM's one-time
+    imports, is reported apart): when it is spent, tuning stops after the batches being measured (at most one
+    per task) and every record so far stays. `log` gets a progress line every `every` seconds (default: each
+    batch on a terminal, every PROGRESS_SECONDS in a log; stderr when no log is given)."""
+    if log is None:
+        with stderr_lines() as write:
+            return tune(mod, spec, database, trials, rpc, share, seconds, write, label, every)
     from tvm.s_tir import meta_schedule as ms
 
-    started = time.perf_counter()
+    started = time.monotonic()
     quiet = logging.getLogger("tvm.s_tir.meta_schedule")
     quiet.setLevel(logging.INFO if show_progress() else logging.WARNING)
     kept = dominant_tasks(mod, spec, share)
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [task for task, _ in kept], str(database), strategy="replay-trace", seed=0)
+    summary = TuningSummary(trials, seconds, tasks=len(kept))
+    database.mkdir(parents=True, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(database))
+    mods = [task.dispatched[0] for task, _ in kept]
+    summary.records_reused = summary.task_records = task_records(db, mods)
+    todo = trials - summary.records_reused
+    if not kept or todo <= 0:
+        summary.stopped_by = ALREADY_TUNED if kept else "no task to tune"
+        summary.seconds = round(time.monotonic() - started, 1)
+        log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database} "
+            f"(>= {trials} trials): no tuning" if kept else f"{label}: no task left for MetaSchedule: no tuning")
+        return summary
+    if summary.records_reused:
+        log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database}; "
+            f"tuning {todo} more trials")
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(  # new candidates on a rerun
+        [task for task, _ in kept], str(database), strategy="replay-trace", seed=summary.records_reused)
     if rpc is None:
         runner = ms.runner.LocalRunner(timeout_sec=60)
     else:
@@ -159,10 +218,35 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     cross = target_arch(spec) != host_arch()
     builder = ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics,
                                       f_export=_export_aarch64 if cross else None, timeout_sec=BUILD_TIMEOUT_SECONDS)
+    searching = time.monotonic()  # the budget is the search's: setup (TVM's imports, worker pools) is not in it
+    summary.setup_seconds = round(searching - started, 1)
+    state = TuningProgress(total=todo, weights=[float(w) for w in weights], started=searching,
+                           deadline=searching + seconds if seconds else None, log=log, label=label,
+                           every=(0.0 if show_progress() else PROGRESS_SECONDS) if every is None else every)
     with native_output_captured():
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=trials,
-                      num_trials_per_iter=min(16, trials), cost_model="random", builder=builder, runner=runner)
-    return time.perf_counter() - started
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=todo,
+                      num_trials_per_iter=min(16, todo), cost_model="random", builder=builder, runner=runner,
+                      database=db, measure_callbacks=progress_callbacks(state),
+                      task_scheduler=deadline_scheduler(state))
+    summary.trials, summary.failed_trials = state.trials, state.failed
+    summary.stopped_by = STOPPED_BY_TIME if state.stopped_by_time else summary.stopped_by
+    summary.best_ms = None if state.best_ms() is None else round(state.best_ms(), 4)
+    summary.task_records = task_records(db, mods)
+    summary.seconds = round(time.monotonic() - started, 1)
+    best = "-" if summary.best_ms is None else f"{summary.best_ms:.3f} ms"
+    log(f"{label}: {summary.trials} trials in {duration(summary.seconds - summary.setup_seconds)} (stopped by "
+        f"{summary.stopped_by}; setup {duration(summary.setup_seconds)}), best {best}; {summary.task_records} "
+        f"records of {len(kept)} tasks in {database}")
+    return summary
+
+
+def tune_budget(trials: int, seconds: float | None) -> float | None:
+    """The wall-clock budget of a tuning run: DEFAULT_TUNE_SECONDS unless given, None (no limit) for 0."""
+    if trials <= 0:
+        return None
+    if seconds is None:
+        return DEFAULT_TUNE_SECONDS
+    return float(seconds) or None
 
 
 def _export_aarch64(rt_mod) -> str:
@@ -264,13 +348,16 @@ class TvmBackend:
         source = inputs.float_onnx if precision == "fp32" else quantize_stage_model(inputs.options, self.name)
         mod, lowering = import_onnx(source, spec, integer=precision == "int8",
                                     dot=choose_kernel(target.isa, target.arch))
-        database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec)
+        database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec, target.isa)
         trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
-        tuning: dict[str, Any] = {"trials_requested": trials, "database": str(database)}
+        seconds = tune_budget(trials, inputs.options.get("tune_seconds"))
+        tuning: dict[str, Any] = {"trials_requested": trials, "seconds_budget": seconds, "database": str(database)}
         board = tuning_device(spec) if trials > 0 else None
         if trials > 0 and (arch == host_arch() or board is not None):
             with file_lock(database.with_name(f".{database.name}.lock"), f"TVM tuning database {database}"):
-                tuning["seconds"] = round(tune(mod, spec, database, trials, board), 1)  # one tuner per database
+                summary = tune(mod, spec, database, trials, board, seconds=seconds,  # one tuner per database
+                               label=f"  tune: tvm {precision} {inputs.prepared.spec.name}")
+            tuning.update(summary.as_dict())
             tuning["measured_on"] = board.uri if board is not None else "this host"
         elif trials > 0:
             tuning["skipped"] = (f"tuning an {arch} target needs its board: set {TUNE_RPC_ENV}="

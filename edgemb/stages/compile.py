@@ -73,13 +73,13 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
                   backend: str | None = None, weights: str | None = "ref", sha256: str | None = None,
                   calib: str | Data | None = None, eval_spec: str | Data | None = None, tune_trials: int = 0,
                   qdq_model: Path | None = None, budget: Budget | None = None,
-                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  log: Callable[[str], None] | None = None, tune_seconds: float | None = None) -> dict[str, Any]:
     """Build the target's artifacts into out_dir, verify each that can run here, write compile.json.
 
     A deploy passes what it already prepared (model, target, data); names are resolved here otherwise. With a
     budget, each verified artifact records whether it meets it.
     """
-    check_limits({"tune_trials": tune_trials})
+    check_limits({"tune_trials": tune_trials, "tune_seconds": tune_seconds})
     target = target_name if isinstance(target_name, Target) else get_target(target_name)
     pairs = plan(target, backend)
     prepared = model if isinstance(model, PreparedModel) else prepare_model(model, weights, sha256)
@@ -94,7 +94,7 @@ def compile_model(model: str | PreparedModel, target_name: str | Target, out_dir
         export_simplified(prepared.model, prepared.spec.resolution, stage / "model.float.onnx")
         scratch = Path(tempfile.mkdtemp(prefix="edgemb-compile-"))
         inputs = BuildInputs(prepared, stage / "model.float.onnx", calibration.x, stage, scratch,
-                             {"tune_trials": tune_trials, "qdq_model": qdq_model})
+                             {"tune_trials": tune_trials, "tune_seconds": tune_seconds, "qdq_model": qdq_model})
         try:
             records = _build_all(pairs, inputs, target, stage, evaluation, float_outputs, budget, log, task, truth)
         finally:

@@ -69,6 +69,7 @@ class DeploySettings:
     warmup: int = 5
     device_samples: int | None = None  # inputs whose device outputs are checked (64 here, 200 remote, 16 emulated)
     backend: str | None = None  # only these: comma-separated NAME or NAME:PRECISION (default: all the target has)
+    tune_seconds: float | None = None  # TVM tuning search budget per library (None: 600 s when tuning; 0: none)
 
     @property
     def budget(self) -> Budget:
@@ -161,10 +162,11 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
     target_text = target.path.read_text() if target.path else json.dumps(target.to_dict())
     compile_inputs = {**quant_inputs, "int8": _file_hash(root / "quantize" / "model.int8.onnx"),
                       "target": target_text, "tune_trials": settings.tune_trials,
+                      "tune_seconds": settings.tune_seconds if settings.tune_trials else None,
                       "tvm_database": _tvm_database_state(prepared, target), "backend": settings.backend}
     compiled = stages.run("compile", compile_inputs, lambda folder: compile_model(
         prepared, target, folder, backend=settings.backend, calib=calibration, eval_spec=evaluation,
-        tune_trials=settings.tune_trials,
+        tune_trials=settings.tune_trials, tune_seconds=settings.tune_seconds,
         qdq_model=root / "quantize" / "model.int8.onnx", budget=budget, log=log))
     device_uri = _default_device(settings.device, target)
     profile_inputs = {**compile_inputs, "artifacts": [a.get("sha256") for a in compiled["artifacts"]],
@@ -244,12 +246,16 @@ def _file_hash(path: Path) -> str | None:
 
 
 def _tvm_database_state(prepared: PreparedModel, target: Target) -> int | None:
-    """Records in the TVM tuning database this build would apply: tuning elsewhere invalidates the compile."""
+    """Records in the TVM tuning databases this build would apply (one per precision, keyed as the TVM backend
+    keys them): tuning elsewhere invalidates the compile."""
     if "tvm" not in target.backends or target.tvm_target is None:
         return None
+    from edgemb.backends.tvm_backend import PRECISIONS as TVM_PRECISIONS
     from edgemb.backends.tvm_backend import database_dir, database_records, tvm_target_dict
 
-    return database_records(database_dir(prepared.spec.name, tvm_target_dict(target)))
+    spec = tvm_target_dict(target)
+    return sum(database_records(database_dir(f"{prepared.spec.name}-{precision}", spec, target.isa))
+               for precision in TVM_PRECISIONS if precision in target.precisions)
 
 
 def _quantize(prepared: PreparedModel, calibration: Data, evaluation: Data, budget: Budget, target: Target,
