@@ -218,10 +218,9 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     cross = target_arch(spec) != host_arch()
     builder = ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics,
                                       f_export=_export_aarch64 if cross else None, timeout_sec=BUILD_TIMEOUT_SECONDS)
-    searching = time.monotonic()  # the budget is the search's: setup (TVM's imports, worker pools) is not in it
-    summary.setup_seconds = round(searching - started, 1)
-    state = TuningProgress(total=todo, weights=[float(w) for w in weights], started=searching,
-                           deadline=searching + seconds if seconds else None, log=log, label=label,
+    # the budget is the search's: setup (TVM's imports, worker pools, MetaSchedule's design spaces) is not in it
+    state = TuningProgress(total=todo, weights=[float(w) for w in weights], started=time.monotonic(),
+                           budget=seconds, log=log, label=label,
                            every=(0.0 if show_progress() else PROGRESS_SECONDS) if every is None else every)
     with native_output_captured():
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=todo,
@@ -229,6 +228,7 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
                       database=db, measure_callbacks=progress_callbacks(state),
                       task_scheduler=deadline_scheduler(state))
     summary.trials, summary.failed_trials = state.trials, state.failed
+    summary.setup_seconds = round(state.started - started, 1)
     summary.stopped_by = STOPPED_BY_TIME if state.stopped_by_time else summary.stopped_by
     summary.best_ms = None if state.best_ms() is None else round(state.best_ms(), 4)
     summary.task_records = task_records(db, mods)

@@ -61,6 +61,7 @@ class TuningProgress:
     weights: Sequence[float]
     started: float
     deadline: float | None = None  # time.monotonic() value; None: no time limit
+    budget: float | None = None  # seconds from start() on: it sets `started` and `deadline`
     log: Callable[[str], None] | None = None
     label: str = "tune"
     every: float = 30.0  # seconds between progress lines (the last batch always prints)
@@ -71,11 +72,22 @@ class TuningProgress:
     history: list[list[float]] = field(default_factory=list)  # per task: its best after each of its batches
     last_line: float = -math.inf
     stopped_by_time: bool = False
+    begun: bool = False
     lines: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.best = [FAILED_MS] * len(self.weights)
         self.history = [[] for _ in self.weights]
+
+    def start(self) -> None:
+        """The search begins (the scheduler's first decision, MetaSchedule's task setup behind it): so does the
+        budget."""
+        if self.begun:
+            return
+        self.begun = True
+        self.started = self.clock()
+        if self.budget:
+            self.deadline = self.started + self.budget
 
     def record(self, task_id: int, latencies_ms: Sequence[float]) -> None:
         """One measured batch of a task (FAILED_MS for a candidate that did not build or run)."""
@@ -167,6 +179,7 @@ def _classes() -> tuple[type, type]:
         def next_task_id(self) -> int:
             outer = self._outer()
             tasks = outer.tasks_
+            self.state.start()
             if self.state.time_up():  # Tune() still joins the running batches and records them
                 self.state.stopped_by_time = True
                 return -1

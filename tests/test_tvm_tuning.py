@@ -1,0 +1,301 @@
+"""TVM tuning that pays (#19, deliverable 3): a wall-clock budget, progress lines, records reused across builds.
+
+The fast tests drive the progress/scheduling state with a fake clock, the budget defaults and the database key.
+The slow ones tune a three-convolution model at 32x32 through the TVM backend with a budget of a few seconds and
+a trial count it could never reach: tuning stops by time, keeps what it measured, the library built with those
+records matches onnxruntime, and a second build reuses the records instead of tuning again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgemb.backends.tvm_tuning import (
+    ALREADY_TUNED,
+    FAILED_MS,
+    STOPPED_BY_TIME,
+    STOPPED_BY_TRIALS,
+    TuningProgress,
+    duration,
+)
+
+PROGRESS = re.compile(r"(\d+)/(\d+) trials.*, best ([\d.]+) ms \((\d+)/(\d+) tasks\), .* elapsed, "
+                      r"ETA ([\d.]+ (?:s|min))")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_lines_say_trials_weighted_best_and_eta_with_what_bounds_it():
+    clock, lines = Clock(), []
+    state = TuningProgress(total=100, weights=[2.0, 1.0], started=clock.now, deadline=clock.now + 600,
+                           log=lines.append, label="tune", every=0.0, clock=clock)
+    clock.now += 10
+    state.record(0, [3.0, 1.5, FAILED_MS])  # a failed candidate counts as a trial, never as the best
+    assert (state.trials, state.failed, state.best_ms()) == (3, 1, 3.0)  # 2 x 1.5 ms; task 1 not measured yet
+    match = PROGRESS.search(lines[-1])
+    assert match, lines[-1]
+    assert match.groups()[:5] == ("3", "100", "3.000", "1", "2")
+    assert "(1 failed)" in lines[-1] and "10 s elapsed" in lines[-1]
+    # 97 trials left at 3 per 10 s: 323 s, before the budget's 590 s
+    assert lines[-1].endswith(f"ETA {duration(97 * 10 / 3)} ({STOPPED_BY_TRIALS})")
+    clock.now += 20
+    state.record(1, [0.5, 0.25])
+    assert state.best_ms() == pytest.approx(2 * 1.5 + 0.25)
+    assert "best 3.250 ms (2/2 tasks)" in lines[-1]
+    state.total = 10_000  # now the time budget ends the run first: 600 - 30 s
+    assert state.line(clock.now).endswith(f"ETA 9.5 min ({STOPPED_BY_TIME})")
+    assert not state.time_up()
+    clock.now += 571
+    assert state.time_up()
+
+
+def test_the_budget_starts_with_the_search_not_with_the_setup():
+    """MetaSchedule's setup (TVM's imports, design spaces) can take a minute on a loaded host: not the budget's."""
+    clock = Clock()
+    state = TuningProgress(total=10, weights=[1.0], started=clock.now, budget=5.0, clock=clock)
+    clock.now += 60
+    assert not state.time_up()
+    state.start()  # the scheduler's first decision
+    assert state.started == 160.0
+    clock.now += 4.9
+    state.start()  # later decisions do not move it
+    assert not state.time_up()
+    clock.now += 0.2
+    assert state.time_up()
+
+
+def test_progress_lines_are_throttled_in_a_log_and_the_last_batch_always_prints():
+    clock, lines = Clock(), []
+    state = TuningProgress(total=64, weights=[1.0], started=clock.now, log=lines.append, every=30.0, clock=clock)
+    for _ in range(3):
+        clock.now += 5
+        state.record(0, [1.0] * 16)
+    assert len(lines) == 1  # the first batch, then nothing for 30 s
+    clock.now += 5
+    state.record(0, [1.0] * 16)  # the last of the 64 trials
+    assert len(lines) == 2 and lines[-1].startswith("tune: 64/64 trials")
+    assert ", ETA 0 s" in lines[-1]
+    broken = TuningProgress(total=1, weights=[1.0], started=0.0, log=_closed_stream_write, every=0.0)
+    broken.record(0, [1.0])  # a closed log never stops the tuning
+    assert broken.lines
+
+
+def _closed_stream_write(line: str) -> None:
+    raise ValueError("I/O operation on closed file")
+
+
+def test_without_a_time_budget_the_eta_comes_from_the_trials():
+    clock = Clock()
+    state = TuningProgress(total=20, weights=[1.0], started=clock.now, clock=clock)
+    assert state.line(clock.now).endswith("best -, 0 s elapsed, ETA -")
+    clock.now += 4
+    state.record(0, [2.0] * 4)
+    assert state.eta(clock.now) == (pytest.approx(16.0), STOPPED_BY_TRIALS)
+    assert not state.time_up()
+
+
+def test_the_scheduler_gradient_prefers_the_task_that_costs_most_and_skips_broken_ones():
+    state = TuningProgress(total=100, weights=[1.0, 10.0, 5.0], started=0.0)
+    for task, latency in ((0, 2.0), (1, 1.0), (2, FAILED_MS)):
+        state.record(task, [latency])
+    scores = [state.gradient(i) for i in range(3)]
+    assert scores[1] > scores[0] and scores[2] == -1e9  # 10 x 1 ms beats 1 x 2 ms; no valid run: last
+    for _ in range(4):
+        state.record(1, [1.0])  # task 1 stops improving: its score falls with the batches spent on it
+    assert state.gradient(1) < scores[1]
+
+
+def test_budget_defaults_to_ten_minutes_when_tuning_and_zero_means_none():
+    from edgemb import cli
+    from edgemb.backends.tvm_backend import DEFAULT_TUNE_SECONDS, tune_budget
+
+    assert DEFAULT_TUNE_SECONDS == 600
+    assert tune_budget(100, None) == DEFAULT_TUNE_SECONDS
+    assert tune_budget(100, 30) == 30.0
+    assert tune_budget(100, 0) is None
+    assert tune_budget(0, 30) is None
+    assert f"default {DEFAULT_TUNE_SECONDS:g} with --tune-trials" in cli.TUNE_SECONDS_HELP
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "1e9"])
+def test_tune_seconds_out_of_range_is_a_usage_error(capsys, value):
+    from edgemb import cli
+
+    assert cli.main(["deploy", "v1_0.25", "--target", "x86", "--tune-trials", "10", "--tune-seconds", value]) == 2
+    assert "--tune-seconds must be between 0" in capsys.readouterr().err
+
+
+def test_compile_and_deploy_pass_the_budget_to_the_backend(monkeypatch, tmp_path):
+    """The flag reaches BuildInputs.options for `compile`, and DeploySettings (part of the stage key) for deploy."""
+    from edgemb import cli
+    from edgemb.errors import EdgembError
+    from edgemb.stages import compile as compile_stage
+    from edgemb.stages import deploy as deploy_stage
+
+    seen = {}
+    monkeypatch.setattr(compile_stage, "_build_all", lambda pairs, inputs, *args, **kwargs:
+                        seen.update(inputs.options) or [])
+    compile_stage.compile_model("v1_0.25", "x86", tmp_path / "c", backend="tvm", calib="fashion-mnist:train:8",
+                                eval_spec="fashion-mnist:test:8", tune_trials=8, tune_seconds=42.0)
+    assert (seen["tune_trials"], seen["tune_seconds"]) == (8, 42.0)
+
+    def deploy(settings, out, log):
+        seen["settings"] = settings
+        raise EdgembError("stop here: only the settings matter")
+
+    monkeypatch.setattr(deploy_stage, "deploy", deploy)
+    assert cli.main(["deploy", "v1_0.25", "--target", "x86", "--tune-trials", "8", "--tune-seconds", "42"]) == 2
+    assert (seen["settings"].tune_trials, seen["settings"].tune_seconds) == (8, 42.0)
+    assert cli.main(["deploy", "v1_0.25", "--target", "x86", "--tune-trials", "8"]) == 2
+    assert seen["settings"].tune_seconds is None  # the backend's default budget applies
+
+
+def test_database_key_has_the_target_and_the_isa(monkeypatch, tmp_path):
+    """An AVX2 host's records are never applied on a VNNI host with the same TVM target, or the other way."""
+    from edgemb.backends.tvm_backend import database_dir
+
+    monkeypatch.setenv("EDGEMB_CACHE", str(tmp_path))
+    spec = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
+    avx2 = database_dir("v2_1.0@224-fp32", spec, ("sse4_2", "avx2", "fma"))
+    vnni = database_dir("v2_1.0@224-fp32", spec, ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni"))
+    assert avx2 != vnni
+    assert avx2 == database_dir("v2_1.0@224-fp32", spec, ("fma", "avx2", "sse4_2"))  # order does not matter
+    assert avx2 != database_dir("v2_1.0@224-fp32", {**spec, "mcpu": "skylake"}, ("sse4_2", "avx2", "fma"))
+    assert avx2 != database_dir("v2_1.0@160-fp32", spec, ("sse4_2", "avx2", "fma"))
+    assert avx2.parent == tmp_path / "tvm-tuning"
+
+
+# --- real tuning, a tiny model -------------------------------------------------------------------------------
+
+RESOLUTION = 32
+BUDGET_SECONDS = 5.0
+TRIALS = 1000  # far more than 5 s of search can measure: the budget must end it
+
+
+class ThreeConvs(nn.Module):
+    """Stem, depthwise and pointwise convolutions: three MetaSchedule tasks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.ReLU6(), nn.Conv2d(16, 16, 3, 1, 1, groups=16),
+                                      nn.ReLU6(), nn.Conv2d(16, 32, 1))
+
+    def forward(self, x):
+        return self.features(x)
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """File descriptor 2 into a file (the tuner writes its progress to the process's stderr)."""
+    saved = os.dup(2)
+    with open(path, "w") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def tvm_build(folder: Path, onnx_path: Path, trials: int, seconds: float | None, log: Path):
+    """The TVM backend's fp32 build of the tiny model for this host, its progress lines in `log`."""
+    from edgemb.backends.base import BuildInputs
+    from edgemb.backends.tvm_backend import TvmBackend
+    from edgemb.targets import get_target
+
+    folder.mkdir(parents=True, exist_ok=True)
+    prepared = SimpleNamespace(spec=SimpleNamespace(name=f"three_convs@{RESOLUTION}"))
+    inputs = BuildInputs(prepared, onnx_path, np.zeros((1, 3, RESOLUTION, RESOLUTION), np.float32), folder,
+                         folder, {"tune_trials": trials, "tune_seconds": seconds})
+    with stderr_to(log):
+        return TvmBackend().build(inputs, get_target("x86"), "fp32", folder)
+
+
+@pytest.fixture(scope="module")
+def tuned():
+    """A first build with a 5 s budget and 1000 trials, then a second build asking for what the first measured."""
+    pytest.importorskip("tvm")
+    from edgemb.stages.export import export_simplified
+
+    with tempfile.TemporaryDirectory(prefix="edgemb-tuning-") as tmp, pytest.MonkeyPatch.context() as patch:
+        root = Path(tmp)
+        patch.setenv("EDGEMB_CACHE", str(root / "cache"))  # a database of its own
+        patch.setenv("EDGEMB_PROGRESS", "0")  # as in a CI log
+        torch.manual_seed(0)
+        export_simplified(ThreeConvs().eval(), RESOLUTION, root / "model.onnx")
+        first = tvm_build(root / "first", root / "model.onnx", TRIALS, BUDGET_SECONDS, root / "first.log")
+        database = Path(first.extra["tuning"]["database"])
+        records_after_first = len((database / "database_tuning_record.json").read_text().splitlines())
+        trials = first.extra["tuning"]["trials"]
+        second = tvm_build(root / "second", root / "model.onnx", trials, BUDGET_SECONDS, root / "second.log")
+        yield SimpleNamespace(root=root, first=first, second=second, database=database,
+                              records_after_first=records_after_first,
+                              first_log=(root / "first.log").read_text(), second_log=(root / "second.log").read_text(),
+                              records_after_second=len((database / "database_tuning_record.json").read_text()
+                                                       .splitlines()))
+
+
+@pytest.mark.slow
+def test_a_time_budget_stops_tuning_and_the_library_keeps_its_records_and_matches_onnxruntime(tuned):
+    from edgemb.backends.tvm_backend import TvmRunner
+    from edgemb.onnx_graph import session
+
+    tuning = tuned.first.extra["tuning"]
+    assert tuning["stopped_by"] == STOPPED_BY_TIME, tuning
+    assert (tuning["trials_requested"], tuning["seconds_budget"]) == (TRIALS, BUDGET_SECONDS)
+    assert 0 < tuning["trials"] < TRIALS
+    assert tuning["records_reused"] == 0
+    # a clean stop: every measured trial is in the database, and the search ran over its budget by no more
+    # than the batches already under way (one per task)
+    assert tuning["task_records"] == tuning["trials"] == tuned.records_after_first == tuning["records"]
+    assert tuning["seconds"] - tuning["setup_seconds"] < BUDGET_SECONDS + 120
+    assert tuning["best_ms"] > 0
+    x = np.random.default_rng(0).standard_normal((2, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
+    ort = session(tuned.root / "model.onnx")
+    want = np.concatenate([ort.run(None, {"input": sample[None]})[0] for sample in x])  # exported for batch 1
+    got = TvmRunner(tuned.first.path).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_second_build_reuses_the_records_and_does_not_tune(tuned):
+    first, second = tuned.first.extra["tuning"], tuned.second.extra["tuning"]
+    assert second["stopped_by"] == ALREADY_TUNED, second
+    assert second["trials"] == 0
+    assert second["records_reused"] == second["task_records"] == first["trials"]
+    assert second["database"] == first["database"]
+    assert tuned.records_after_second == tuned.records_after_first  # nothing measured again
+    assert f"reused {first['trials']} records" in tuned.second_log
+    assert "trials," not in tuned.second_log  # no progress line: no tuning
+    assert second["records"] == tuned.records_after_first  # and the library applies them
+
+
+@pytest.mark.slow
+def test_progress_lines_show_trials_best_and_eta_in_a_log(tuned):
+    lines = [line for line in tuned.first_log.splitlines() if "tune: tvm fp32" in line]
+    progress = [PROGRESS.search(line) for line in lines]
+    assert any(progress), tuned.first_log
+    for match in filter(None, progress):
+        done, total = int(match.group(1)), int(match.group(2))
+        assert 0 < done <= total == TRIALS
+        assert float(match.group(3)) > 0
+    assert "(stopped by time budget;" in lines[-1], lines
+    assert f"{tuned.first.extra['tuning']['trials']} trials in" in lines[-1]
