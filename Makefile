@@ -14,7 +14,7 @@ OUT ?= build/export/$(MODEL)
 TARGET ?= x86
 BUILD ?= build
 .PHONY: setup apt venv lock test test-fast lint export eval models reference-models quant-table estimate-table compile-table readme \
-	deploy deploy-table bench tvm-bench emulate clean ethos-u-table task-table results
+	deploy deploy-table bench tvm-bench tvm-tune-bench emulate clean ethos-u-table task-table results
 
 setup: apt venv
 
@@ -80,7 +80,7 @@ task-table:
 	$(MAKE) readme
 
 # Every table in results/ measured again on this host at this commit (each row records both; hours on 2 cores).
-results: quant-table compile-table estimate-table task-table deploy-table tvm-bench bench ethos-u-table
+results: quant-table compile-table estimate-table task-table deploy-table tvm-bench tvm-tune-bench bench ethos-u-table
 	$(MAKE) readme
 
 readme:
@@ -119,6 +119,12 @@ tvm-bench:
 	$(PY) scripts/tvm_tuning_bench.py $(TVM_TUNING)
 	$(PY) scripts/tvm_tuning_bench.py $(TVM_TUNING) --threads $$(nproc) \
 		--out results/tvm_tuning_all_threads.json
+	$(MAKE) readme
+
+# Issue #19's tuning check: TVM fp32 at V2@224 tuned within a 10-minute search budget (about 12 minutes).
+tvm-tune-bench:
+	$(PY) scripts/tvm_tuning_bench.py --models v2_1.0@224 --trials $(or $(TUNE_TRIALS),4000) \
+		--tune-seconds $(or $(TUNE_SECONDS),600) --tune fp32 --out results/tvm_tuning_tuned.json
 	$(MAKE) readme
 
 # Vela's estimates for the zoo's small models on every Ethos-U board -> results/ethos_u.json, README (minutes).

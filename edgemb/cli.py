@@ -273,6 +273,9 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
                              "kernels take)")
     parser.add_argument("--cle", action="store_true", help="cross-layer equalization before quantizing")
     parser.add_argument("--bias-correction", action="store_true", help="empirical bias correction")
+    parser.add_argument("--refit", action="store_true",
+                        help="after GPTQ, refit dense layers in order to the int8 model's own inputs (least squares "
+                             "to the float outputs; slower, see edgemb/quant/refit.py)")
     _budget_arguments(parser, defaults=False)
     parser.add_argument("--eval", metavar="SPEC", help="data to measure parity on: labelled (a top-1 drop, e.g. "
                                                        "fashion-mnist:test) or unlabelled (agreement, e.g. "
@@ -292,7 +295,7 @@ def drive_quantize(args: argparse.Namespace) -> int:
     report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, args.method,
                             args.granularity, args.cle, args.bias_correction, None, args.eval,
                             args.activation_type, args.max_float_layers, budget=_budget(args),
-                            weight_rounding=args.weight_rounding)
+                            weight_rounding=args.weight_rounding, refit=args.refit)
     print(f"{report['model']}: {report['settings']['method']} {report['settings']['granularity']} int8, "
           f"calibrated on {report['calibration']['n']} samples in {report['seconds']:.0f}s -> "
           f"{args.out / 'model.int8.onnx'}")

@@ -18,6 +18,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 RESULTS = README.parent / "results"
 TASK_RESULTS = RESULTS / "tasks.json"  # written by scripts/task_results.py
 TVM_ALL_THREADS = "tvm_tuning_all_threads.json"  # `make tvm-bench` at every core, beside the 1-thread run
+TVM_TUNED = "tvm_tuning_tuned.json"  # `make tvm-tune-bench`: TVM fp32 tuned within a 10-minute budget
 
 
 def reference_table() -> str:
@@ -168,7 +169,7 @@ def bench_table(path: Path = RESULTS / "bench.json",
         lines += ["", f"Machine: {bench['machine']}."]
     else:
         lines.append("| _run `make bench`_ | | | | | | | | | |")
-    for tvm in (tvm_path, tvm_path.with_name(TVM_ALL_THREADS)):
+    for tvm in (tvm_path, tvm_path.with_name(TVM_ALL_THREADS), tvm_path.with_name(TVM_TUNED)):
         if tvm.exists():
             lines += ["", tvm_table(json.loads(tvm.read_text()))]
     return "\n".join(lines)
@@ -176,8 +177,10 @@ def bench_table(path: Path = RESULTS / "bench.json",
 
 def tvm_table(t: dict) -> str:
     """`make tvm-bench`: TVM fp32/int8 vs onnxruntime fp32/int8, one run per thread count, on the CPU it names."""
-    tuned = f"{t['trials_per_library']} MetaSchedule trials per library" if t["trials_per_library"] else \
-        "default schedules, no tuning"
+    budget = f" within {t['tune_seconds_per_library']:g} s of search" if t.get("tune_seconds_per_library") else ""
+    which = ", ".join(t.get("tuned_libraries") or ("fp32", "int8"))
+    tuned = (f"up to {t['trials_per_library']} MetaSchedule trials{budget} for {which}, untuned rows "
+             "for the rest" if t["trials_per_library"] else "default schedules, no tuning")
     threads = t.get("threads", 1)
     lines = [f"TVM (`make tvm-bench`, {tuned}; p50 ms, {threads} thread{'s' if threads > 1 else ''}):", "",
              "| model | weights | onnxruntime fp32 | onnxruntime int8 | TVM fp32 | TVM int8 | TVM fp32 / ort fp32 | "

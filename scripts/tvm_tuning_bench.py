@@ -8,8 +8,8 @@ times every engine on the same input, 1 thread (or `--threads N`), alternating e
 Writes results/tvm_tuning.json with the CPU, its ISA, the load average and the int8 dot-product kernel the TVM
 library uses (vpdpbusd, vpmaddubsw...).
 
-    python scripts/tvm_tuning_bench.py [--trials 0] [--tune-seconds 600] [--repeats 15] [--threads 1]
-        [--models v2_1.0@224]
+    python scripts/tvm_tuning_bench.py [--trials 0] [--tune-seconds 600] [--tune fp32 int8] [--repeats 15]
+        [--threads 1] [--models v2_1.0@224] [--out results/tvm_tuning.json]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from edgemb.targets import get_target
 from provenance import measured_on
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "tvm_tuning.json"
+PRECISIONS = ("fp32", "int8")
 MODELS = {"v2_1.0@224": ("imagenet1k_v1", "photos:calib:64"), "v2_1.0": ("ref", "fashion-mnist:train:256")}
 
 
@@ -88,13 +89,14 @@ def build(onnx_path: Path, precision: str, name: str, spec: dict, isa: tuple[str
 
 
 def bench_model(model: str, weights: str, calib: str, spec: dict, isa: tuple[str, ...], trials: int, repeats: int,
-                threads: int = 1, seconds: float | None = DEFAULT_TUNE_SECONDS) -> dict:
+                threads: int = 1, seconds: float | None = DEFAULT_TUNE_SECONDS,
+                tuned: tuple[str, ...] = PRECISIONS) -> dict:
     """Every engine on one model, timed side by side."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         quantize_model(model, calib, folder, weights=weights)
         float_onnx, qdq_onnx = folder / "model.float.onnx", folder / "model.int8.onnx"
-        builds = {p: build(path, p, model, spec, isa, trials, folder, seconds)
+        builds = {p: build(path, p, model, spec, isa, trials if p in tuned else 0, folder, seconds)
                   for p, path in (("fp32", float_onnx), ("int8", qdq_onnx))}
         engines = {}
         for precision, path in (("fp32", float_onnx), ("int8", qdq_onnx)):
@@ -132,6 +134,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=0, help="MetaSchedule trials per library (0: defaults only)")
     parser.add_argument("--tune-seconds", type=float, default=DEFAULT_TUNE_SECONDS,
                         help=f"search budget per library in seconds (default {DEFAULT_TUNE_SECONDS:g}; 0: none)")
+    parser.add_argument("--tune", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+                        help="which libraries --trials tunes (default both; a 10-minute budget each)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="threads for every engine (TVM and onnxruntime)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"result JSON (default {OUT})")
@@ -140,10 +144,11 @@ def main() -> None:
     spec = tvm_target_dict(target) | {"num-cores": args.threads}
     load_before = os.getloadavg()[0]
     results = [bench_model(m, *MODELS[m], spec, target.isa, args.trials, args.repeats, args.threads,
-                           args.tune_seconds or None) for m in args.models]
+                           args.tune_seconds or None, tuple(args.tune)) for m in args.models]
     stamp = measured_on()
     host = host_cpu() | {"load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
     report = {"host": host, "threads": args.threads, "tvm_target": spec, "trials_per_library": args.trials,
+              "tuned_libraries": args.tune if args.trials else [],
               "tune_seconds_per_library": args.tune_seconds if args.trials else None,
               "models": [{**r, "measured_on": stamp} for r in results],
               "tools": tool_versions("apache-tvm", "onnxruntime")}

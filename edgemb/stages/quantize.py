@@ -39,6 +39,7 @@ from edgemb.quant.options import (
 )
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
 from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, METHODS, TensorStats, choose_range, collect_stats
+from edgemb.quant.refit import REFIT_SAMPLES, refit_layers
 from edgemb.quant.rounding import RoundedLayer, round_layers
 from edgemb.stages.export import export_simplified
 from edgemb.tasks import Task, take, task_for
@@ -107,13 +108,14 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                    eval_spec: str | Data | None = None, activation_type: str = DEFAULT_ACTIVATION_TYPE,
                    max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS, budget: Budget | None = None,
                    weight_rounding: str = DEFAULT_WEIGHT_ROUNDING, isa: Sequence[str] | None = None,
-                   arch: str = "x86_64") -> dict[str, Any]:
+                   arch: str = "x86_64", refit: bool = False) -> dict[str, Any]:
     """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx and quantize.json.
 
     A deploy passes its prepared model and loaded data; names are resolved here otherwise. The budget is
     `max_drop` top-1 points on labelled --eval data, or a full Budget (agreement/SQNR for unlabelled data).
     `isa`/`arch` name the target whose integer kernels run the model (default: this host); the int8 scheme
-    they compute exactly is chosen from them (edgemb/quant/isa.py) and recorded under "isa".
+    they compute exactly is chosen from them (edgemb/quant/isa.py) and recorded under "isa". `refit` refits
+    dense layers to the int8 model's own inputs after GPTQ (edgemb/quant/refit.py).
     """
     if method not in (*METHODS, AUTO_METHOD):
         raise EdgembError(f"--method {method!r} is not one of {', '.join((AUTO_METHOD, *METHODS))}")
@@ -123,6 +125,9 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
         raise EdgembError(f"--granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
     if activation_type not in ACTIVATION_TYPES:
         raise EdgembError(f"--activation-type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}")
+    if refit and (weight_rounding != "gptq" or granularity != "per-channel"):
+        raise EdgembError("--refit refits GPTQ's per-channel weights: use it with --weight-rounding gptq and "
+                          "--granularity per-channel")
     if max_float_layers < 0:
         raise EdgembError(f"--max-float-layers must be >= 0, got {max_float_layers}")
     if budget is None and max_drop is not None:
@@ -150,7 +155,7 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                               "settings": {"method": method, "granularity": granularity, "cle": cle,
                                            "bias_correction": bias_correction, "activation_type": activation_type,
                                            "weight_type": f"int8 symmetric [-{scheme.weight_max}, {scheme.weight_max}]",
-                                           "weight_rounding": weight_rounding,
+                                           "weight_rounding": weight_rounding, "refit": refit,
                                            "budget": budget.to_dict() if budget else None,
                                            "max_float_layers": max_float_layers},
                               "isa": scheme.to_dict(), "calibration": calib_report}
@@ -175,6 +180,9 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                 name: r.output_sqnr_db for name, r in rounded.items()}}
         ranges, report["ranges"] = pick_ranges(graph, stats, names, config, rounded,
                                                calibration.x[:RANGE_CHOICE_SAMPLES])
+        if refit:
+            rounded, refitted = refit_layers(graph, ranges, config, rounded, calibration.x)
+            report["refit"] = {"layers": refitted, "samples": min(len(calibration), REFIT_SAMPLES)}
         config.wide_ranges = {n: choose_range(stats[n], "minmax") for n in names}
         if bias_correction:
             graph, corrected = correct_mean_shifts(graph, ranges, config, calibration.x[:BIAS_CORRECTION_SAMPLES],
