@@ -181,8 +181,8 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
         ranges, report["ranges"] = pick_ranges(graph, stats, names, config, rounded,
                                                calibration.x[:RANGE_CHOICE_SAMPLES])
         if refit:
-            rounded, refitted = refit_layers(graph, ranges, config, rounded, calibration.x)
-            report["refit"] = {"layers": refitted, "samples": min(len(calibration), REFIT_SAMPLES)}
+            rounded, report["refit"] = refit_layers(graph, ranges, config, rounded, calibration.x)
+            report["refit"]["samples"] = min(len(calibration), REFIT_SAMPLES)
         config.wide_ranges = {n: choose_range(stats[n], "minmax") for n in names}
         if bias_correction:
             graph, corrected = correct_mean_shifts(graph, ranges, config, calibration.x[:BIAS_CORRECTION_SAMPLES],
