@@ -131,11 +131,13 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
         out = scratch / f"real-{len(rows)}"
         report = quantize_model(prepared, load_data(calib_spec, prepared.preprocessing), out, **options)
         add("edgemb", label, out / "model.int8.onnx", report["seconds"], calibration=report["calibration"]["n"],
-            ranges=report["ranges"]["method"], bias_correction_applied=report.get("bias_correction", {}).get("applied"))
+            ranges=report["ranges"]["method"], bias_correction_applied=report.get("bias_correction", {}).get("applied"),
+            refit_applied=report.get("refit", {}).get("applied"))
         return out / "model.float.onnx"
 
     float_graph = ours("default (gptq weights, auto ranges)")
     ours("gptq weights, auto ranges, with bias correction", bias_correction=True)
+    ours("gptq weights, auto ranges, refit to int8 inputs (--refit)", refit=True)
     ours("round-to-nearest, mse ranges (previous default)", method="mse", weight_rounding="nearest")
     for tool, label, make in (
             ("onnxruntime quantize_static", "per-channel minmax",
