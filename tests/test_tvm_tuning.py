@@ -1,6 +1,9 @@
 """TVM tuning that pays (#19, deliverable 3): a wall-clock budget, progress lines, records reused across builds.
 
-The fast tests drive the progress/scheduling state with a fake clock, the budget defaults and the database key.
+The fast tests drive the progress/scheduling state with a fake clock, the budget defaults and the database key;
+two run TVM on a tiny model: compiling its untuned library leaves the module tunable, and MetaSchedule's loop
+ends once no task yields a candidate (V2@224's 10-minute tuning measured 0 trials: its module had been scheduled
+in place, and the loop drew empty batches until the budget ran out).
 The slow ones tune a three-convolution model at 32x32 through the TVM backend with a budget of a few seconds and
 a trial count it could never reach: tuning stops by time, keeps what it measured, the library built with those
 records matches onnxruntime, and a second build reuses the records instead of tuning again.
@@ -11,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import tempfile
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +28,7 @@ from torch import nn
 from edgemb.backends.tvm_tuning import (
     ALREADY_TUNED,
     FAILED_MS,
+    REPLAY_FAIL_COUNT,
     STOPPED_BY_TIME,
     STOPPED_BY_TRIALS,
     TuningProgress,
@@ -121,6 +127,112 @@ def test_the_scheduler_gradient_prefers_the_task_that_costs_most_and_skips_broke
     for _ in range(4):
         state.record(1, [1.0])  # task 1 stops improving: its score falls with the batches spent on it
     assert state.gradient(1) < scores[1]
+
+
+def test_a_task_whose_batch_comes_back_empty_is_retired_and_the_progress_line_says_so():
+    """A batch without a candidate (every replay of every slot failed) means the task yields none: V2@224 drew 479
+    such batches in 10 minutes, measured nothing, and its lines said only `0/4000 trials`."""
+    clock, lines = Clock(), []
+    state = TuningProgress(total=4000, weights=[1.0, 2.0], started=clock.now, log=lines.append, every=0.0,
+                           clock=clock)
+    clock.now += 2
+    state.record(0, [])
+    state.record(1, [1.0] * 16)
+    assert state.barren(0) and not state.barren(1)
+    assert (state.trials, state.failed, state.best_ms()) == (16, 0, 2.0)
+    assert lines[-1].startswith("tune: 16/4000 trials (1 tasks yield no candidate), best 2.000 ms (1/2 tasks)")
+    assert state.gradient(0) == -1e9
+    assert 1 <= REPLAY_FAIL_COUNT <= 20  # an empty batch of 16 costs 16 x REPLAY_FAIL_COUNT replays, not 1,600
+
+
+def test_compiling_the_untuned_library_leaves_the_module_tunable(tmp_path):
+    """scripts/tvm_tuning_bench.py compiled the untuned library, then tuned the same module: dlight's default schedules
+    had replaced its functions in place (`tirx.is_scheduled`), MetaSchedule's only design space for them was the
+    root annotations, every replay failed in postprocessing and V2@224 measured 0 trials in 10 minutes.
+    compile_library leaves its module as it was; a module scheduled anyway has no task to tune and says so."""
+    pytest.importorskip("tvm")
+    import tvm
+
+    from edgemb.backends.tvm_backend import compile_library, dominant_tasks, import_onnx, tune
+    from edgemb.backends.tvm_schedules import default_schedule_pass
+    from edgemb.stages.export import export_simplified
+
+    def scheduled(mod) -> list[str]:
+        return [gv.name_hint for gv, f in mod.functions_items()
+                if f.attrs is not None and "tirx.is_scheduled" in f.attrs]
+
+    host = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
+    torch.manual_seed(0)
+    export_simplified(ThreeConvs().eval(), RESOLUTION, tmp_path / "model.onnx")
+    mod, _ = import_onnx(tmp_path / "model.onnx", host)
+    tasks = [task.task_name for task, _ in dominant_tasks(mod, host, share=1.0)]
+    assert len(tasks) >= 3 and not scheduled(mod)
+    compile_library(mod, host, None, tmp_path / "untuned.so")
+    assert not scheduled(mod)  # before the fix: every convolution, scheduled in place
+    assert [task.task_name for task, _ in dominant_tasks(mod, host, share=1.0)] == tasks
+    with tvm.target.Target(host) as target:
+        compiled = default_schedule_pass(target)(mod.clone())
+    assert scheduled(compiled) and not dominant_tasks(compiled, host, share=1.0)
+    lines = []
+    summary = tune(compiled, host, tmp_path / "database", 64, seconds=5.0, log=lines.append)
+    assert (summary.trials, summary.tasks, summary.stopped_by) == (0, 0, "no task to tune")
+    assert "already have a schedule" in lines[0] and "no tuning" in lines[-1]
+
+
+def test_the_search_ends_when_no_task_yields_a_candidate(tmp_path, monkeypatch):
+    """MetaSchedule's own loop with the deadline scheduler, on tasks every replay of which fails in postprocessing
+    (V2@224's scheduled functions, RewriteParallelVectorizeUnroll): one empty batch per task, then the search ends,
+    instead of drawing empty batches until the budget is spent."""
+    pytest.importorskip("tvm")
+    import time
+
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgemb.backends.tvm_backend import import_onnx
+    from edgemb.backends.tvm_schedules import default_schedule_pass
+    from edgemb.backends.tvm_tuning import deadline_scheduler, progress_callbacks
+    from edgemb.stages.export import export_simplified
+
+    @derived_object
+    class NoBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            assert not build_inputs, "a candidate came out of a task that cannot yield one"
+            return []
+
+    @derived_object
+    class NoRunner(ms.runner.PyRunner):
+        def run(self, runner_inputs):
+            return []
+
+    host = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
+    torch.manual_seed(0)
+    export_simplified(ThreeConvs().eval(), RESOLUTION, tmp_path / "model.onnx")
+    mod, _ = import_onnx(tmp_path / "model.onnx", host)
+    with tvm.target.Target(host) as target:
+        mod = default_schedule_pass(target)(mod)
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, tvm.target.Target(host)) if "conv2d" in t.task_name]
+    # the rule and postprocessor of the target's defaults that make (and then reject) their only design space
+    space = ms.space_generator.PostOrderApply(
+        sch_rules=[ms.schedule_rule.ParallelizeVectorizeUnroll(
+            max_jobs_per_core=16, max_vectorize_extent=64, unroll_max_steps=[0, 16, 64, 512], unroll_explicit=True)],
+        postprocs=[ms.postproc.RewriteParallelVectorizeUnroll()], mutator_probs={})
+    # TuneContext imports TVM's tensor intrinsics (20-40 s of TVMScript parsing on 2 cores), which these rules do
+    # not use
+    monkeypatch.setitem(sys.modules, "tvm.s_tir.tensor_intrin", types.ModuleType("tvm.s_tir.tensor_intrin"))
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        tasks, str(tmp_path / "work"), space=space, strategy=ms.search_strategy.ReplayTrace(REPLAY_FAIL_COUNT),
+        num_threads=1)
+    state = TuningProgress(total=4000, weights=[float(w) for w in weights], started=time.monotonic(), budget=60.0)
+    started = time.monotonic()
+    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(tmp_path / "work"), max_trials_global=4000,
+                  num_trials_per_iter=16, cost_model="random", builder=NoBuilder(), runner=NoRunner(),
+                  database=ms.database.MemoryDatabase(), measure_callbacks=progress_callbacks(state),
+                  task_scheduler=deadline_scheduler(state))
+    assert len(tasks) >= 3 and state.empty == [1] * len(tasks) and state.trials == 0
+    assert state.nothing_left and not state.stopped_by_time
+    assert time.monotonic() - started < 30
 
 
 def test_budget_defaults_to_ten_minutes_when_tuning_and_zero_means_none():

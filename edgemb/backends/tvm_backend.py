@@ -30,6 +30,8 @@ from edgemb.backends.tvm_lowering import float_nhwc, lower_qdq
 from edgemb.backends.tvm_schedules import default_schedule_pass
 from edgemb.backends.tvm_tuning import (
     ALREADY_TUNED,
+    NO_CANDIDATES,
+    REPLAY_FAIL_COUNT,
     STOPPED_BY_TIME,
     TuningProgress,
     TuningSummary,
@@ -131,12 +133,14 @@ def dominant_tasks(mod, spec: dict[str, Any], share: float = DOMINANT_SHARE) -> 
     """The tuning tasks worth trials: sorted by FLOPs x call count, the fewest that cover `share` of the total.
 
     The int8 lowering's dot-product and depthwise kernels are left out: their schedules are written for the
-    target's instruction (edgemb/backends/tvm_dot.py), which MetaSchedule's generic rules would not use."""
+    target's instruction (edgemb/backends/tvm_dot.py), which MetaSchedule's generic rules would not use. So are
+    functions that already have a schedule (already_scheduled)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    tasks = [t for t in ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec)) if not hand_scheduled(t)]
+    tasks = [t for t in ms.relax_integration.extract_tasks(mod, tvm.target.Target(spec))
+             if not hand_scheduled(t) and not already_scheduled(t)]
     scored = sorted(((t, estimate_tir_flops(t.dispatched[0]) * t.weight) for t in tasks), key=lambda p: -p[1])
     total = sum(score for _, score in scored) or 1.0
     kept, covered = [], 0.0
@@ -155,6 +159,24 @@ def hand_scheduled(task) -> bool:
         if any(key in attrs for key in (ATTR_INTRIN, ATTR_DEPTHWISE)):
             return True
     return False
+
+
+def already_scheduled(task) -> bool:
+    """A task whose function already has a schedule (`tirx.is_scheduled`, as the default schedules leave it).
+
+    MetaSchedule cannot tune it: its design space is the root block's parallel/vectorize/unroll annotations on loops
+    that are already parallel and vectorized, every replay fails in postprocessing, and each batch comes back
+    empty (V2@224: 0 trials in 10 minutes, 479 empty batches, when the module had been compiled before tuning)."""
+    return any(bool(getattr(func, "attrs", None) and func.attrs.get("tirx.is_scheduled"))
+               for func in task.dispatched[0].functions.values())
+
+
+def scheduled_functions(mod) -> list[str]:
+    """The module's TIR functions that already have a schedule (none in a module from import_onnx)."""
+    from tvm import tirx
+
+    return sorted(gv.name_hint for gv, func in mod.functions_items()
+                  if isinstance(func, tirx.PrimFunc) and func.attrs is not None and func.attrs.get("tirx.is_scheduled"))
 
 
 @contextlib.contextmanager
@@ -193,6 +215,10 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     quiet.setLevel(logging.INFO if show_progress() else logging.WARNING)
     kept = dominant_tasks(mod, spec, share)
     summary = TuningSummary(trials, seconds, tasks=len(kept))
+    scheduled = scheduled_functions(mod)
+    if scheduled:  # dlight's default schedules ran on this module: MetaSchedule cannot tune those functions
+        log(f"{label}: {len(scheduled)} functions already have a schedule (tirx.is_scheduled), MetaSchedule "
+            f"cannot tune them: tune the module import_onnx returns")
     database.mkdir(parents=True, exist_ok=True)
     db = ms.database.JSONDatabase(work_dir=str(database))
     mods = [task.dispatched[0] for task, _ in kept]
@@ -208,7 +234,8 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
         log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database}; "
             f"tuning {todo} more trials")
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(  # new candidates on a rerun
-        [task for task, _ in kept], str(database), strategy="replay-trace", seed=summary.records_reused)
+        [task for task, _ in kept], str(database), strategy=ms.search_strategy.ReplayTrace(REPLAY_FAIL_COUNT),
+        seed=summary.records_reused)
     if rpc is None:
         runner = ms.runner.LocalRunner(timeout_sec=60)
     else:
@@ -229,14 +256,17 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
                       task_scheduler=deadline_scheduler(state))
     summary.trials, summary.failed_trials = state.trials, state.failed
     summary.setup_seconds = round(state.started - started, 1)
-    summary.stopped_by = STOPPED_BY_TIME if state.stopped_by_time else summary.stopped_by
+    summary.stopped_by = (STOPPED_BY_TIME if state.stopped_by_time else NO_CANDIDATES if state.nothing_left
+                          else summary.stopped_by)
+    summary.barren_tasks = sum(1 for e in state.empty if e)
     summary.best_ms = None if state.best_ms() is None else round(state.best_ms(), 4)
     summary.task_records = task_records(db, mods)
     summary.seconds = round(time.monotonic() - started, 1)
     best = "-" if summary.best_ms is None else f"{summary.best_ms:.3f} ms"
+    barren = f"; {summary.barren_tasks} tasks yielded no candidate" if summary.barren_tasks else ""
     log(f"{label}: {summary.trials} trials in {duration(summary.seconds - summary.setup_seconds)} (stopped by "
         f"{summary.stopped_by}; setup {duration(summary.setup_seconds)}), best {best}; {summary.task_records} "
-        f"records of {len(kept)} tasks in {database}")
+        f"records of {len(kept)} tasks in {database}{barren}")
     return summary
 
 
@@ -274,9 +304,14 @@ def tuning_device(spec: dict[str, Any]):
 
 
 def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path) -> None:
-    """Apply the tuning database when there is one, compile, and export the shared library (cross for ARM)."""
+    """Apply the tuning database when there is one, compile, and export the shared library (cross for ARM).
+
+    `mod` itself is left as it was: dlight's ApplyDefaultSchedule replaces the functions of the module it is given
+    in place (IRModule.__setitem__), and a module scheduled that way can no longer be tuned (already_scheduled)."""
     import tvm
     from tvm import relax
+
+    mod = mod.clone()  # a new IRModule over the same functions: the pass replaces entries of this one
 
     with tvm.target.Target(spec) as target:
         if database is not None:

@@ -10,6 +10,11 @@ counts trials and each task's best latency and prints the progress lines: trials
 latency summed over the tuned tasks weighted by their call counts (MetaSchedule's "Total latency"), elapsed
 time and ETA.
 The overshoot past the budget is at most one batch (build plus measurement) per task.
+A batch that comes back without a single candidate (ReplayTrace tried each of its slots `REPLAY_FAIL_COUNT` times
+and every replay or postprocessor failed) retires its task: such a task never yields one, and MetaSchedule would
+otherwise keep drawing empty batches from it until the trials or the budget run out, measuring nothing. Keeping
+`REPLAY_FAIL_COUNT` low bounds what one such batch costs (its default, 100, made an empty batch of 16 cost 1,600
+replays).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 
 FAILED_MS = 1e9  # MetaSchedule's latency for a candidate that did not build or run
 STOPPED_BY_TRIALS, STOPPED_BY_TIME, ALREADY_TUNED = "trials", "time budget", "database already had the trials"
+NO_CANDIDATES = "no task yields candidates"
+REPLAY_FAIL_COUNT = 10  # replays per candidate slot before ReplayTrace leaves it empty (TVM's default: 100)
 GRADIENT_ALPHA, GRADIENT_WINDOW = 0.2, 3  # ms.task_scheduler.GradientBased's defaults
 
 
@@ -40,6 +47,7 @@ class TuningSummary:
     seconds: float = 0.0  # the whole run: setup_seconds, then the search the budget limits
     setup_seconds: float = 0.0
     stopped_by: str = STOPPED_BY_TRIALS
+    barren_tasks: int = 0  # tasks retired because a batch of theirs came back without a candidate
     best_ms: float | None = None  # best latency summed over the tuned tasks (weighted), measured in this run
     task_records: int = 0  # trials of these tasks in the database after this run
 
@@ -70,14 +78,17 @@ class TuningProgress:
     failed: int = 0
     best: list[float] = field(default_factory=list)  # per task, FAILED_MS until one candidate ran
     history: list[list[float]] = field(default_factory=list)  # per task: its best after each of its batches
+    empty: list[int] = field(default_factory=list)  # per task: batches that came back without a candidate
     last_line: float = -math.inf
     stopped_by_time: bool = False
+    nothing_left: bool = False  # the search ended because every task left had been retired without a candidate
     begun: bool = False
     lines: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.best = [FAILED_MS] * len(self.weights)
         self.history = [[] for _ in self.weights]
+        self.empty = [0] * len(self.weights)
 
     def start(self) -> None:
         """The search begins (the scheduler's first decision, MetaSchedule's task setup behind it): so does the
@@ -90,7 +101,10 @@ class TuningProgress:
             self.deadline = self.started + self.budget
 
     def record(self, task_id: int, latencies_ms: Sequence[float]) -> None:
-        """One measured batch of a task (FAILED_MS for a candidate that did not build or run)."""
+        """One measured batch of a task (FAILED_MS for a candidate that did not build or run; none at all when no
+        candidate survived replay and postprocessing)."""
+        if not latencies_ms:
+            self.empty[task_id] += 1
         self.trials += len(latencies_ms)
         self.failed += sum(1 for ms in latencies_ms if ms >= FAILED_MS)
         self.best[task_id] = min([self.best[task_id], *latencies_ms])
@@ -122,6 +136,8 @@ class TuningProgress:
         text = f"{self.label}: {self.trials}/{self.total} trials"
         if self.failed:
             text += f" ({self.failed} failed)"
+        if any(self.empty):
+            text += f" ({sum(1 for e in self.empty if e)} tasks yield no candidate)"
         text += f", best {best:.3f} ms ({measured}/{len(self.best)} tasks)" if best is not None else ", best -"
         text += f", {duration(now - self.started)} elapsed"
         left, bound = self.eta(now)
@@ -134,6 +150,10 @@ class TuningProgress:
         if self.log is not None:
             with contextlib.suppress(OSError, ValueError):
                 self.log(text)
+
+    def barren(self, task_id: int) -> bool:
+        """A batch of this task came back without a candidate: it will not yield one (see the module's doc)."""
+        return self.empty[task_id] > 0
 
     def time_up(self) -> bool:
         """The budget is spent."""
@@ -195,8 +215,11 @@ def _classes() -> tuple[type, type]:
                         outer.join_running_task(i)
             for i in range(n):
                 outer.touch_task(i)  # joins a task whose batch has finished
+                if self.state.barren(i) and not tasks[i].is_terminated and tasks[i].runner_futures is None:
+                    outer.terminate_task(i)  # it would only draw empty batches until the budget is spent
             alive = [i for i in range(n) if not tasks[i].is_terminated]
             if not alive:
+                self.state.nothing_left = any(self.state.empty)
                 return -1
             scores = [self.state.gradient(i) for i in alive]
             if max(scores) == min(scores):  # no information: the task with the fewest batches
