@@ -70,3 +70,12 @@ def test_quantize_refits_dense_layers_and_reports_them(tmp_path):
         assert report["eval"]["sqnr_db"] != plain["eval"]["sqnr_db"]
     else:  # rejected: exactly the plain model
         assert report["eval"]["sqnr_db"] == plain["eval"]["sqnr_db"]
+
+
+def test_quantizing_leaves_autograd_on_for_whatever_runs_next(tmp_path):
+    """Calibration once switched autograd off globally, and a training run later in the same process failed."""
+    from edgemb.stages.quantize import quantize_model
+
+    assert torch.is_grad_enabled()
+    quantize_model("v1_0.25", "fashion-mnist:train:96", tmp_path / "q", weights="ref", refit=True)
+    assert torch.is_grad_enabled()

@@ -108,6 +108,7 @@ def refittable(graph: Graph, x: np.ndarray) -> list[tuple[str, onnx.NodeProto]]:
     return chosen
 
 
+@torch.no_grad()  # scoped: a global switch would leak into training in the same process
 def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
                  rounded: dict[str, RoundedLayer], x: np.ndarray) -> tuple[dict[str, RoundedLayer], dict]:
     """`rounded` with the refittable layers refitted in order (or unchanged if that lowers the logits' SQNR on
@@ -121,7 +122,6 @@ def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: Q
     current = dict(rounded)
     float_inputs = sorted({node.input[0] for _, node in todo})
     float_session = session(graph.model, float_inputs)
-    torch.set_grad_enabled(False)
     for name, node in progress(todo, desc="refit to int8 inputs", unit="layer"):
         model = build_qdq(graph, ranges, config, current)
         quantized_input = next(n.input[0] for n in model.graph.node

@@ -76,6 +76,7 @@ def _patches(node: onnx.NodeProto, x: np.ndarray, weight_shape: tuple[int, ...])
     return cols[0].reshape(groups, d, -1).transpose(1, 2)
 
 
+@torch.no_grad()  # scoped: a global switch would leak into training in the same process
 def collect_input_stats(graph: Graph, nodes: Sequence[tuple[str, onnx.NodeProto]],
                         x: np.ndarray) -> dict[str, InputStats]:
     """im2col moments of every listed layer's input over the calibration samples (float graph)."""
@@ -84,7 +85,6 @@ def collect_input_stats(graph: Graph, nodes: Sequence[tuple[str, onnx.NodeProto]
     input_name = sess.get_inputs()[0].name
     stats = {name: InputStats() for name, _ in nodes}
     shapes = {name: tuple(graph.array(node.input[1]).shape) for name, node in nodes}
-    torch.set_grad_enabled(False)
     for sample in progress(x, desc="calibrate (layer inputs)", unit="img"):
         values = dict(zip(tensors, sess.run(tensors, {input_name: sample[None]}), strict=True))
         for name, node in nodes:
