@@ -182,7 +182,11 @@ def tvm_table(t: dict) -> str:
     tuned = (f"up to {t['trials_per_library']} MetaSchedule trials{budget} for {which}, untuned rows "
              "for the rest" if t["trials_per_library"] else "default schedules, no tuning")
     threads = t.get("threads", 1)
-    lines = [f"TVM (`make tvm-bench`, {tuned}; p50 ms, {threads} thread{'s' if threads > 1 else ''}):", "",
+    done = [b["tuning"] for m in t["models"] for b in m["builds"].values() if b.get("tuning")]
+    ran = "".join(f"; {d['trials']} trials run in {d['seconds'] - d['setup_seconds']:.0f} s, "
+                  f"stopped by {d['stopped_by']}" for d in done)
+    command = "make tvm-tune-bench" if t.get("tuned_libraries") else "make tvm-bench"
+    lines = [f"TVM (`{command}`, {tuned}{ran}; p50 ms, {threads} thread{'s' if threads > 1 else ''}):", "",
              "| model | weights | onnxruntime fp32 | onnxruntime int8 | TVM fp32 | TVM int8 | TVM fp32 / ort fp32 | "
              "TVM int8 / ort int8 | TVM int8 / TVM fp32 |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in t["models"]:

@@ -29,7 +29,8 @@ README = ROOT / "README.md"
 # Where each results file keeps its rows (dotted paths; a missing optional section has no rows).
 ROWS = {"bench.json": ("models",), "compile.json": ("rows",), "deploy.json": ("reports",), "estimate.json": ("rows",),
         "ethos_u.json": ("rows",), "quantization.json": ("rows", "imagenet.rows"), "tasks.json": ("reports",),
-        "tvm_tuning.json": ("models",), "tvm_tuning_all_threads.json": ("models",)}
+        "tvm_tuning.json": ("models",), "tvm_tuning_all_threads.json": ("models",),
+        "tvm_tuning_tuned.json": ("models",)}
 # Tables measured before rows recorded their commit: re-measure them (`make results`) and drop them from here.
 STALE = {"bench.json", "deploy.json", "tasks.json"}
 COMMIT = re.compile(r"^[0-9a-f]{7,40}(\+dirty)?$")
