@@ -233,9 +233,10 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     if summary.records_reused:
         log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database}; "
             f"tuning {todo} more trials")
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(  # new candidates on a rerun
-        [task for task, _ in kept], str(database), strategy=ms.search_strategy.ReplayTrace(REPLAY_FAIL_COUNT),
-        seed=summary.records_reused)
+    with named_handlers_only(quiet):  # sets up MetaSchedule's logging
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(  # new candidates on a rerun
+            [task for task, _ in kept], str(database), strategy=ms.search_strategy.ReplayTrace(REPLAY_FAIL_COUNT),
+            seed=summary.records_reused)
     if rpc is None:
         runner = ms.runner.LocalRunner(timeout_sec=60)
     else:
@@ -249,7 +250,7 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     state = TuningProgress(total=todo, weights=[float(w) for w in weights], started=time.monotonic(),
                            budget=seconds, log=log, label=label,
                            every=(0.0 if show_progress() else PROGRESS_SECONDS) if every is None else every)
-    with native_output_captured():
+    with native_output_captured(), named_handlers_only(quiet):
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=todo,
                       num_trials_per_iter=min(16, todo), cost_model="random", builder=builder, runner=runner,
                       database=db, measure_callbacks=progress_callbacks(state),
@@ -268,6 +269,21 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
         f"{summary.stopped_by}; setup {duration(summary.setup_seconds)}), best {best}; {summary.task_records} "
         f"records of {len(kept)} tasks in {database}{barren}")
     return summary
+
+
+@contextlib.contextmanager
+def named_handlers_only(logger: logging.Logger):
+    """MetaSchedule rebuilds its logging config from the names of its logger's handlers and fails on an unnamed
+    one (`'NoneType' object has no attribute 'format'`): one that pytest's log capture, or an application,
+    left there made the next tuning run in the process fail. Unnamed handlers sit out the tuning run."""
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            logger.addHandler(handler)
 
 
 def tune_budget(trials: int, seconds: float | None) -> float | None:
