@@ -61,7 +61,7 @@ def test_quantize_refits_dense_layers_and_reports_them(tmp_path):
     report = quantize_model("v1_0.25", calib, tmp_path / "refit", weights="ref", eval_spec="fashion-mnist:test:100",
                             refit=True)
     refit = report["refit"]
-    assert report["settings"]["refit"] is True and refit["check_samples"] == 32
+    assert report["settings"]["refit"] is True and refit["samples"] == 64 and refit["check_samples"] == 32
     assert refit["refitted"] and all(n.startswith("features.") for n in refit["refitted"])
     assert not any(n.startswith("classifier") for n in refit["refitted"])  # dense Gemm: too few rows
     scores = refit["check_sqnr_db"]

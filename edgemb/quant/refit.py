@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 
-from edgemb.onnx_graph import Graph, session
+from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
 from edgemb.quant.qdq import QuantConfig, build_qdq, layers
 from edgemb.quant.rounding import (
@@ -94,12 +94,18 @@ def refit_layer(w: np.ndarray, node: onnx.NodeProto, moments: CrossMoments, qmax
                         round(10 * np.log10(max(signal, 1e-30) / max(noise, 1e-30)), 2))
 
 
-def refittable(graph: Graph, x: np.ndarray) -> list[tuple[str, onnx.NodeProto]]:
-    """Dense convolutions with enough input rows (over `x`) per input dimension to be refitted safely."""
-    candidates = [(name, node) for name, node in layers(graph)
-                  if node.op_type == "Conv" and _attrs(node).get("group", 1) == 1]
+def dense_convolutions(graph: Graph) -> list[tuple[str, onnx.NodeProto]]:
+    """The layers a refit may touch: convolutions that are not grouped (depthwise)."""
+    return [(name, node) for name, node in layers(graph)
+            if node.op_type == "Conv" and _attrs(node).get("group", 1) == 1]
+
+
+def refittable(graph: Graph, x: np.ndarray, float_session) -> list[tuple[str, onnx.NodeProto]]:
+    """Dense convolutions with enough input rows (over `x`) per input dimension to be refitted safely;
+    `float_session` outputs every dense convolution's input."""
+    candidates = dense_convolutions(graph)
     tensors = sorted({node.input[0] for _, node in candidates})
-    values = dict(zip(tensors, session(graph.model, tensors).run(tensors, {graph.input_name: x[:1]}), strict=True))
+    values = dict(zip(tensors, float_session.run(tensors, {graph.input_name: x[:1]}), strict=True))
     chosen = []
     for name, node in candidates:
         patches = _patches(node, values[node.input[0]], tuple(graph.array(node.input[1]).shape))
@@ -118,10 +124,9 @@ def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: Q
     if not config.per_channel:
         raise ValueError("--refit needs per-channel weights")
     check, x = x[REFIT_SAMPLES:REFIT_SAMPLES + CHECK_SAMPLES], x[:REFIT_SAMPLES]
-    todo = [(name, node) for name, node in refittable(graph, x) if name not in config.keep_float]
+    float_session = session(graph.model, sorted({node.input[0] for _, node in dense_convolutions(graph)}))
+    todo = [(name, node) for name, node in refittable(graph, x, float_session) if name not in config.keep_float]
     current = dict(rounded)
-    float_inputs = sorted({node.input[0] for _, node in todo})
-    float_session = session(graph.model, float_inputs)
     for name, node in progress(todo, desc="refit to int8 inputs", unit="layer"):
         model = build_qdq(graph, ranges, config, current)
         quantized_input = next(n.input[0] for n in model.graph.node
@@ -134,9 +139,9 @@ def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: Q
             q = quant_session.run([quantized_input], {graph.input_name: sample[None]})[0]
             moments.add(_patches(node, q, shape), _patches(node, f, shape))
         current[name] = refit_layer(graph.array(node.input[1]), node, moments, config.weight_max)
-    gate = {"refitted": [name for name, _ in todo], "check_samples": len(check)}
+    gate = {"refitted": [name for name, _ in todo], "samples": len(x), "check_samples": len(check)}
     if len(check):  # the whole refit is kept only if it raises the logits' SQNR on samples it was not fitted on
-        reference = _first_output(session(graph.model), check)
+        reference = run_batched(session(graph.model), check, desc="refit check (float)")[0]
         scores = {key: round(_check_sqnr(build_qdq(graph, ranges, config, r), check, reference), 3)
                   for key, r in (("without", rounded), ("with", current))}
         gate.update(check_sqnr_db=scores, applied=scores["with"] > scores["without"])
@@ -150,10 +155,4 @@ def _check_sqnr(model: onnx.ModelProto, x: np.ndarray, reference: np.ndarray) ->
     from edgemb.metrics import sqnr_db
     from edgemb.quant.correction import qdq_session
 
-    return sqnr_db(reference, _first_output(qdq_session(model), x))
-
-
-def _first_output(sess, x: np.ndarray) -> np.ndarray:
-    """The model's first output (a classifier's logits) over batch-1 samples."""
-    name = sess.get_inputs()[0].name
-    return np.concatenate([sess.run(None, {name: sample[None]})[0] for sample in x])
+    return sqnr_db(reference, run_batched(qdq_session(model), x, desc="refit check")[0])

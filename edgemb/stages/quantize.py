@@ -39,7 +39,7 @@ from edgemb.quant.options import (
 )
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
 from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, METHODS, TensorStats, choose_range, collect_stats
-from edgemb.quant.refit import REFIT_SAMPLES, refit_layers
+from edgemb.quant.refit import refit_layers
 from edgemb.quant.rounding import RoundedLayer, round_layers
 from edgemb.stages.export import export_simplified
 from edgemb.tasks import Task, take, task_for
@@ -182,7 +182,6 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                                                calibration.x[:RANGE_CHOICE_SAMPLES])
         if refit:
             rounded, report["refit"] = refit_layers(graph, ranges, config, rounded, calibration.x)
-            report["refit"]["samples"] = min(len(calibration), REFIT_SAMPLES)
         config.wide_ranges = {n: choose_range(stats[n], "minmax") for n in names}
         if bias_correction:
             graph, corrected = correct_mean_shifts(graph, ranges, config, calibration.x[:BIAS_CORRECTION_SAMPLES],
