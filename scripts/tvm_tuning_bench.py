@@ -81,9 +81,9 @@ def build(onnx_path: Path, precision: str, name: str, spec: dict, isa: tuple[str
     if trials > 0:
         summary = tune(mod, spec, database, trials, seconds=seconds, label=f"tune {name} {precision}")
         entry["tuning_seconds"], entry["tuning"] = summary.seconds, summary.as_dict()
-    if database_records(database):
+    if database_records(database):  # each task from its best record: tuned, or its default schedule when faster
         entry["tuned"] = folder / f"{precision}.tuned.so"
-        compile_library(mod, spec, database, entry["tuned"])
+        entry["functions_from_database"] = len(compile_library(mod, spec, database, entry["tuned"]))
     entry["records_after"] = database_records(database)
     return entry
 

@@ -4,6 +4,11 @@ The fast tests drive the progress/scheduling state with a fake clock, the budget
 two run TVM on a tiny model: compiling its untuned library leaves the module tunable, and MetaSchedule's loop
 ends once no task yields a candidate (V2@224's 10-minute tuning measured 0 trials: its module had been scheduled
 in place, and the loop drew empty batches until the budget ran out).
+Tuned V2@224 (1,280 trials, 7.45 ms against 3.52 ms summed over its tasks' best trials) lost its gains in the
+library: the classifier's matrix product (1.4 ms, 0.4% of the MACs: never a tuning task) had no default schedule,
+and 4 of the 25 tuned tasks compiled from a tuned record slower than their default schedule. Tests: the matrix
+product's default schedule, each tuned task's default schedule recorded beside its trials (measured once, not a
+trial, within the budget) and the faster of the two compiled.
 The slow ones tune a three-convolution model at 32x32 through the TVM backend with a budget of a few seconds and
 a trial count it could never reach: tuning stops by time, keeps what it measured, the library built with those
 records matches onnxruntime, and a second build reuses the records instead of tuning again.
@@ -28,6 +33,7 @@ from torch import nn
 from edgemb.backends.tvm_tuning import (
     ALREADY_TUNED,
     FAILED_MS,
+    FAILED_SECONDS,
     REPLAY_FAIL_COUNT,
     STOPPED_BY_TIME,
     STOPPED_BY_TRIALS,
@@ -295,11 +301,182 @@ def test_database_key_has_the_target_and_the_isa(monkeypatch, tmp_path):
     assert avx2.parent == tmp_path / "tvm-tuning"
 
 
+def host_spec() -> dict:
+    """This host's TVM target, one core."""
+    import tvm
+
+    return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num-cores": 1}
+
+
+class Classifier(nn.Module):
+    """A convolution, global pooling and a linear layer: ONNX Gemm, whose weight TVM stores as [K, N]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 3, 2, 1)
+        self.fc = nn.Linear(64, 100)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.conv(x), 1), 1))
+
+
+def test_the_classifier_matmul_has_a_default_schedule_and_stays_exact(tmp_path):
+    """V2@224's classifier (1280 x 1000, weight [K, N]) ran as scalar loops, in the untuned library and the tuned one
+    (dlight's CPU GEMV schedules only the [N, K] form; its reduction rule makes scalar loops, one output each, that
+    read the weight a column at a time; too few FLOPs to be a tuning task): 1.4 ms of the tuned 7.5 ms."""
+    pytest.importorskip("tvm")
+    import tvm
+    from tvm import relax
+
+    from edgemb.backends.tvm_backend import compile_library, import_onnx
+    from edgemb.backends.tvm_schedules import _column_tile, default_schedule_pass
+    from edgemb.onnx_graph import session
+    from edgemb.stages.export import export_simplified
+
+    assert _column_tile(1000, 16) == 200 and _column_tile(64, 16) == 64 and _column_tile(7, 16) == 7
+    host = host_spec()
+    torch.manual_seed(0)
+    export_simplified(Classifier().eval(), RESOLUTION, tmp_path / "model.onnx")
+    mod, _ = import_onnx(tmp_path / "model.onnx", host)
+    with tvm.target.Target(host) as target:
+        scheduled = default_schedule_pass(target)(mod.clone())
+    matmuls = [gv for gv in scheduled.get_global_vars() if "matmul" in gv.name_hint]
+    assert matmuls
+    for gv in matmuls:
+        assert scheduled[gv].attrs.get("tirx.is_scheduled"), gv.name_hint
+        script = scheduled[gv].script()
+        assert "T.parallel" in script and "T.vectorized" in script  # before: dlight's scalar reduction loops
+    compile_library(mod, host, None, tmp_path / "model.so")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "model.so")), tvm.cpu())
+    x = np.random.default_rng(1).standard_normal((1, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
+    want = session(tmp_path / "model.onnx").run(None, {"input": x})[0]
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def three_conv_tasks(folder: Path):
+    """(ThreeConvs' Relax module, its tuning tasks, their modules, their default schedules) for this host."""
+    import tvm
+
+    from edgemb.backends.tvm_backend import dominant_tasks, import_onnx
+    from edgemb.backends.tvm_schedules import default_schedule
+    from edgemb.backends.tvm_tuning import default_schedule_of
+    from edgemb.stages.export import export_simplified
+
+    torch.manual_seed(0)
+    export_simplified(ThreeConvs().eval(), RESOLUTION, folder / "model.onnx")
+    mod, _ = import_onnx(folder / "model.onnx", host_spec())
+    tasks = [task for task, _ in dominant_tasks(mod, host_spec(), share=1.0)]
+    mods = [task.dispatched[0] for task in tasks]
+    target = tvm.target.Target(host_spec())
+    return mod, tasks, mods, [default_schedule_of(m, target, default_schedule) for m in mods]
+
+
+def test_compile_applies_the_faster_of_each_tasks_default_schedule_and_tuned_record(tmp_path):
+    """MetaScheduleApplyDatabase compiles a task from its best record: in V2@224's tuned library 9 of 25 tasks ran
+    slower than with their default schedule (the stem 302 us against 135). Each task's default schedule is a record
+    beside the trials, measured once and not counted as a trial, so the best record is the faster of the two; a
+    default that failed never wins."""
+    pytest.importorskip("tvm")
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgemb.backends.tvm_backend import compile_library, scheduled_module
+    from edgemb.backends.tvm_tuning import choices, default_records, task_records
+    from edgemb.onnx_graph import session
+
+    mod, tasks, mods, defaults = three_conv_tasks(tmp_path)
+    assert len(tasks) == 3 and all(defaults)
+    target = tvm.target.Target(host_spec())
+    (tmp_path / "db").mkdir()
+    db = ms.database.JSONDatabase(work_dir=str(tmp_path / "db"))
+    # each task's "tuned" record: a trace that leaves its loops naive (no parallel loop), at made-up speeds
+    tuned_seconds, default_seconds = [1e-6, 1.0, 1.0], [[1e-4], [1e-4], [FAILED_SECONDS]]
+    for m, secs in zip(mods, tuned_seconds, strict=True):
+        sch = Schedule(m)
+        sch.get_child_blocks(sch.get_sblock("root"))  # an empty trace is no record the database applies
+        db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(m), [secs], target,
+                                                         ms.arg_info.ArgInfo.from_entry_func(m)))
+    measured = []
+
+    def measure(schedules):
+        measured.append(len(schedules))
+        return default_seconds[:len(schedules)]
+
+    assert default_records(db, mods, defaults, target, measure) == 3
+    assert default_records(db, mods, defaults, target, measure) == 0 and measured == [3]  # once per database
+    assert task_records(db, mods, defaults) == 3  # the default schedules are no trials
+    chosen = choices(db, mods, defaults)
+    assert chosen.on_default == [False, True, False]
+    assert chosen.default_ms[:2] == [pytest.approx(0.1), pytest.approx(0.1)]
+    assert chosen.chosen_ms == [pytest.approx(1e-3), pytest.approx(0.1), pytest.approx(1e3)]
+    scheduled, from_database = scheduled_module(mod, host_spec(), tmp_path / "db")
+    assert sorted(from_database) == sorted(task.task_name for task in tasks)  # every task found in the database
+    for task, on_default in zip(tasks, chosen.on_default, strict=True):
+        script = scheduled[task.task_name].script()
+        assert ("T.parallel" in script) == on_default, task.task_name  # before: every task from its naive record
+    compile_library(mod, host_spec(), tmp_path / "db", tmp_path / "model.so")
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(tmp_path / "model.so")), tvm.cpu())
+    x = np.random.default_rng(2).standard_normal((1, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
+    want = session(tmp_path / "model.onnx").run(None, {"input": x})[0]
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_default_schedules_are_measured_by_the_tuning_builder_and_runner(tmp_path):
+    """The default schedules' run times come from MetaSchedule's own LocalBuilder and LocalRunner (the ones the
+    candidates are measured with), so the two are compared like for like."""
+    pytest.importorskip("tvm")
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgemb.backends.tvm_backend import _build_without_tensor_intrinsics
+    from edgemb.backends.tvm_tuning import measure_schedules
+
+    _, _, _, defaults = three_conv_tasks(tmp_path)
+    builder = ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics, timeout_sec=120)
+    runner = ms.runner.LocalRunner(timeout_sec=60)
+    seconds = measure_schedules([d.schedule for d in defaults], tvm.target.Target(host_spec()), builder, runner)
+    assert len(seconds) == 3
+    assert all(0 < s < 0.1 for run in seconds for s in run), seconds  # every one built and ran
+
+
+def test_the_default_schedules_are_measured_within_the_budget(tmp_path, monkeypatch):
+    """Measuring the default schedules is search work: a budget they use up leaves no time for trials, the run says
+    so, and the database holds the default schedules, which the library then applies."""
+    pytest.importorskip("tvm")
+    import time
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgemb.backends import tvm_backend
+
+    def measure(schedules, *_args):
+        time.sleep(0.5)
+        return [[1e-4] for _ in schedules]
+
+    def no_search(**_kwargs):
+        raise AssertionError("the budget was spent on the default schedules: no search")
+
+    monkeypatch.setattr(tvm_backend, "measure_schedules", measure)
+    monkeypatch.setattr(ms, "tune_tasks", no_search)
+    mod, tasks, _, _ = three_conv_tasks(tmp_path)
+    lines = []
+    summary = tvm_backend.tune(mod, host_spec(), tmp_path / "db", 64, seconds=0.3, log=lines.append, share=1.0)
+    assert (summary.trials, summary.stopped_by, summary.default_records) == (0, STOPPED_BY_TIME, 3)
+    assert summary.default_seconds >= 0.5 and summary.records_reused == summary.task_records == 0
+    assert summary.tasks_on_default == 3 and summary.chosen_ms == summary.default_ms == pytest.approx(0.3)
+    assert any("measured the default schedules of 3 tasks" in line for line in lines), lines
+    assert "compiled: 0.300 ms (default schedules 0.300 ms, kept for 3 of 3 tasks)" in lines[-1]
+    _, from_database = tvm_backend.scheduled_module(mod, host_spec(), tmp_path / "db")
+    assert sorted(from_database) == sorted(task.task_name for task in tasks)
+
+
 # --- real tuning, a tiny model -------------------------------------------------------------------------------
 
 RESOLUTION = 32
-BUDGET_SECONDS = 5.0
-TRIALS = 1000  # far more than 5 s of search can measure: the budget must end it
+BUDGET_SECONDS = 20.0  # the three default schedules (a few seconds on a loaded 2-core host), then the search
+TRIALS = 1000  # far more than 20 s of search can measure: the budget must end it
 
 
 class ThreeConvs(nn.Module):
@@ -343,7 +520,7 @@ def tvm_build(folder: Path, onnx_path: Path, trials: int, seconds: float | None,
 
 @pytest.fixture(scope="module")
 def tuned():
-    """A first build with a 5 s budget and 1000 trials, then a second build asking for what the first measured."""
+    """A first build with a 20 s budget and 1000 trials, then a second build asking for what the first measured."""
     pytest.importorskip("tvm")
     from edgemb.stages.export import export_simplified
 
@@ -375,11 +552,16 @@ def test_a_time_budget_stops_tuning_and_the_library_keeps_its_records_and_matche
     assert (tuning["trials_requested"], tuning["seconds_budget"]) == (TRIALS, BUDGET_SECONDS)
     assert 0 < tuning["trials"] < TRIALS
     assert tuning["records_reused"] == 0
-    # a clean stop: every measured trial is in the database, and the search ran over its budget by no more
-    # than the batches already under way (one per task)
-    assert tuning["task_records"] == tuning["trials"] == tuned.records_after_first == tuning["records"]
+    # a clean stop: every measured trial is in the database beside each task's default schedule, and the search ran
+    # over its budget by no more than the batches already under way (one per task)
+    assert tuning["default_records"] == tuning["tasks"] == 3
+    assert tuning["task_records"] == tuning["trials"] == tuned.records_after_first - 3
+    assert tuning["records"] == tuned.records_after_first
     assert tuning["seconds"] - tuning["setup_seconds"] < BUDGET_SECONDS + 120
     assert tuning["best_ms"] > 0
+    # the library: every task from the database, each the faster of its default schedule and best trial
+    assert tuning["functions_from_database"] == 3
+    assert 0 < tuning["chosen_ms"] <= tuning["default_ms"] and 0 <= tuning["tasks_on_default"] <= 3
     x = np.random.default_rng(0).standard_normal((2, 3, RESOLUTION, RESOLUTION)).astype(np.float32)
     ort = session(tuned.root / "model.onnx")
     want = np.concatenate([ort.run(None, {"input": sample[None]})[0] for sample in x])  # exported for batch 1
@@ -395,6 +577,9 @@ def test_a_second_build_reuses_the_records_and_does_not_tune(tuned):
     assert second["records_reused"] == second["task_records"] == first["trials"]
     assert second["database"] == first["database"]
     assert tuned.records_after_second == tuned.records_after_first  # nothing measured again
+    assert second["default_records"] == 0 and second["chosen_ms"] == first["chosen_ms"]
+    assert "measured the default schedules of 3 tasks" in tuned.first_log
+    assert "measured the default schedules" not in tuned.second_log
     assert f"reused {first['trials']} records" in tuned.second_log
     assert "trials," not in tuned.second_log  # no progress line: no tuning
     assert second["records"] == tuned.records_after_first  # and the library applies them

@@ -4,7 +4,8 @@ fp32 builds the float graph. int8 takes the quantize stage's QDQ model (options[
 onnxruntime int8 runs; without it the build is an EdgembError, never a fallback) and lowers it to integer kernels
 (edgemb/backends/tvm_lowering.py): TVM 0.27 alone would import it as fake-quant. Tuning spends its trials on the
 tasks that dominate (FLOPs x calls), within a wall-clock budget (edgemb/backends/tvm_tuning.py), and keeps them in a
-database per model, target and ISA that later builds reuse instead of tuning again.
+database per model, target and ISA that later builds reuse instead of tuning again. Each tuned task's default schedule
+is measured into the same database, so the library compiles whichever of the two ran faster.
 ARM libraries are cross-compiled with Debian's aarch64 g++ and run only on the board (real or emulated).
 """
 
@@ -27,7 +28,7 @@ import numpy as np
 from edgemb.backends.base import NEEDS_DEVICE, Artifact, BuildInputs, importable, quantize_stage_model
 from edgemb.backends.tvm_dot import ATTR_DEPTHWISE, ATTR_INTRIN, DotKernel, choose_kernel, spec_kernel
 from edgemb.backends.tvm_lowering import float_nhwc, lower_qdq
-from edgemb.backends.tvm_schedules import default_schedule_pass
+from edgemb.backends.tvm_schedules import default_schedule, default_schedule_pass
 from edgemb.backends.tvm_tuning import (
     ALREADY_TUNED,
     NO_CANDIDATES,
@@ -35,10 +36,15 @@ from edgemb.backends.tvm_tuning import (
     STOPPED_BY_TIME,
     TuningProgress,
     TuningSummary,
+    choices,
     deadline_scheduler,
+    default_records,
+    default_schedule_of,
     duration,
+    measure_schedules,
     progress_callbacks,
     task_records,
+    weighted_sum,
 )
 from edgemb.cache import cache_dir
 from edgemb.device.runner import board_arch
@@ -204,10 +210,13 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     `seconds` is a wall-clock budget for the search (None: none; the setup before it, mostly TVM's one-time
     imports, is reported apart): when it is spent, tuning stops after the batches being measured (at most one
     per task) and every record so far stays. `log` gets a progress line every `every` seconds (default: each
-    batch on a terminal, every PROGRESS_SECONDS in a log; stderr when no log is given)."""
+    batch on a terminal, every PROGRESS_SECONDS in a log; stderr when no log is given).
+    Each tuned task's default schedule is measured the same way, once per database and within the budget, and
+    recorded beside the trials (not as one): the library compiles the faster of it and the best tuned record."""
     if log is None:
         with stderr_lines() as write:
             return tune(mod, spec, database, trials, rpc, share, seconds, write, label, every)
+    import tvm
     from tvm.s_tir import meta_schedule as ms
 
     started = time.monotonic()
@@ -219,24 +228,19 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     if scheduled:  # dlight's default schedules ran on this module: MetaSchedule cannot tune those functions
         log(f"{label}: {len(scheduled)} functions already have a schedule (tirx.is_scheduled), MetaSchedule "
             f"cannot tune them: tune the module import_onnx returns")
+    if not kept:
+        summary.stopped_by = "no task to tune"
+        summary.seconds = round(time.monotonic() - started, 1)
+        log(f"{label}: no task left for MetaSchedule: no tuning")
+        return summary
     database.mkdir(parents=True, exist_ok=True)
     db = ms.database.JSONDatabase(work_dir=str(database))
+    target = tvm.target.Target(spec)
     mods = [task.dispatched[0] for task, _ in kept]
-    summary.records_reused = summary.task_records = task_records(db, mods)
+    task_weights = [float(task.weight) for task, _ in kept]
+    defaults = [default_schedule_of(m, target, default_schedule) for m in mods]
+    summary.records_reused = summary.task_records = task_records(db, mods, defaults)
     todo = trials - summary.records_reused
-    if not kept or todo <= 0:
-        summary.stopped_by = ALREADY_TUNED if kept else "no task to tune"
-        summary.seconds = round(time.monotonic() - started, 1)
-        log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database} "
-            f"(>= {trials} trials): no tuning" if kept else f"{label}: no task left for MetaSchedule: no tuning")
-        return summary
-    if summary.records_reused:
-        log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database}; "
-            f"tuning {todo} more trials")
-    with named_handlers_only(quiet):  # sets up MetaSchedule's logging
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(  # new candidates on a rerun
-            [task for task, _ in kept], str(database), strategy=ms.search_strategy.ReplayTrace(REPLAY_FAIL_COUNT),
-            seed=summary.records_reused)
     if rpc is None:
         runner = ms.runner.LocalRunner(timeout_sec=60)
     else:
@@ -246,29 +250,82 @@ def tune(mod, spec: dict[str, Any], database: Path, trials: int, rpc: Any = None
     cross = target_arch(spec) != host_arch()
     builder = ms.builder.LocalBuilder(f_build=_build_without_tensor_intrinsics,
                                       f_export=_export_aarch64 if cross else None, timeout_sec=BUILD_TIMEOUT_SECONDS)
-    # the budget is the search's: setup (TVM's imports, worker pools, MetaSchedule's design spaces) is not in it
-    state = TuningProgress(total=todo, weights=[float(w) for w in weights], started=time.monotonic(),
-                           budget=seconds, log=log, label=label,
-                           every=(0.0 if show_progress() else PROGRESS_SECONDS) if every is None else every)
-    with native_output_captured(), named_handlers_only(quiet):
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=todo,
-                      num_trials_per_iter=min(16, todo), cost_model="random", builder=builder, runner=runner,
-                      database=db, measure_callbacks=progress_callbacks(state),
-                      task_scheduler=deadline_scheduler(state))
+    # each task's default schedule, measured like the candidates, is a record too: compile takes the faster one.
+    # Measured once per database, within the budget (it is search work), before the tuning loop.
+    measuring = time.monotonic()
+    with native_output_captured():
+        summary.default_records = default_records(
+            db, mods, defaults, target, lambda schedules: measure_schedules(schedules, target, builder, runner))
+    summary.default_seconds = round(time.monotonic() - measuring, 1)
+    if summary.default_records:
+        log(f"{label}: measured the default schedules of {summary.default_records} tasks in "
+            f"{duration(summary.default_seconds)}")
+    if todo <= 0:
+        summary.stopped_by = ALREADY_TUNED
+        log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database} "
+            f"(>= {trials} trials): no tuning")
+        return _finish(summary, db, mods, defaults, task_weights, started, database, label, log)
+    if summary.records_reused:
+        log(f"{label}: reused {summary.records_reused} records of {len(kept)} tasks from {database}; "
+            f"tuning {todo} more trials")
+    # the budget is the search's: setup (TVM's imports, worker pools, MetaSchedule's design spaces) is not in it,
+    # the default schedules' measurement is
+    budget = None if seconds is None else seconds - summary.default_seconds
+    every = (0.0 if show_progress() else PROGRESS_SECONDS) if every is None else every
+    state = TuningProgress(total=todo, weights=task_weights, started=time.monotonic(), budget=budget, log=log,
+                           label=label, every=every)
+    if budget is not None and budget <= 0:  # the default schedules took it all
+        state.start()
+        state.stopped_by_time = True
+    else:
+        with named_handlers_only(quiet):  # sets up MetaSchedule's logging
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(  # new candidates on a rerun
+                [task for task, _ in kept], str(database),
+                strategy=ms.search_strategy.ReplayTrace(REPLAY_FAIL_COUNT), seed=summary.records_reused)
+        state.weights = [float(w) for w in weights]
+        with native_output_captured(), named_handlers_only(quiet):
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(database), max_trials_global=todo,
+                          num_trials_per_iter=min(16, todo), cost_model="random", builder=builder, runner=runner,
+                          database=db, measure_callbacks=progress_callbacks(state),
+                          task_scheduler=deadline_scheduler(state))
     summary.trials, summary.failed_trials = state.trials, state.failed
-    summary.setup_seconds = round(state.started - started, 1)
+    summary.setup_seconds = round(state.started - started - summary.default_seconds, 1)
     summary.stopped_by = (STOPPED_BY_TIME if state.stopped_by_time else NO_CANDIDATES if state.nothing_left
                           else summary.stopped_by)
     summary.barren_tasks = sum(1 for e in state.empty if e)
     summary.best_ms = None if state.best_ms() is None else round(state.best_ms(), 4)
-    summary.task_records = task_records(db, mods)
+    return _finish(summary, db, mods, defaults, task_weights, started, database, label, log)
+
+
+def _finish(summary: TuningSummary, db, mods, defaults, weights: list[float], started: float, database: Path,
+            label: str, log: Callable[[str], None]) -> TuningSummary:
+    """The summary's database fields (trials held, what compile will apply) and the last line of a tuning run."""
+    summary.task_records = task_records(db, mods, defaults)
+    chosen = choices(db, mods, defaults)
+    summary.default_ms = _rounded(weighted_sum(chosen.default_ms, weights))
+    summary.chosen_ms = _rounded(weighted_sum(chosen.chosen_ms, weights))
+    summary.tasks_on_default = sum(chosen.on_default)
     summary.seconds = round(time.monotonic() - started, 1)
-    best = "-" if summary.best_ms is None else f"{summary.best_ms:.3f} ms"
-    barren = f"; {summary.barren_tasks} tasks yielded no candidate" if summary.barren_tasks else ""
-    log(f"{label}: {summary.trials} trials in {duration(summary.seconds - summary.setup_seconds)} (stopped by "
-        f"{summary.stopped_by}; setup {duration(summary.setup_seconds)}), best {best}; {summary.task_records} "
-        f"records of {len(kept)} tasks in {database}{barren}")
+    if summary.stopped_by == ALREADY_TUNED:
+        line = f"{label}: {summary.task_records} records of {len(mods)} tasks in {database}"
+    else:
+        best = "-" if summary.best_ms is None else f"{summary.best_ms:.3f} ms"
+        barren = f"; {summary.barren_tasks} tasks yielded no candidate" if summary.barren_tasks else ""
+        searched = summary.seconds - summary.setup_seconds  # the budget's: default schedules, then the search
+        line = (f"{label}: {summary.trials} trials in {duration(searched)} (stopped by {summary.stopped_by}; setup "
+                f"{duration(summary.setup_seconds)}), best {best}; {summary.task_records} records of {len(mods)} "
+                f"tasks in {database}{barren}")
+    if summary.chosen_ms is not None:
+        default = "-" if summary.default_ms is None else f"{summary.default_ms:.3f} ms"
+        line += (f"; compiled: {summary.chosen_ms:.3f} ms (default schedules {default}, kept for "
+                 f"{summary.tasks_on_default} of {len(mods)} tasks)")
+    log(line)
     return summary
+
+
+def _rounded(value: float | None) -> float | None:
+    """4 decimals, None kept."""
+    return None if value is None else round(value, 4)
 
 
 @contextlib.contextmanager
@@ -319,8 +376,10 @@ def tuning_device(spec: dict[str, Any]):
     return device
 
 
-def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path) -> None:
-    """Apply the tuning database when there is one, compile, and export the shared library (cross for ARM).
+def scheduled_module(mod, spec: dict[str, Any], database: Path | None) -> tuple[Any, list[str]]:
+    """(A copy of `mod` with every function scheduled, the functions the database scheduled): the database's best
+    record for each task it holds (tuned, or the default schedule measured beside the trials when that was faster:
+    tvm_tuning.default_records), the default schedules for the rest.
 
     `mod` itself is left as it was: dlight's ApplyDefaultSchedule replaces the functions of the module it is given
     in place (IRModule.__setitem__), and a module scheduled that way can no longer be tuned (already_scheduled)."""
@@ -328,17 +387,27 @@ def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path)
     from tvm import relax
 
     mod = mod.clone()  # a new IRModule over the same functions: the pass replaces entries of this one
-
+    before = set(scheduled_functions(mod))
     with tvm.target.Target(spec) as target:
         if database is not None:
             mod = relax.transform.MetaScheduleApplyDatabase(str(database))(mod)
+        from_database = [name for name in scheduled_functions(mod) if name not in before]
         mod = default_schedule_pass(target)(mod)  # what the database does not cover: not naive loops
+    return mod, from_database
+
+
+def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path) -> list[str]:
+    """Schedule (scheduled_module: the tuning database when there is one), compile, and export the shared library
+    (cross for ARM); returns the functions the database scheduled. `mod` is left as it was."""
+    import tvm
+
+    mod, from_database = scheduled_module(mod, spec, database)
     with native_output_captured():
         executable = tvm.compile(mod, target=tvm.target.Target(spec))
     arch = target_arch(spec)
     if arch == host_arch():
         executable.export_library(str(out))
-        return
+        return from_database
     if arch not in CROSS_COMPILERS:
         raise EdgembError(f"edgemb cannot cross-compile TVM libraries for {arch} yet")
     compiler, package = CROSS_COMPILERS[arch]
@@ -348,6 +417,7 @@ def compile_library(mod, spec: dict[str, Any], database: Path | None, out: Path)
     from tvm.support import cc
 
     executable.export_library(str(out), fcompile=cc.cross_compiler(compiler))
+    return from_database
 
 
 def target_arch(spec: dict[str, Any]) -> str:
@@ -415,7 +485,8 @@ class TvmBackend:
                                  f"rpc://TRACKER:PORT/KEY (see README, ARM boards)")
         tuning["records"] = database_records(database)
         path = out_dir / ("model.tvm.so" if precision == "fp32" else f"model.{precision}.tvm.so")
-        compile_library(mod, spec, database if tuning["records"] else None, path)
+        tuning["functions_from_database"] = len(compile_library(mod, spec, database if tuning["records"] else None,
+                                                                path))
         extra: dict[str, Any] = {"arch": arch, "tvm_target": spec, "tuning": tuning}
         if lowering is not None:
             extra["integer_lowering"] = lowering.as_dict()

@@ -15,6 +15,14 @@ and every replay or postprocessor failed) retires its task: such a task never yi
 otherwise keep drawing empty batches from it until the trials or the budget run out, measuring nothing. Keeping
 `REPLAY_FAIL_COUNT` low bounds what one such batch costs (its default, 100, made an empty batch of 16 cost 1,600
 replays).
+
+A tuned record is not always faster than the default schedule (edgemb/backends/tvm_schedules.py): ReplayTrace draws
+random points of MetaSchedule's design space, and MetaScheduleApplyDatabase compiles a task from its best record
+whatever the default would have done (V2@224 after 1,280 trials: in the library, 9 of its 25 tuned tasks ran slower than
+with their default schedule, up to 2.4x; the stem 302 us against 135). So each tuned task's default schedule goes into
+the database as a record of its own, built and measured by the same builder and runner as the candidates
+(`default_records`): the database's best record, the one compiled, is then the faster of the two. Such a record is
+recognised by its trace (the default rules replayed); it is not a trial and never counts as one.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from functools import cache
 from typing import Any
 
 FAILED_MS = 1e9  # MetaSchedule's latency for a candidate that did not build or run
+FAILED_SECONDS = 1e10  # MetaSchedule's stub run time (kMaxMeanTime): a record with only that is never applied
 STOPPED_BY_TRIALS, STOPPED_BY_TIME, ALREADY_TUNED = "trials", "time budget", "database already had the trials"
 NO_CANDIDATES = "no task yields candidates"
 REPLAY_FAIL_COUNT = 10  # replays per candidate slot before ReplayTrace leaves it empty (TVM's default: 100)
@@ -44,12 +53,17 @@ class TuningSummary:
     records_reused: int = 0  # trials of these tasks already in the database before this run
     trials: int = 0  # trials measured by this run
     failed_trials: int = 0  # of which did not build or run
-    seconds: float = 0.0  # the whole run: setup_seconds, then the search the budget limits
+    seconds: float = 0.0  # the whole run: setup_seconds, then what the budget limits (default_seconds, the search)
     setup_seconds: float = 0.0
     stopped_by: str = STOPPED_BY_TRIALS
     barren_tasks: int = 0  # tasks retired because a batch of theirs came back without a candidate
     best_ms: float | None = None  # best latency summed over the tuned tasks (weighted), measured in this run
     task_records: int = 0  # trials of these tasks in the database after this run
+    default_records: int = 0  # default schedules measured by this run (each tuned task's is measured once)
+    default_seconds: float = 0.0  # spent measuring them (part of the budget)
+    default_ms: float | None = None  # the tuned tasks' default schedules (weighted sum; None: none measured)
+    chosen_ms: float | None = None  # the same tasks with the record compile applies: the faster of default and tuned
+    tasks_on_default: int = 0  # tasks whose default schedule beats every tuned record: compile keeps it
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
@@ -256,10 +270,132 @@ def progress_callbacks(state: TuningProgress) -> list[Any]:
     return [*ms.measure_callback.MeasureCallback.create("default"), _classes()[1](state)]
 
 
-def task_records(database: Any, mods: Sequence[Any]) -> int:
-    """Trials (failed ones included) a MetaSchedule database holds for these task modules."""
-    workloads = [database.commit_workload(mod) for mod in mods if database.has_workload(mod)]
-    if not workloads:
+def records_by_task(database: Any, mods: Sequence[Any]) -> list[list[Any]]:
+    """Each task module's records in a MetaSchedule database (trials and default schedules)."""
+    workloads = [database.commit_workload(mod) if database.has_workload(mod) else None for mod in mods]
+    found: list[list[Any]] = [[] for _ in mods]
+    if not any(w is not None for w in workloads):
+        return found
+    for record in database.get_all_tuning_records():
+        for i, workload in enumerate(workloads):
+            if workload is not None and record.workload.same_as(workload):
+                found[i].append(record)
+                break
+    return found
+
+
+def task_records(database: Any, mods: Sequence[Any], defaults: Sequence[DefaultSchedule | None] = ()) -> int:
+    """Trials (failed ones included) a MetaSchedule database holds for these task modules: the default schedules'
+    records (`defaults`) are not trials."""
+    texts = {d.text for d in defaults if d is not None}
+    return sum(1 for records in records_by_task(database, mods) for r in records if str(r.trace) not in texts)
+
+
+def mean_seconds(record: Any) -> float:
+    """A record's mean run time in seconds (FAILED_SECONDS when it has none)."""
+    secs = [float(s) for s in record.run_secs or []]
+    return sum(secs) / len(secs) if secs else FAILED_SECONDS
+
+
+def usable(record: Any) -> bool:
+    """A record the database would apply (TuningRecord::IsValid): a trace with instructions and a run time other
+    than the failure stub."""
+    return len(record.trace.insts) > 0 and any(float(s) != FAILED_SECONDS for s in record.run_secs or [])
+
+
+@dataclass
+class DefaultSchedule:
+    """A task's default schedule as a database record would replay it."""
+
+    schedule: Any  # traced tvm.s_tir.Schedule over the task's module
+    text: str  # str(trace): how its record is recognised in the database
+
+
+def default_schedule_of(mod: Any, target: Any, schedule_of: Callable[[Any, Any], Any]) -> DefaultSchedule | None:
+    """The task module's default schedule (`schedule_of(func, target)`, edgemb's rules), or None when no rule applies
+    (an empty trace is no record the database would apply) or its trace does not replay to the same function: a
+    record must compile to exactly what the default schedule pass would have made."""
+    import tvm_ffi
+    from tvm.s_tir import Schedule
+
+    with target:
+        sch = schedule_of(mod["main"], target)
+    if sch is None or not sch.trace.insts:
+        return None
+    replayed = Schedule(mod)
+    try:
+        sch.trace.apply_to_schedule(replayed, remove_postproc=False)
+    except Exception:  # a rule step the trace cannot replay: no record, the tuned ones decide alone
+        return None
+    if not tvm_ffi.structural_equal(replayed.mod["main"], sch.mod["main"]):
+        return None
+    return DefaultSchedule(sch, str(sch.trace))
+
+
+def measure_schedules(schedules: Sequence[Any], target: Any, builder: Any, runner: Any) -> list[list[float]]:
+    """Run seconds of each schedule, built and run the way MetaSchedule measures its candidates (the same builder,
+    runner and evaluator settings); [FAILED_SECONDS] for one that did not build or run."""
+    from tvm.s_tir import meta_schedule as ms
+
+    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in schedules])
+    ok = [i for i, b in enumerate(built) if b.error_msg is None]
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name  # the runner's device name, not the target's
+    futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, device,
+                                                ms.arg_info.ArgInfo.from_entry_func(schedules[i].mod))
+                          for i in ok])
+    secs: list[list[float]] = [[FAILED_SECONDS] for _ in schedules]
+    for i, future in zip(ok, futures, strict=True):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            secs[i] = [float(s) for s in result.run_secs]
+        ms.utils.remove_build_dir(built[i].artifact_path)
+    return secs
+
+
+def default_records(database: Any, mods: Sequence[Any], defaults: Sequence[DefaultSchedule | None], target: Any,
+                    measure: Callable[[Sequence[Any]], list[list[float]]]) -> int:
+    """Measure (`measure`, measure_schedules) and commit the default schedule of every task module whose database
+    has no record of it yet; returns how many were measured."""
+    from tvm.s_tir import meta_schedule as ms
+
+    todo = [i for i, (d, records) in enumerate(zip(defaults, records_by_task(database, mods), strict=True))
+            if d is not None and not any(str(r.trace) == d.text for r in records)]
+    if not todo:
         return 0
-    return sum(1 for record in database.get_all_tuning_records()
-               if any(record.workload.same_as(w) for w in workloads))
+    for i, secs in zip(todo, measure([defaults[i].schedule for i in todo]), strict=True):
+        database.commit_tuning_record(ms.database.TuningRecord(
+            defaults[i].schedule.trace, database.commit_workload(mods[i]), secs, target,
+            ms.arg_info.ArgInfo.from_entry_func(mods[i])))
+    return len(todo)
+
+
+@dataclass
+class Choice:
+    """What compile will apply to each task, from the database: the faster of its default and tuned records."""
+
+    default_ms: list[float | None]  # per task; None: no default record
+    chosen_ms: list[float | None]  # per task: its best record; None: no valid record
+    on_default: list[bool]  # per task: the best record is the default schedule
+
+
+def weighted_sum(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
+    """The tasks' latencies times their call counts, summed (None when a task has none)."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(v * w for v, w in zip(values, weights, strict=True))
+
+
+def choices(database: Any, mods: Sequence[Any], defaults: Sequence[DefaultSchedule | None]) -> Choice:
+    """Per task: its default record's latency, its best record's latency (the one MetaScheduleApplyDatabase
+    compiles: the lowest mean run time of the usable ones) and whether that is the default schedule."""
+    default_ms: list[float | None] = []
+    chosen_ms: list[float | None] = []
+    on_default: list[bool] = []
+    for d, records in zip(defaults, records_by_task(database, mods), strict=True):
+        records = [r for r in records if usable(r)]
+        own = [r for r in records if d is not None and str(r.trace) == d.text]
+        default_ms.append(min(mean_seconds(r) for r in own) * 1e3 if own else None)
+        best = min(records, key=mean_seconds, default=None)
+        chosen_ms.append(None if best is None else mean_seconds(best) * 1e3)
+        on_default.append(best is not None and d is not None and str(best.trace) == d.text)
+    return Choice(default_ms, chosen_ms, on_default)
