@@ -20,10 +20,12 @@ from edgemb.limits import out_of_range
 from edgemb.quant.options import (
     ACTIVATION_TYPES,
     AUTO_METHOD,
+    DEFAULT_ACT_EQUALIZATION,
     DEFAULT_ACTIVATION_TYPE,
     DEFAULT_GRANULARITY,
     DEFAULT_MAX_FLOAT_LAYERS,
     DEFAULT_METHOD,
+    DEFAULT_REFIT,
     DEFAULT_WEIGHT_ROUNDING,
     GRANULARITIES,
     METHODS,
@@ -273,9 +275,16 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
                              "kernels take)")
     parser.add_argument("--cle", action="store_true", help="cross-layer equalization before quantizing")
     parser.add_argument("--bias-correction", action="store_true", help="empirical bias correction")
-    parser.add_argument("--refit", action="store_true",
+    parser.add_argument("--refit", action=argparse.BooleanOptionalAction, default=DEFAULT_REFIT,
                         help="after GPTQ, refit dense layers in order to the int8 model's own inputs (least squares "
-                             "to the float outputs; slower, see edgemb/quant/refit.py)")
+                             "to the float outputs, kept only if it raises held-out calibration SQNR; see "
+                             f"edgemb/quant/refit.py; default {'on' if DEFAULT_REFIT else 'off'})")
+    parser.add_argument("--act-equalization", action=argparse.BooleanOptionalAction,
+                        default=DEFAULT_ACT_EQUALIZATION,
+                        help="scale quiet activation channels up into their tensor's 8-bit range, the producing and "
+                             "consuming convolutions compensating (kept only if it raises held-out calibration "
+                             "SQNR; see edgemb/quant/act_equalization.py; default "
+                             f"{'on' if DEFAULT_ACT_EQUALIZATION else 'off'})")
     _budget_arguments(parser, defaults=False)
     parser.add_argument("--eval", metavar="SPEC", help="data to measure parity on: labelled (a top-1 drop, e.g. "
                                                        "fashion-mnist:test) or unlabelled (agreement, e.g. "
@@ -295,7 +304,8 @@ def drive_quantize(args: argparse.Namespace) -> int:
     report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, args.method,
                             args.granularity, args.cle, args.bias_correction, None, args.eval,
                             args.activation_type, args.max_float_layers, budget=_budget(args),
-                            weight_rounding=args.weight_rounding, refit=args.refit)
+                            weight_rounding=args.weight_rounding, refit=args.refit,
+                            act_equalization=args.act_equalization)
     print(f"{report['model']}: {report['settings']['method']} {report['settings']['granularity']} int8, "
           f"calibrated on {report['calibration']['n']} samples in {report['seconds']:.0f}s -> "
           f"{args.out / 'model.int8.onnx'}")

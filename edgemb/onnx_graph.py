@@ -89,6 +89,37 @@ class Graph:
         onnx.save(self.model, str(path))
 
 
+def truncated(model: onnx.ModelProto, outputs: Sequence[str]) -> onnx.ModelProto:
+    """The part of the model that computes `outputs`, which become its only outputs.
+
+    onnxruntime runs every node of a session whatever outputs are asked for, so a pass that needs an early
+    tensor of a large model (the refit's first layers at 224) pays for the whole network without this.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    needed, stack, keep = set(), list(outputs), set()
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        node = producer.get(name)
+        if node is not None and id(node) not in keep:
+            keep.add(id(node))
+            stack.extend(n for n in node.input if n)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model)
+    graph = proto.graph
+    nodes = [node for node in model.graph.node if id(node) in keep]
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    initializers = [t for t in model.graph.initializer if t.name in needed]
+    graph.ClearField("initializer")
+    graph.initializer.extend(initializers)
+    graph.ClearField("output")
+    graph.output.extend(onnx.ValueInfoProto(name=name) for name in outputs)
+    return proto
+
+
 def session(model: onnx.ModelProto | Path, outputs: Sequence[str] = (), threads: int = 0):
     """An onnxruntime CPU session; `outputs` adds intermediate tensors as extra graph outputs."""
     import onnxruntime as ort

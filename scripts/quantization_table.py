@@ -26,6 +26,7 @@ from edgemb.onnx_graph import run_batched, session
 from edgemb.quant.correction import qdq_session
 from edgemb.quant.isa import host_scheme
 from edgemb.quant.peers import nncf_quantize, ort_quantize_static
+from edgemb.stages.export import export_simplified
 from edgemb.stages.quantize import quantize_model
 from edgemb.zoo.inference import predict
 from edgemb.zoo.weights import prepare_model, reference_entries
@@ -39,6 +40,7 @@ IMAGENET = "imagenet"  # pseudo model name selecting the real V2@224 measurement
 REAL_MODEL, REAL_WEIGHTS = "v2_1.0", "imagenet1k_v1"
 REAL_CALIB, REAL_EVAL = "photos:calib:300", "photos:eval"
 CALIB_SIZES = (32, 96, 300, 1000)
+DEFAULT_LABEL = "gptq weights, auto ranges, activation equalization, refit"  # tests/test_results.py checks it
 FIELDS = ("agreement", "agreement_confident", "n_confident", "top5_overlap", "sqnr_db", "est_drop",
           "est_drop_low", "est_drop_high")
 
@@ -68,9 +70,13 @@ def measure(name: str, scratch: Path) -> list[dict]:
                      **{k: result[k] for k in ("float_top1", "quant_top1", "drop", "agreement", "sqnr_db")}})
         print(json.dumps(rows[-1]), flush=True)
 
-    float_graph = ours("per-channel default (gptq weights, auto ranges)")
-    ours("per-channel mse ranges, gptq weights", method="mse")
-    ours("per-channel minmax ranges, gptq weights", method="minmax")
+    # the peers get the exported float graph, never the one edgemb's activation equalization rewrote
+    float_graph = export_simplified(prepared.model, prepared.spec.resolution, scratch / f"{name}-float.onnx")
+    ours(f"per-channel default ({DEFAULT_LABEL})")
+    ours("per-channel, gptq weights, auto ranges, no activation equalization, no refit (previous default)",
+         act_equalization=False, refit=False)
+    ours("per-channel mse ranges, gptq weights, activation equalization, refit", method="mse")
+    ours("per-channel minmax ranges, gptq weights, activation equalization, refit", method="minmax")
     peer("onnxruntime quantize_static", "per-channel minmax",
          lambda: ort_quantize_static(float_graph, calib.x, scratch / f"{name}-ort.onnx"))
     peer("nncf quantize", "default (per-channel)",
@@ -132,13 +138,21 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
         report = quantize_model(prepared, load_data(calib_spec, prepared.preprocessing), out, **options)
         add("edgemb", label, out / "model.int8.onnx", report["seconds"], calibration=report["calibration"]["n"],
             ranges=report["ranges"]["method"], bias_correction_applied=report.get("bias_correction", {}).get("applied"),
-            refit_applied=report.get("refit", {}).get("applied"))
+            refit_applied=report.get("refit", {}).get("applied"),
+            act_equalization_applied=report.get("act_equalization", {}).get("applied"),
+            step_seconds=report.get("step_seconds"))
         return out / "model.float.onnx"
 
-    float_graph = ours("default (gptq weights, auto ranges)")
-    ours("gptq weights, auto ranges, with bias correction", bias_correction=True)
-    ours("gptq weights, auto ranges, refit to int8 inputs (--refit)", refit=True)
-    ours("round-to-nearest, mse ranges (previous default)", method="mse", weight_rounding="nearest")
+    # the peers get the exported float graph, never the one edgemb's activation equalization rewrote
+    float_graph = export_simplified(prepared.model, prepared.spec.resolution, scratch / "real-float.onnx")
+    ours(f"default ({DEFAULT_LABEL})")
+    ours(f"default ({DEFAULT_LABEL}), with bias correction", bias_correction=True)
+    ours("gptq weights, auto ranges, activation equalization, no refit", refit=False)
+    ours("gptq weights, auto ranges, no activation equalization, refit", act_equalization=False)
+    ours("gptq weights, auto ranges, no activation equalization, no refit (previous default)",
+         act_equalization=False, refit=False)
+    ours("round-to-nearest, mse ranges, no activation equalization, no refit (previous default before GPTQ)",
+         method="mse", weight_rounding="nearest", act_equalization=False, refit=False)
     for tool, label, make in (
             ("onnxruntime quantize_static", "per-channel minmax",
              lambda: ort_quantize_static(float_graph, calib.x, scratch / "real-ort.onnx")),
@@ -151,7 +165,7 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
          bias_correction=True)
     for n in calib_sizes:
         if n != int(REAL_CALIB.rsplit(":", 1)[1]):
-            ours(f"default (gptq weights, auto ranges), {n} calibration crops", f"photos:calib:{n}")
+            ours(f"default ({DEFAULT_LABEL}), {n} calibration crops", f"photos:calib:{n}")
     return rows
 
 

@@ -47,7 +47,8 @@ def test_quantize_flags_offer_what_quantize_model_takes_with_its_defaults():
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     flags = {a.dest: a for a in commands.choices["quantize"]._actions}
     takes = inspect.signature(quantize.quantize_model).parameters
-    for name in ("method", "weight_rounding", "granularity", "activation_type", "max_float_layers"):
+    for name in ("method", "weight_rounding", "granularity", "activation_type", "max_float_layers", "refit",
+                 "act_equalization"):
         assert flags[name].default == takes[name].default, name
     assert flags["method"].default == quantize.DEFAULT_METHOD
     assert sorted(flags["method"].choices) == sorted((quantize.AUTO_METHOD, *quantize.METHODS))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from onnx import helper
 
-from edgemb.errors import EdgembError
 from edgemb.quant.refit import CrossMoments, refit_layer
 from edgemb.quant.rounding import InputStats, round_layer
 
@@ -42,24 +40,24 @@ def test_refit_undoes_input_clipping_that_float_rounding_cannot():
     assert after < 0.9 * before, (before, after)  # on samples the fit never saw (measured: 0.53 -> 0.42)
 
 
-def test_refit_rejects_what_it_cannot_refit(tmp_path):
+def test_refit_skips_what_it_cannot_refit_and_says_why(tmp_path):
+    """The refit is on by default; per-tensor or nearest-rounded weights are left alone, and the report says so."""
     from edgemb.stages.quantize import quantize_model
 
-    with pytest.raises(EdgembError, match="--refit"):
-        quantize_model("v1_0.25", "fashion-mnist:train:8", tmp_path / "q", weights="ref", refit=True,
-                       granularity="per-tensor")
-    with pytest.raises(EdgembError, match="--refit"):
-        quantize_model("v1_0.25", "fashion-mnist:train:8", tmp_path / "q", weights="ref", refit=True,
-                       weight_rounding="nearest")
+    for option in ({"granularity": "per-tensor"}, {"weight_rounding": "nearest"}):
+        report = quantize_model("v1_0.25", "fashion-mnist:train:8", tmp_path / str(option), weights="ref",
+                                **option)
+        assert report["settings"]["refit"] is True
+        assert report["refit"]["applied"] is False and "per-channel" in report["refit"]["reason"]
 
 
 def test_quantize_refits_dense_layers_and_reports_them(tmp_path):
     from edgemb.stages.quantize import quantize_model
 
     calib = "fashion-mnist:train:96"  # 64 to fit on, 32 to check the refit on
-    plain = quantize_model("v1_0.25", calib, tmp_path / "plain", weights="ref", eval_spec="fashion-mnist:test:100")
-    report = quantize_model("v1_0.25", calib, tmp_path / "refit", weights="ref", eval_spec="fashion-mnist:test:100",
-                            refit=True)
+    plain = quantize_model("v1_0.25", calib, tmp_path / "plain", weights="ref", eval_spec="fashion-mnist:test:100",
+                           refit=False)
+    report = quantize_model("v1_0.25", calib, tmp_path / "refit", weights="ref", eval_spec="fashion-mnist:test:100")
     refit = report["refit"]
     assert report["settings"]["refit"] is True and refit["samples"] == 64 and refit["check_samples"] == 32
     assert refit["refitted"] and all(n.startswith("features.") for n in refit["refitted"])

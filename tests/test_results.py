@@ -117,6 +117,10 @@ def test_quantization_table_labels_its_default_row_with_the_code_defaults():
             assert rounding in label, f"{label!r}: default weight rounding is {defaults['weight_rounding']}"
         if "bias correction" in label and "no bias correction" not in label:
             assert defaults["bias_correction"], f"{label!r}: bias correction is off by default"
+        for option, words in (("act_equalization", "activation equalization"), ("refit", "refit")):
+            said_on = re.search(rf"(?<!no ){words}", label) is not None
+            state = "on" if defaults[option] else "off"
+            assert said_on == defaults[option], f"{label!r}: {words} is {state} by default"
 
 
 def test_readme_calls_only_the_code_default_the_default():

@@ -17,3 +17,5 @@ DEFAULT_GRANULARITY = "per-channel"
 ACTIVATION_TYPES = ("uint8", "int8")
 DEFAULT_ACTIVATION_TYPE = "uint8"  # what x86 VNNI kernels take
 DEFAULT_MAX_FLOAT_LAYERS = 6  # most layers an accuracy budget may keep in float
+DEFAULT_REFIT = True  # refit dense layers to the int8 model's inputs (edgemb/quant/refit.py), gated
+DEFAULT_ACT_EQUALIZATION = True  # scale quiet activation channels up (edgemb/quant/act_equalization.py), gated

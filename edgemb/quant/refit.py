@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import torch
 
-from edgemb.onnx_graph import Graph, run_batched, session
+from edgemb.onnx_graph import Graph, run_batched, session, truncated
 from edgemb.progress import progress
 from edgemb.quant.qdq import QuantConfig, build_qdq, layers
 from edgemb.quant.rounding import (
@@ -126,18 +126,20 @@ def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: Q
     check, x = x[REFIT_SAMPLES:REFIT_SAMPLES + CHECK_SAMPLES], x[:REFIT_SAMPLES]
     float_session = session(graph.model, sorted({node.input[0] for _, node in dense_convolutions(graph)}))
     todo = [(name, node) for name, node in refittable(graph, x, float_session) if name not in config.keep_float]
+    inputs = sorted({node.input[0] for _, node in todo})
+    float_inputs = (dict(zip(inputs, run_batched(session(truncated(graph.model, inputs)), x, inputs,
+                                                 desc="refit (float inputs)"), strict=True)) if todo else {})
     current = dict(rounded)
     for name, node in progress(todo, desc="refit to int8 inputs", unit="layer"):
         model = build_qdq(graph, ranges, config, current)
         quantized_input = next(n.input[0] for n in model.graph.node
                                if n.op_type == node.op_type and n.input[1] == f"{node.input[1]}_dq")
-        quant_session = qdq_session(model, [quantized_input])
+        quant_session = qdq_session(truncated(model, [quantized_input]))
         shape = tuple(graph.array(node.input[1]).shape)
         moments = CrossMoments()
-        for sample in x:
-            f = float_session.run([node.input[0]], {graph.input_name: sample[None]})[0]
+        for sample, f in zip(x, float_inputs[node.input[0]], strict=True):
             q = quant_session.run([quantized_input], {graph.input_name: sample[None]})[0]
-            moments.add(_patches(node, q, shape), _patches(node, f, shape))
+            moments.add(_patches(node, q, shape), _patches(node, f[None], shape))
         current[name] = refit_layer(graph.array(node.input[1]), node, moments, config.weight_max)
     gate = {"refitted": [name for name, _ in todo], "samples": len(x), "check_samples": len(check)}
     if len(check):  # the whole refit is kept only if it raises the logits' SQNR on samples it was not fitted on
