@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,38 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
     if signal == 0.0:
         return float("-inf")
     return 10.0 * float(np.log10(signal / noise))
+
+
+def outputs_sqnr_db(reference: Sequence[np.ndarray], test: Sequence[np.ndarray]) -> float:
+    """One SQNR in dB over every output of a model, for the quantizer's choices (sensitivity rankings, gates):
+    -10 log10(mean over outputs of noise_k / signal_k), so one output gives exactly `sqnr_db`.
+
+    Each output's error is taken relative to its own signal power, then the relative errors are averaged:
+    - pooling all outputs (sum of signals / sum of noises) would let the output with the largest values (a
+      detector's class logits beside its small box offsets, or a head in other units) drown a broken head;
+    - the worst output alone (what a task's parity reports as `sqnr_db`) is right for a verdict but not for a
+      ranking: a change that helps only the other outputs would count for nothing, and gains would jump
+      whenever the worst output changes;
+    - averaging dB would let one clean output hide a broken one (30 dB and 0 dB average to 15 dB; here they
+      give 3.0 dB) and be infinite as soon as one output is exact.
+    The mean of relative errors is led by the worst output, as it should be, while every output's improvement
+    counts. Equal SQNRs give that SQNR; an exact output adds no error; an output with no signal but some error
+    makes the whole -inf, as `sqnr_db` does.
+    """
+    if len(reference) != len(test) or not len(reference):
+        raise ValueError(f"{len(reference)} reference outputs against {len(test)} test outputs")
+    if len(reference) == 1:
+        return sqnr_db(reference[0], test[0])
+    ratios = []
+    for ref, out in zip(reference, test, strict=True):
+        ref = np.asarray(ref).astype(np.float64)
+        noise = float(np.sum((ref - np.asarray(out).astype(np.float64)) ** 2))
+        signal = float(np.sum(ref**2))
+        ratios.append(0.0 if noise == 0.0 else float("inf") if signal == 0.0 else noise / signal)
+    mean = float(np.mean(ratios))
+    if mean == 0.0:
+        return float("inf")
+    return -10.0 * float(np.log10(mean))
 
 
 def cosine(reference: np.ndarray, test: np.ndarray) -> float:

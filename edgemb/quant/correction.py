@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 
-from edgemb.metrics import sqnr_db
+from edgemb.metrics import outputs_sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
 from edgemb.quant.qdq import QuantConfig, add_to_bias, build_qdq, layer_name, layers
@@ -29,17 +29,18 @@ def _channel_means(values: np.ndarray) -> np.ndarray:
 
 def rank_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
                      x: np.ndarray, rounded: dict | None = None) -> list[dict]:
-    """Layers ranked by how much keeping each one in float raises the logits' SQNR (most sensitive first)."""
-    reference = run_batched(session(graph.model), x, desc="sensitivity (float)")[0]
-    base = sqnr_db(reference, run_batched(session(build_qdq(graph, ranges, config, rounded)), x,
-                                          desc="sensitivity")[0])
+    """Layers ranked by how much keeping each one in float raises the SQNR over every graph output
+    (`outputs_sqnr_db`: a detector's boxes and scores alike), most sensitive first."""
+    reference = run_batched(session(graph.model), x, desc="sensitivity (float)")
+    base = outputs_sqnr_db(reference, run_batched(session(build_qdq(graph, ranges, config, rounded)), x,
+                                                  desc="sensitivity"))
     ranking = []
     for name, _ in progress(layers(graph), desc="sensitivity", unit="layer"):
         if name in config.keep_float:
             continue
         trial = replace(config, keep_float=[*config.keep_float, name])
-        logits = run_batched(session(build_qdq(graph, ranges, trial, rounded)), x, desc=name)[0]
-        gained = sqnr_db(reference, logits) - base
+        outputs = run_batched(session(build_qdq(graph, ranges, trial, rounded)), x, desc=name)
+        gained = outputs_sqnr_db(reference, outputs) - base
         ranking.append({"layer": name, "sqnr_gain_db": round(gained, 3)})
     return sorted(ranking, key=lambda r: -r["sqnr_gain_db"])
 
@@ -54,7 +55,8 @@ def timed_run_all(model: onnx.ModelProto, x: np.ndarray, desc: str) -> tuple[lis
 
 def rank_wide_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
                           x: np.ndarray, rounded: dict | None = None) -> list[dict]:
-    """Activation tensors that raising alone to 16 bits helps, most logits SQNR per estimated millisecond first.
+    """Activation tensors that raising alone to 16 bits helps, most SQNR over every graph output
+    (`outputs_sqnr_db`) per estimated millisecond first.
 
     16 bits cost speed: runtimes have no 16-bit integer convolutions, so the layers writing and reading a raised
     tensor fall back to float with 16-bit Q/DQ around them. The most sensitive tensors of V2@224 are the early,
@@ -62,9 +64,9 @@ def rank_wide_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], 
     is divided by a cost model of the step (`raise_cost_ms`). It is a model, not a timing, so that the same
     calibration data always gives the same rescue; the quantize report measures what the chosen one costs.
     """
-    reference = run_batched(session(graph.model), x, desc="16-bit sensitivity (float)")[0]
-    base = sqnr_db(reference, run_batched(session(build_qdq(graph, ranges, config, rounded)), x,
-                                          desc="16-bit sensitivity")[0])
+    reference = run_batched(session(graph.model), x, desc="16-bit sensitivity (float)")
+    base = outputs_sqnr_db(reference, run_batched(session(build_qdq(graph, ranges, config, rounded)), x,
+                                                  desc="16-bit sensitivity"))
     floated = {id(node) for name, node in layers(graph) if name in config.keep_float}
     sizes = tensor_sizes(graph, list(ranges), x[:1])
     ranking = []
@@ -73,10 +75,10 @@ def rank_wide_sensitivity(graph: Graph, ranges: dict[str, tuple[float, float]], 
         if tensor in config.wide_tensors or not readers:
             continue
         trial = replace(config, wide_tensors=[*config.wide_tensors, tensor])
-        logits = run_batched(session(build_qdq(graph, ranges, trial, rounded)), x, desc=tensor)[0]
+        outputs = run_batched(session(build_qdq(graph, ranges, trial, rounded)), x, desc=tensor)
         ranking.append({"tensor": tensor, "read_by": [layer_name(graph, c) if c.op_type in ("Conv", "Gemm")
                                                       else c.op_type for c in readers],
-                        "sqnr_gain_db": round(sqnr_db(reference, logits) - base, 3),
+                        "sqnr_gain_db": round(outputs_sqnr_db(reference, outputs) - base, 3),
                         "elements": sizes[tensor], "cost_ms_model": round(raise_cost_ms(sizes[tensor]), 3)})
     return sorted(ranking, key=lambda r: -r["sqnr_gain_db"] / r["cost_ms_model"])
 

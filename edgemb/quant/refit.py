@@ -1,4 +1,4 @@
-"""Weights refitted to the int8 model's own inputs, one layer after another (`--refit`, opt-in).
+"""Weights refitted to the int8 model's own inputs, one layer after another (on by default, `--no-refit`).
 
 Why: GPTQ (edgemb/quant/rounding.py) rounds each layer against its *float* inputs. In the int8 model a layer
 reads *quantized* inputs, whose error (activation rounding and clipping above it) it can partly undo. With the
@@ -12,8 +12,9 @@ no longer makes (V2@224: 18.6 dB logits SQNR collapsed to -3.4 dB). Depthwise la
 rows per input dimension are left alone: refitting them hurt (V2@224, every layer in order: 14.6 dB against
 18.5; all dense layers down to 7x7 maps: 18.7). Measured on 160 photos:calib crops outside the calibration
 300 (never the evaluation set), V2@224 imagenet1k_v1, integer kernels: 18.5 -> 19.7 dB with the 13 layers
-this gate admits, for about 50 s of quantize time. Like CLE, the refit is kept only if it raises the logits'
-SQNR on CHECK_SAMPLES calibration samples after the REFIT_SAMPLES it was fitted on.
+this gate admits, for about 50 s of quantize time. Like CLE, the refit is kept only if it raises the SQNR over
+every graph output (edgemb.metrics.outputs_sqnr_db: a classifier's logits, a detector's scores and boxes) on
+CHECK_SAMPLES calibration samples after the REFIT_SAMPLES it was fitted on.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from edgemb.quant.rounding import (
 )
 
 REFIT_SAMPLES = 64
-CHECK_SAMPLES = 32  # calibration samples after the fitted ones: the refit is kept only if their logits gain
+CHECK_SAMPLES = 32  # calibration samples after the fitted ones: the refit is kept only if their outputs gain
 RIDGE = 0.01  # of C_qq's mean diagonal
 MIN_ROWS_PER_INPUT = 200  # im2col rows over all samples per input dimension a layer needs to be refitted
 
@@ -117,8 +118,8 @@ def refittable(graph: Graph, x: np.ndarray, float_session) -> list[tuple[str, on
 @torch.no_grad()  # scoped: a global switch would leak into training in the same process
 def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: QuantConfig,
                  rounded: dict[str, RoundedLayer], x: np.ndarray) -> tuple[dict[str, RoundedLayer], dict]:
-    """`rounded` with the refittable layers refitted in order (or unchanged if that lowers the logits' SQNR on
-    the calibration samples after the fitted ones), and what was done."""
+    """`rounded` with the refittable layers refitted in order (or unchanged if that lowers the SQNR over every
+    graph output on the calibration samples after the fitted ones), and what was done."""
     from edgemb.quant.correction import qdq_session
 
     if not config.per_channel:
@@ -142,8 +143,8 @@ def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: Q
             moments.add(_patches(node, q, shape), _patches(node, f[None], shape))
         current[name] = refit_layer(graph.array(node.input[1]), node, moments, config.weight_max)
     gate = {"refitted": [name for name, _ in todo], "samples": len(x), "check_samples": len(check)}
-    if len(check):  # the whole refit is kept only if it raises the logits' SQNR on samples it was not fitted on
-        reference = run_batched(session(graph.model), check, desc="refit check (float)")[0]
+    if len(check):  # the whole refit is kept only if it raises the SQNR on samples it was not fitted on
+        reference = run_batched(session(graph.model), check, desc="refit check (float)")
         scores = {key: round(_check_sqnr(build_qdq(graph, ranges, config, r), check, reference), 3)
                   for key, r in (("without", rounded), ("with", current))}
         gate.update(check_sqnr_db=scores, applied=scores["with"] > scores["without"])
@@ -152,9 +153,10 @@ def refit_layers(graph: Graph, ranges: dict[str, tuple[float, float]], config: Q
     return current, {**gate, "applied": True}
 
 
-def _check_sqnr(model: onnx.ModelProto, x: np.ndarray, reference: np.ndarray) -> float:
-    """Logits SQNR of the QDQ model (run as float: the quantizer's own fidelity) on the check samples."""
-    from edgemb.metrics import sqnr_db
+def _check_sqnr(model: onnx.ModelProto, x: np.ndarray, reference: list[np.ndarray]) -> float:
+    """SQNR over every output (`outputs_sqnr_db`) of the QDQ model, run as float (the quantizer's own fidelity),
+    on the check samples; `reference` holds the float graph's outputs on them."""
+    from edgemb.metrics import outputs_sqnr_db
     from edgemb.quant.correction import qdq_session
 
-    return sqnr_db(reference, run_batched(qdq_session(model), x, desc="refit check")[0])
+    return outputs_sqnr_db(reference, run_batched(qdq_session(model), x, desc="refit check"))
