@@ -73,10 +73,11 @@ estimate-table:
 	$(PY) scripts/estimate_table.py $(MODELS)
 	$(MAKE) readme
 
-# Detection/segmentation reference models on every backend here, then TFLite Micro for the Cortex-M7 -> results/tasks.json.
+# The README's task tables: `edgemb deploy MODEL --target x86 --out build/tasks` for every shipped detector and
+# segmenter (every backend here), then TFLite Micro on the Cortex-M7 board, each report.json kept with its command,
+# commit, CPU and ISA in results/tasks.json (DEPLOYS="x86:MODEL ..." redoes only those), then the README.
 task-table:
-	$(PY) scripts/task_results.py $(MODELS)
-	$(PY) scripts/task_results.py --mcu $(MODELS)
+	$(PY) scripts/task_results.py $(DEPLOYS)
 	$(MAKE) readme
 
 # Every table in results/ measured again on this host at this commit (each row records both; hours on 2 cores).

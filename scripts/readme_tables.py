@@ -109,6 +109,16 @@ def _measured_at(where: dict | None) -> str:
     return f"`{where['commit']}`, {where.get('cpu')} ({', '.join(kernels) or 'no AVX2'})"
 
 
+def _latency_cell(a: dict) -> str:
+    """An artifact's p50 on its device, or the estimate the report gives instead (and says so)."""
+    lat, est = a.get("latency"), a.get("latency_estimate")
+    if lat is not None:
+        return f"{lat['p50_ms']:.3f} ({lat['device']}" + (", emulated: not meaningful)" if lat["emulated"] else ")")
+    if est is not None:
+        return f"~{est['p50_ms']:.1f} (ESTIMATED from {est['source'].split(':')[0]})"
+    return "-"
+
+
 def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
     """One row per `make deploy`: the recommended artifact with its parity and latency, and the verdict."""
     if not path.exists():
@@ -126,12 +136,7 @@ def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
                          f"{_measured_at(r.get('measured_on'))} |")
             continue
         a = next(a for a in r["artifacts"] if (a["backend"], a["precision"]) == (rec["backend"], rec["precision"]))
-        p, lat = a["parity"], a.get("latency")
-        est = a.get("latency_estimate")
-        latency = "-" if lat is None else f"{lat['p50_ms']:.3f} ({lat['device']}" + \
-            (", emulated: not meaningful)" if lat["emulated"] else ")")
-        if lat is None and est is not None:
-            latency = f"~{est['p50_ms']:.1f} (ESTIMATED from {est['source'].split(':')[0]})"
+        p, latency = a["parity"], _latency_cell(a)
         if a.get("memory"):
             latency = f"- (MCU; arena {a['memory']['arena_bytes'] / 1024:.0f} KiB)"
         within = sum(1 for x in r["artifacts"] if x["within_budget"])
@@ -208,6 +213,100 @@ def tvm_table(t: dict) -> str:
     return "\n".join(lines)
 
 
+def _task_scores(metric: str, p: dict, side: str) -> str:
+    """`mAP@[.5:.95] / mAP@0.5` or `mIoU` of the float model (side "float") or the artifact ("quant")."""
+    if p.get(f"{side}_{metric}") is None:
+        return "-"
+    if metric == "map":
+        return f"{p[f'{side}_map']:.3f} / {p[f'{side}_map50']:.3f}"
+    return f"{p[f'{side}_{metric}']:.3f}"
+
+
+def _task_drop(p: dict) -> str:
+    """The drop in the task's points: measured on labels, or (no labels) lost against the float model."""
+    if p.get("drop") is not None:
+        return f"{p['drop'] + 0.0:+.2f}"
+    return f"est. {p['est_drop']:.2f}" if p.get("est_drop") is not None else "-"
+
+
+def _vs_float(task: str, p: dict) -> str:
+    """The decoded results' direct agreement with float: boxes matched both ways, or pixels."""
+    if task == "detection":
+        return f"box recall {p['box_recall']:.3f}, precision {p['box_precision']:.3f}"
+    return f"mask agreement {p['mask_agreement']:.4f}"
+
+
+def _artifact_label(a: dict) -> str:
+    """`backend precision`, with what a microcontroller artifact needs against what the board has."""
+    label = f"{a['backend']} {a['precision']}"
+    if a.get("memory"):
+        m = a["memory"]
+        label += (f", flash {m['flash_bytes'] / 1e6:.2f} MB, arena {m['arena_bytes'] / 1024:.0f} KiB, "
+                  f"{'fits' if m.get('fits') else 'does not fit'}")
+    return label
+
+
+def task_deploy_tables(reports: list[dict]) -> str:
+    """Task deploys (`make task-table`): one row per deploy with the command that made it, its recommended
+    artifact and verdict; then every artifact with the task metric of float and artifact, the drop in points,
+    the decoded agreement with float and the SQNR of each raw output."""
+    lines = ["| command | task (metric) | data (n) | budget | recommended | float -> artifact | drop (points) | "
+             "vs float | p50 ms (device) | host post-processing ms | within budget | result | measured at |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in reports:
+        task, data, rec = r["task"], r["data"]["evaluation"], r["recommended"]
+        head = (f"| `{r['command']}` | {task['name']} ({_TASK_METRICS[task['metric']]}) | `{data['spec']}` "
+                f"({data['n']:,}) | {r['budget']['applied']} | ")
+        within = f"{sum(1 for a in r['artifacts'] if a.get('within_budget'))} of {len(r['artifacts'])}"
+        tail = f" | {_measured_at(r.get('measured_on'))} |"
+        if rec is None:
+            lines.append(head + f"none | - | - | - | - | {task['postprocess_ms']:.2f} | {within} | FAILED" + tail)
+            continue
+        a = next(a for a in r["artifacts"] if (a["backend"], a["precision"]) == (rec["backend"], rec["precision"]))
+        p = a["parity"]
+        lines.append(head + f"{_artifact_label(a)} | {_task_scores(task['metric'], p, 'float')} -> "
+                     f"{_task_scores(task['metric'], p, 'quant')} | {_task_drop(p)} | {_vs_float(task['name'], p)} | "
+                     f"{_latency_cell(a)} | {task['postprocess_ms']:.2f} | {within} | "
+                     f"{'passed' if r['passed'] else 'FAILED'}" + tail)
+    lines += ["", "Every artifact of those deploys (drop: float minus artifact, in points of the first metric; SQNR of "
+                  "each raw output against float):", "",
+              "| model | target | artifact | float | artifact's | drop (points) | vs float | SQNR dB | "
+              "p50 ms (device) | budget |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in reports:
+        task = r["task"]
+        for a in r["artifacts"]:
+            p = a.get("parity")
+            cells = [f"`{r['model']}`", r["target"], _artifact_label(a)]
+            if not p:  # not built or not run here
+                detail = re.sub(r" \([^)]{60,}\)", "", a.get("detail") or a.get("profile_error") or "")[:80]
+                lines.append("| " + " | ".join(cells) + f" | {a['status']}{': ' + detail if detail else ''} "
+                             "| | | | | | |")
+                continue
+            sqnr = ", ".join(f"{k} {v:.1f}" for k, v in (p.get("sqnr_db_outputs") or {}).items())
+            cells += [_task_scores(task["metric"], p, "float"), _task_scores(task["metric"], p, "quant"),
+                      _task_drop(p), _vs_float(task["name"], p), sqnr or "-", _latency_cell(a),
+                      a.get("budget_status", "-")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_TASK_METRICS = {"map": "mAP@[.5:.95] / @0.5", "miou": "mIoU"}
+
+
+def task_table(path: Path = TASK_RESULTS) -> str:
+    """The task deploys' tables (`make task-table`), from the deploy reports kept in results/tasks.json."""
+    if not path.exists():
+        return "_not measured yet: run `make task-table`_"
+    reports = json.loads(path.read_text())["reports"]
+    deployed = [r for r in reports if "passed" in r]  # a deploy's report.json (scripts/task_results.py)
+    earlier = [r for r in reports if "passed" not in r]
+    parts = [task_deploy_tables(deployed)] if deployed else []
+    if earlier:
+        parts.append(("Measured before the task table came from deploy reports (`make task-table` measures them "
+                      "again):\n\n" if deployed else "") + _earlier_task_table(earlier))
+    return "\n\n".join(parts)
+
+
 def _agreement(parity: dict) -> str:
     if parity["task"] == "detection":
         return f"box recall {parity['box_recall']:.3f}, precision {parity['box_precision']:.3f}"
@@ -218,16 +317,14 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def task_table(path: Path = TASK_RESULTS) -> str:
-    """Markdown table: every artifact of every task reference model with its task metric, drop and latency."""
-    if not path.exists():
-        return "_not measured yet: run `python scripts/task_results.py`_"
-    data = json.loads(path.read_text())
+def _earlier_task_table(reports: list[dict]) -> str:
+    """Rows `edgemb task-verify` wrote before the table came from deploy reports (results/tasks.json, stale in
+    tests/test_results.py); goes once `make task-table` has measured them again."""
     lines = ["| model | task | data (n) | artifact | float | artifact's | drop (mAP@[.5:.95] or mIoU points) | "
              "vs float | SQNR dB | network ms | post-processing ms |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     commands, host = [], None
-    for report in data["reports"]:
+    for report in reports:
         host = report["host"]
         commands.append(report["command"])
         for row in report["artifacts"]:

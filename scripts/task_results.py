@@ -1,72 +1,96 @@
-"""Measure the detection/segmentation reference models on every backend here into results/tasks.json.
+"""`make task-table`: deploy the detection/segmentation reference models with the main command and keep the
+reports for the README's task tables (results/tasks.json).
 
-    python scripts/task_results.py [MODEL ...]          every backend on this host (x86 target)
-    python scripts/task_results.py --mcu [MODEL ...]    TFLite Micro int8 for the Cortex-M7 board
+    python scripts/task_results.py [TARGET:MODEL ...]   (default: every shipped detector and segmenter on x86,
+                                                        then with TFLite Micro on the Cortex-M7 board; named
+                                                        deploys replace theirs and keep the rest)
 
-Each model is deployed (`edgemb deploy`, the same library call; `edgemb task-verify` is deploy with these
-data defaults) into build/tasks/TARGET/MODEL/ with the data, calibration and artifacts below. Each report keeps
-what the README table shows from the deploy's report.json (`table_report`); `make readme` renders the table.
+Each deploy runs `edgemb deploy MODEL --target TARGET --out build/tasks` (plus TARGET_ARGS) as a subprocess, so
+the command a row shows is the one that made it; everything else is the deploy's own default: the reference
+weights, their synthdet calibration and test data, every backend and precision the target supports, the default
+budget in mAP/mIoU points. The report.json it writes is kept whole except its raw latency samples and per-layer
+table, with that command and `measured_on` (commit, CPU, ISA: scripts/provenance.py).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from edgemb.artifacts import write_json
-from edgemb.hostinfo import host_cpu
-from edgemb.stages.deploy import DeploySettings, deploy
 from edgemb.zoo.weights.catalog import reference_entries
 from provenance import measured_on
 from readme_tables import TASK_RESULTS
 
-DATA = "synthdet:test"
-CALIB = "synthdet:train:256"
-BACKENDS = ("onnxruntime", "openvino", "tflite", "tvm:fp32")
-OUT = Path("build/tasks")
-# TFLite Micro runs reference kernels on the host (slow): fewer images, the Cortex-M7 board's fit check.
-MCU = {"target": "cortex-m7", "data": "synthdet:test:64", "backends": ("tflm:int8",)}
+ROOT = Path(__file__).resolve().parents[1]
+OUT = Path("build/tasks")  # relative to the repository: the recorded command works from a checkout
+TARGETS = ("x86", "cortex-m7")
+# TFLite Micro runs its reference kernels on this host, slowly: the microcontroller deploy sees 64 test images.
+TARGET_ARGS = {"cortex-m7": ("--eval", "synthdet:test:64")}
 
 
-def table_report(report: dict[str, Any], command: str) -> dict[str, Any]:
-    """What the README task table shows of one deploy's report.json: per artifact its status, the task's parity
-    (metric of float and artifact, drop in points, agreement with float, SQNR per raw output), the network's
-    median latency on the device (None when nothing timed it) and the host post-processing time."""
-    task = report["task"]
-    rows = []
+def default_deploys() -> list[tuple[str, str]]:
+    """(target, model) of every shipped detector and segmenter on every board of the table."""
+    return [(target, name) for target in TARGETS for name in reference_entries("detection", "segmentation")]
+
+
+def deploy_args(target: str, model: str) -> list[str]:
+    """The `edgemb` arguments of one deploy."""
+    return ["deploy", model, "--target", target, "--out", str(OUT), *TARGET_ARGS.get(target, ())]
+
+
+def run_deploy(target: str, model: str) -> tuple[dict[str, Any], str]:
+    """Run one deploy through the CLI; its report.json and the command that wrote it."""
+    args = deploy_args(target, model)
+    command = shlex.join(["edgemb", *args])
+    print(f"$ {command}", flush=True)
+    started = time.time()
+    code = subprocess.run([sys.executable, "-m", "edgemb", *args], cwd=ROOT).returncode
+    path = ROOT / OUT / target / model / "report.json"
+    # exit 1 only says no artifact met the budget: the report is still the result
+    if code not in (0, 1) or not path.exists() or path.stat().st_mtime < started:
+        raise SystemExit(f"`{command}` exited {code} without writing {path}")
+    return json.loads(path.read_text()), command
+
+
+def slim(report: dict[str, Any], command: str, stamp: dict[str, Any]) -> dict[str, Any]:
+    """A deploy's report.json without its raw latency samples and per-layer SQNR table (both stay in build/),
+    with the command that made it and where and when it was measured."""
+    artifacts = []
     for a in report["artifacts"]:
-        row: dict[str, Any] = {k: a[k] for k in ("backend", "precision", "status", "detail") if k in a}
-        if "memory" in a:
-            row["memory"], row["fits"] = a["memory"], a["memory"].get("fits")
-        if a.get("parity"):
-            row["parity"] = {**a["parity"], "task": task["name"], "sqnr_db": a["parity"]["sqnr_db_outputs"]}
-            row["network_ms"] = a["latency"]["p50_ms"] if "latency" in a else None
-            row["postprocess_ms"] = task["postprocess_ms"]
-            row["budget_status"] = a.get("budget_status")
-        rows.append(row)
-    evaluation = report["data"]["evaluation"]
-    return {"model": report["model"], "task": task["name"], "data": evaluation["spec"], "n": evaluation["n"],
-            "target": report["target"], "budget": report["budget"]["applied"], "recommended": report["recommended"],
-            "host": host_cpu(), "measured_on": measured_on(), "command": command, "artifacts": rows}
+        a = dict(a)
+        if "latency" in a:
+            a["latency"] = {k: v for k, v in a["latency"].items() if k != "samples_ms"}
+        artifacts.append(a)
+    quantization = {k: v for k, v in (report.get("quantization") or {}).items() if k != "layer_sqnr"}
+    kept = {k: v for k, v in report.items() if k not in ("artifacts", "quantization", "folder")}
+    return {"command": command, **kept, "quantization": quantization, "artifacts": artifacts, "measured_on": stamp}
 
 
-def main(names: list[str]) -> None:
-    """Deploy each model and keep the other models' reports already in the file."""
-    existing = json.loads(TASK_RESULTS.read_text())["reports"] if TASK_RESULTS.exists() else []
-    mcu = "--mcu" in names
-    names = [n for n in names if n != "--mcu"] or list(reference_entries("detection", "segmentation"))
-    target, data, backends = (MCU["target"], MCU["data"], MCU["backends"]) if mcu else ("x86", DATA, BACKENDS)
-    reports = [r for r in existing if r["model"].split("@")[0] not in names or r["target"] != target]
-    for name in names:
-        settings = DeploySettings(name, target, weights="ref", calib=CALIB, eval=data, backend=",".join(backends))
-        report = deploy(settings, OUT, log=lambda message: print(message, flush=True))
-        command = (f"edgemb task-verify {shlex.quote(name)} --weights ref --data {data} --calib {CALIB} "
-                   + " ".join(f"--backend {b}" for b in backends) + f" --target {target} --out {OUT}")
-        reports.append(table_report(report, command))
-        write_json(TASK_RESULTS, {"note": "written by scripts/task_results.py", "reports": reports})
+def merge(earlier: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The new reports, then the earlier ones of other (target, model) pairs."""
+    redone = {(r["target"], r["model"]) for r in new}
+    return new + [r for r in earlier if (r["target"], r["model"]) not in redone]
+
+
+def main(items: list[str]) -> None:
+    """Deploy each item and rewrite results/tasks.json after each one (an interrupted run keeps what it made)."""
+    if any(":" not in item for item in items):
+        raise SystemExit("name deploys as TARGET:MODEL, e.g. x86:ssdlite_v2_0.35 (none: every default deploy)")
+    deploys = [tuple(item.split(":", 1)) for item in items] or default_deploys()
+    earlier = json.loads(TASK_RESULTS.read_text())["reports"] if TASK_RESULTS.exists() else []
+    stamp = measured_on()
+    done: list[dict[str, Any]] = []
+    for target, model in deploys:
+        report, command = run_deploy(target, model)
+        done.append(slim(report, command, stamp))
+        write_json(TASK_RESULTS, {"note": "written by scripts/task_results.py (make task-table)",
+                                  "reports": merge(earlier, done)})
 
 
 if __name__ == "__main__":

@@ -106,20 +106,22 @@ def test_backend_selection_takes_names_and_name_precision_pairs():
 
 
 def test_task_table_renders_a_deploy_report(task_deploy):
-    # scripts/task_results.py keeps what the README task table shows of a deploy's report.json
+    # scripts/task_results.py keeps a deploy's report.json (without raw samples) for the README task tables
     from readme_tables import task_table
-    from task_results import table_report
+    from task_results import slim
 
-    folder, report, name, metric, _ = task_deploy
-    kept = table_report(report, "edgemb task-verify ...")
-    assert kept["task"] == name and kept["data"] == "synthdet:test:32" and kept["n"] == 32
-    int8 = next(r for r in kept["artifacts"] if r["precision"] == "int8")
-    deployed = next(a for a in report["artifacts"] if a["precision"] == "int8")
-    assert int8["parity"]["drop"] == deployed["parity"]["drop"] and int8["parity"]["metric"] == metric
-    assert int8["network_ms"] == deployed["latency"]["p50_ms"] and int8["postprocess_ms"] == \
-        report["task"]["postprocess_ms"]
+    folder, report, name, _, _ = task_deploy
+    stamp = {"commit": "abc1234", "cpu": "Test CPU", "isa": ["avx2"]}
+    kept = slim(json.loads((folder / "report.json").read_text()), "edgemb deploy MODEL --target x86", stamp)
+    assert kept["measured_on"] == stamp and kept["task"]["name"] == name
+    assert all("samples_ms" not in a.get("latency", {}) for a in kept["artifacts"])
+    assert "layer_sqnr" not in kept["quantization"] and "folder" not in kept
     path = folder / "tasks.json"
     path.write_text(json.dumps({"reports": [kept]}))
     table = task_table(path)
-    assert table.count("| onnxruntime int8 |") == 1 and f"{deployed['parity']['drop'] + 0.0:+.2f}" in table
-    assert "edgemb task-verify ..." in table
+    deployed = next(a for a in report["artifacts"] if a["precision"] == "int8")
+    detail = f"| `{report['model']}` | x86 | onnxruntime int8 |"  # the summary row may show the same artifact
+    row = next(line for line in table.splitlines() if line.startswith(detail))
+    assert f"{deployed['parity']['drop'] + 0.0:+.2f}" in row and f"{deployed['latency']['p50_ms']:.3f} (local)" in row
+    assert all(f"{k} {v:.1f}" in row for k, v in deployed["parity"]["sqnr_db_outputs"].items())
+    assert table.count("| `edgemb deploy MODEL --target x86` |") == 1 and "`abc1234`, Test CPU (avx2)" in table
