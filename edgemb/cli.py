@@ -30,6 +30,7 @@ from edgemb.quant.options import (
     GRANULARITIES,
     METHODS,
     WEIGHT_ROUNDINGS,
+    QuantizeSettings,
 )
 
 Driver = Callable[[argparse.Namespace], int]
@@ -301,11 +302,12 @@ def drive_quantize(args: argparse.Namespace) -> int:
 
     _resolve_weights(args)
     warned = warn_small_calibration(args.calib)
-    report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, args.method,
-                            args.granularity, args.cle, args.bias_correction, None, args.eval,
-                            args.activation_type, args.max_float_layers, budget=_budget(args),
-                            weight_rounding=args.weight_rounding, refit=args.refit,
-                            act_equalization=args.act_equalization)
+    settings = QuantizeSettings(method=args.method, granularity=args.granularity,
+                                activation_type=args.activation_type, weight_rounding=args.weight_rounding,
+                                cle=args.cle, bias_correction=args.bias_correction, refit=args.refit,
+                                act_equalization=args.act_equalization, max_float_layers=args.max_float_layers)
+    report = quantize_model(args.model, args.calib, args.out, args.weights, args.sha256, settings,
+                            eval_spec=args.eval, budget=_budget(args))
     print(f"{report['model']}: {report['settings']['method']} {report['settings']['granularity']} int8, "
           f"calibrated on {report['calibration']['n']} samples in {report['seconds']:.0f}s -> "
           f"{args.out / 'model.int8.onnx'}")

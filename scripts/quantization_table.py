@@ -25,6 +25,7 @@ from edgemb.metrics import parity
 from edgemb.onnx_graph import run_batched, session
 from edgemb.quant.correction import qdq_session
 from edgemb.quant.isa import host_scheme
+from edgemb.quant.options import QuantizeSettings
 from edgemb.quant.peers import nncf_quantize, ort_quantize_static
 from edgemb.stages.export import export_simplified
 from edgemb.stages.quantize import quantize_model
@@ -55,7 +56,7 @@ def measure(name: str, scratch: Path) -> list[dict]:
 
     def ours(label: str, **options) -> Path:
         out = scratch / f"{name}-{label}"
-        report = quantize_model(name, CALIB, out, weights="ref", eval_spec=EVAL, **options)
+        report = quantize_model(name, CALIB, out, weights="ref", settings=QuantizeSettings(**options), eval_spec=EVAL)
         rows.append({"model": name, "tool": "edgemb", "config": label, "seconds": report["seconds"],
                      **{k: report["eval"][k] for k in ("float_top1", "quant_top1", "drop", "agreement", "sqnr_db")}})
         print(json.dumps(rows[-1]), flush=True)
@@ -135,7 +136,8 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
 
     def ours(label: str, calib_spec: str = REAL_CALIB, **options) -> Path:
         out = scratch / f"real-{len(rows)}"
-        report = quantize_model(prepared, load_data(calib_spec, prepared.preprocessing), out, **options)
+        report = quantize_model(prepared, load_data(calib_spec, prepared.preprocessing), out,
+                                settings=QuantizeSettings(**options))
         add("edgemb", label, out / "model.int8.onnx", report["seconds"], calibration=report["calibration"]["n"],
             ranges=report["ranges"]["method"], bias_correction_applied=report.get("bias_correction", {}).get("applied"),
             refit_applied=report.get("refit", {}).get("applied"),

@@ -35,26 +35,68 @@ def test_help_is_useful():
 
 
 
-def test_quantize_flags_offer_what_quantize_model_takes_with_its_defaults():
-    """`edgemb quantize` and quantize_model cannot drift apart: the same choices, and unset flags give the
-    function's own defaults."""
+def _quantize_flags() -> dict:
     import argparse
-    import inspect
 
     from edgemb.cli import build_parser
-    from edgemb.stages import quantize
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    flags = {a.dest: a for a in commands.choices["quantize"]._actions}
-    takes = inspect.signature(quantize.quantize_model).parameters
-    for name in ("method", "weight_rounding", "granularity", "activation_type", "max_float_layers", "refit",
-                 "act_equalization"):
-        assert flags[name].default == takes[name].default, name
-    assert flags["method"].default == quantize.DEFAULT_METHOD
-    assert sorted(flags["method"].choices) == sorted((quantize.AUTO_METHOD, *quantize.METHODS))
-    assert sorted(flags["weight_rounding"].choices) == sorted(quantize.WEIGHT_ROUNDINGS)
-    assert sorted(flags["granularity"].choices) == sorted(quantize.GRANULARITIES)
-    assert sorted(flags["activation_type"].choices) == sorted(quantize.ACTIVATION_TYPES)
+    return {a.dest: a for a in commands.choices["quantize"]._actions}
+
+
+def test_quantize_flags_offer_what_quantize_settings_take_with_their_defaults():
+    """`edgemb quantize` and QuantizeSettings cannot drift apart: a flag for every setting, the same choices, and
+    unset flags give the settings' own defaults."""
+    import dataclasses
+
+    from edgemb.quant import options
+    from edgemb.quant.options import QuantizeSettings
+
+    flags = _quantize_flags()
+    fields = dataclasses.fields(QuantizeSettings)
+    assert {f.name for f in fields} == {"method", "weight_rounding", "granularity", "activation_type", "cle",
+                                        "bias_correction", "refit", "act_equalization", "max_float_layers"}
+    for field in fields:
+        assert flags[field.name].default == field.default, field.name
+    assert flags["method"].default == options.DEFAULT_METHOD == "auto"
+    assert sorted(flags["method"].choices) == sorted((options.AUTO_METHOD, *options.METHODS))
+    assert sorted(flags["weight_rounding"].choices) == sorted(options.WEIGHT_ROUNDINGS)
+    assert sorted(flags["granularity"].choices) == sorted(options.GRANULARITIES)
+    assert sorted(flags["activation_type"].choices) == sorted(options.ACTIVATION_TYPES)
+
+
+def test_quantize_passes_every_flag_to_the_settings(monkeypatch, tmp_path):
+    """Each quantize flag reaches its own setting (none swapped or dropped), and the budget flags one Budget."""
+    from edgemb import cli
+    from edgemb.budget import Budget
+    from edgemb.quant.options import QuantizeSettings
+    from edgemb.stages import quantize
+
+    class Called(Exception):
+        pass
+
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(args=args, kwargs=kwargs)
+        raise Called
+
+    monkeypatch.setattr(quantize, "quantize_model", fake)
+    argv = ["quantize", "v1_0.25", "--weights", "ref", "--calib", "fashion-mnist:train:512", "--out",
+            str(tmp_path / "q"), "--method", "mse", "--weight-rounding", "nearest", "--granularity", "per-tensor",
+            "--activation-type", "int8", "--cle", "--bias-correction", "--no-refit", "--no-act-equalization",
+            "--max-float-layers", "3", "--max-drop", "0.7", "--eval", "fashion-mnist:test:100"]
+    with pytest.raises(Called):
+        cli.drive_quantize(cli.build_parser().parse_args(argv))
+    settings = seen["args"][5]
+    assert settings == QuantizeSettings(method="mse", granularity="per-tensor", activation_type="int8",
+                                        weight_rounding="nearest", cle=True, bias_correction=True, refit=False,
+                                        act_equalization=False, max_float_layers=3)
+    assert seen["args"][:5] == ("v1_0.25", "fashion-mnist:train:512", tmp_path / "q", "ref", None)
+    assert seen["kwargs"] == {"eval_spec": "fashion-mnist:test:100", "budget": Budget(0.7, None, None)}
+    with pytest.raises(Called):
+        cli.drive_quantize(cli.build_parser().parse_args(argv[:8]))
+    assert seen["args"][5] == QuantizeSettings() and seen["kwargs"] == {"eval_spec": None, "budget": None}
 
 @pytest.mark.slow
 def test_export_v3l_end_to_end(tmp_path):

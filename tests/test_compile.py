@@ -10,8 +10,8 @@ from edgemb import cli
 from edgemb.backends import BACKENDS
 from edgemb.data import load_data
 from edgemb.errors import EdgembError
+from edgemb.quant.options import DEFAULT_METHOD
 from edgemb.stages.compile import compile_model
-from edgemb.stages.quantize import DEFAULT_METHOD
 from edgemb.zoo.prepared import prepare_model
 from tests.stages import qdq_model
 

@@ -263,10 +263,10 @@ def test_shipped_model_table_matches_the_models():
 
 
 def test_help_defaults_match_the_library():
+    from edgemb.quant.options import QuantizeSettings
     from edgemb.stages.export import DEFAULT_OPSET
-    from edgemb.stages.quantize import DEFAULT_MAX_FLOAT_LAYERS
 
-    assert (cli.DEFAULT_OPSET, cli.DEFAULT_MAX_FLOAT_LAYERS) == (DEFAULT_OPSET, DEFAULT_MAX_FLOAT_LAYERS)
+    assert cli.DEFAULT_OPSET == DEFAULT_OPSET and QuantizeSettings().max_float_layers == cli.DEFAULT_MAX_FLOAT_LAYERS
 
 
 def test_library_noise_is_filtered_from_native_writes_and_children():

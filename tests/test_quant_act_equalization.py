@@ -10,6 +10,7 @@ from edgemb.data import load_data
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.act_equalization import MAX_SCALE, channel_peaks, equalize_activations
 from edgemb.quant.cle import find_pairs
+from edgemb.quant.options import QuantizeSettings
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
 from edgemb.quant.ranges import choose_range, collect_stats
 from edgemb.stages.export import export_simplified
@@ -83,20 +84,23 @@ def test_on_a_real_model_calibration_outputs_stay_and_channel_peaks_only_rise(tm
 
 
 def test_quantize_checks_the_equalization_and_can_be_told_not_to(tmp_path):
-    on = quantize_model("v2_0.35", "fashion-mnist:train:96", tmp_path / "on", weights="ref", refit=False)
+    on = quantize_model("v2_0.35", "fashion-mnist:train:96", tmp_path / "on", weights="ref",
+                        settings=QuantizeSettings(refit=False))
     check = on["act_equalization"]["check"]
     assert on["act_equalization"]["applied"] == (check["held_out_sqnr_db"]["with"]
                                                  > check["held_out_sqnr_db"]["without"])
     assert check["weight_rounding"] == "gptq" and "activation equalization" in on["step_seconds"]
-    off = quantize_model("v2_0.35", "fashion-mnist:train:96", tmp_path / "off", weights="ref", refit=False,
-                         act_equalization=False)
+    off = quantize_model("v2_0.35", "fashion-mnist:train:96", tmp_path / "off", weights="ref",
+                         settings=QuantizeSettings(refit=False, act_equalization=False))
     assert "act_equalization" not in off and off["settings"]["act_equalization"] is False
 
 
 def test_equalization_lifts_per_tensor_int8_on_a_reference_model(tmp_path):
     """v1_0.25 per-tensor on Fashion-MNIST: 30.6 dB without, 36.3 dB with, when this test was written."""
-    options = {"weights": "ref", "granularity": "per-tensor", "eval_spec": "fashion-mnist:test:500"}
-    without = quantize_model("v1_0.25", "fashion-mnist:train:128", tmp_path / "a", act_equalization=False, **options)
-    with_it = quantize_model("v1_0.25", "fashion-mnist:train:128", tmp_path / "b", **options)
+    options = {"weights": "ref", "eval_spec": "fashion-mnist:test:500"}
+    without = quantize_model("v1_0.25", "fashion-mnist:train:128", tmp_path / "a", **options,
+                             settings=QuantizeSettings(granularity="per-tensor", act_equalization=False))
+    with_it = quantize_model("v1_0.25", "fashion-mnist:train:128", tmp_path / "b", **options,
+                             settings=QuantizeSettings(granularity="per-tensor"))
     assert with_it["act_equalization"]["applied"]
     assert with_it["eval"]["sqnr_db"] > without["eval"]["sqnr_db"] + 3

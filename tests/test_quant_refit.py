@@ -42,21 +42,23 @@ def test_refit_undoes_input_clipping_that_float_rounding_cannot():
 
 def test_refit_skips_what_it_cannot_refit_and_says_why(tmp_path):
     """The refit is on by default; per-tensor or nearest-rounded weights are left alone, and the report says so."""
+    from edgemb.quant.options import QuantizeSettings
     from edgemb.stages.quantize import quantize_model
 
     for option in ({"granularity": "per-tensor"}, {"weight_rounding": "nearest"}):
         report = quantize_model("v1_0.25", "fashion-mnist:train:8", tmp_path / str(option), weights="ref",
-                                **option)
+                                settings=QuantizeSettings(**option))
         assert report["settings"]["refit"] is True
         assert report["refit"]["applied"] is False and "per-channel" in report["refit"]["reason"]
 
 
 def test_quantize_refits_dense_layers_and_reports_them(tmp_path):
+    from edgemb.quant.options import QuantizeSettings
     from edgemb.stages.quantize import quantize_model
 
     calib = "fashion-mnist:train:96"  # 64 to fit on, 32 to check the refit on
     plain = quantize_model("v1_0.25", calib, tmp_path / "plain", weights="ref", eval_spec="fashion-mnist:test:100",
-                           refit=False)
+                           settings=QuantizeSettings(refit=False))
     report = quantize_model("v1_0.25", calib, tmp_path / "refit", weights="ref", eval_spec="fashion-mnist:test:100")
     refit = report["refit"]
     assert report["settings"]["refit"] is True and refit["samples"] == 64 and refit["check_samples"] == 32
@@ -72,8 +74,10 @@ def test_quantize_refits_dense_layers_and_reports_them(tmp_path):
 
 def test_quantizing_leaves_autograd_on_for_whatever_runs_next(tmp_path):
     """Calibration once switched autograd off globally, and a training run later in the same process failed."""
+    from edgemb.quant.options import QuantizeSettings
     from edgemb.stages.quantize import quantize_model
 
     assert torch.is_grad_enabled()
-    quantize_model("v1_0.25", "fashion-mnist:train:96", tmp_path / "q", weights="ref", refit=True)
+    quantize_model("v1_0.25", "fashion-mnist:train:96", tmp_path / "q", weights="ref",
+                   settings=QuantizeSettings(refit=True))
     assert torch.is_grad_enabled()

@@ -17,6 +17,7 @@ from edgemb.metrics import sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.cle import equalize, weight_range_spread
 from edgemb.quant.correction import qdq_session
+from edgemb.quant.options import QuantizeSettings
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
 from edgemb.quant.ranges import BINS, TensorStats, _expected_error, choose_range, collect_stats
 from edgemb.stages.export import export_simplified
@@ -79,13 +80,14 @@ def test_calibration_methods_compute_different_ranges():
 
 @pytest.mark.parametrize("method", ["percentile", "minmax"])
 def test_every_method_runs_end_to_end_and_changes_the_model(tmp_path, default_run, method):
-    report = quantize_model(MODEL, CALIB, tmp_path / method, weights="ref", method=method, eval_spec=EVAL)
+    report = quantize_model(MODEL, CALIB, tmp_path / method, weights="ref", settings=QuantizeSettings(method=method),
+                            eval_spec=EVAL)
     assert report["settings"]["method"] == method and report["eval"]["agreement"] >= 0.95
     baseline = default_run[0]
     if default_run[1]["ranges"]["method"] == method:  # `auto` chose this very method: compare with the other one
         other = next(m for m in AUTO_CANDIDATES if m != method)
         baseline = tmp_path / other
-        quantize_model(MODEL, CALIB, baseline, weights="ref", method=other)
+        quantize_model(MODEL, CALIB, baseline, weights="ref", settings=QuantizeSettings(method=other))
     ours = onnx.load(str(tmp_path / method / "model.int8.onnx"))
     default = onnx.load(str(baseline / "model.int8.onnx"))
     scales = [(a.name, onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
@@ -95,7 +97,8 @@ def test_every_method_runs_end_to_end_and_changes_the_model(tmp_path, default_ru
 
 
 def test_per_tensor_weights_have_one_scale(tmp_path):
-    report = quantize_model(MODEL, CALIB, tmp_path / "pt", weights="ref", granularity="per-tensor")
+    report = quantize_model(MODEL, CALIB, tmp_path / "pt", weights="ref",
+                            settings=QuantizeSettings(granularity="per-tensor"))
     assert report["settings"]["granularity"] == "per-tensor"
     inits = _initializers(onnx.load(str(tmp_path / "pt" / "model.int8.onnx")))
     weight_scales = [t for name, t in inits.items() if name.endswith(".weight_scale")]
@@ -117,10 +120,11 @@ def test_cle_keeps_the_float_function_and_evens_out_channel_ranges(default_run):
 
 def test_cle_and_bias_correction_help_per_tensor(tmp_path):
     # CLE's own effect: activation equalization (on by default, tests/test_quant_act_equalization.py) stays off
-    plain = quantize_model(MODEL, CALIB, tmp_path / "a", weights="ref", granularity="per-tensor", eval_spec=EVAL,
-                           act_equalization=False)
-    fixed = quantize_model(MODEL, CALIB, tmp_path / "b", weights="ref", granularity="per-tensor", cle=True,
-                           bias_correction=True, eval_spec=EVAL, act_equalization=False)
+    plain = quantize_model(MODEL, CALIB, tmp_path / "a", weights="ref", eval_spec=EVAL,
+                           settings=QuantizeSettings(granularity="per-tensor", act_equalization=False))
+    fixed = quantize_model(MODEL, CALIB, tmp_path / "b", weights="ref", eval_spec=EVAL,
+                           settings=QuantizeSettings(granularity="per-tensor", cle=True, bias_correction=True,
+                                                     act_equalization=False))
     assert fixed["cle"]["pairs"] >= 13 and fixed["bias_correction"]["layers"] == fixed["layers"]
     assert fixed["cle"]["applied"] and fixed["eval"]["sqnr_db"] > plain["eval"]["sqnr_db"]
 
@@ -129,9 +133,10 @@ def test_cle_and_bias_correction_never_lower_fidelity_and_keep_per_channel_scale
     """Per-channel weights are where CLE and bias correction used to hurt (the real V2 lost 14 dB with CLE):
     each is now kept only where calibration samples it was not fitted on say it helps."""
     # the gates of CLE and bias correction themselves: activation equalization (gated on its own) stays off
-    plain = quantize_model(MODEL, CALIB, tmp_path / "p", weights="ref", eval_spec=EVAL, act_equalization=False)
-    report = quantize_model(MODEL, CALIB, tmp_path / "r", weights="ref", cle=True, bias_correction=True,
-                            eval_spec=EVAL, act_equalization=False)
+    plain = quantize_model(MODEL, CALIB, tmp_path / "p", weights="ref", eval_spec=EVAL,
+                           settings=QuantizeSettings(act_equalization=False))
+    report = quantize_model(MODEL, CALIB, tmp_path / "r", weights="ref", eval_spec=EVAL,
+                            settings=QuantizeSettings(cle=True, bias_correction=True, act_equalization=False))
     assert report["eval"]["sqnr_db"] >= plain["eval"]["sqnr_db"] - 0.3
     cle = report["cle"]
     assert cle["reason"] and (cle["applied"] == (cle["held_out_sqnr_db"]["with"] > cle["held_out_sqnr_db"]["without"]))
@@ -283,8 +288,29 @@ def test_bad_calibration_inputs(tmp_path):
     with pytest.warns(UserWarning, match="8 of 8 calibration images are constant"):
         quantize_model(MODEL, f"npz:{tmp_path / 'zeros.npz'}", tmp_path / "z", weights="ref")
     with pytest.raises(EdgembError, match="needs --eval"):
-        quantize_model(MODEL, CALIB, tmp_path / "m", weights="ref", max_drop=0.5)
+        quantize_model(MODEL, CALIB, tmp_path / "m", weights="ref", budget=Budget(max_drop=0.5))
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("option,message", [
+    ({"method": "best"}, "--method 'best' is not one of auto, minmax, percentile, mse"),
+    ({"weight_rounding": "adaround"}, "--weight-rounding 'adaround' is not one of gptq, nearest"),
+    ({"granularity": "per-group"}, "--granularity 'per-group' is not one of per-channel, per-tensor"),
+    ({"activation_type": "int16"}, "--activation-type 'int16' is not one of uint8, int8"),
+    ({"max_float_layers": -1}, "--max-float-layers must be >= 0, got -1"),
+])
+def test_settings_refuse_what_the_stage_does_not_offer(option, message):
+    with pytest.raises(EdgembError) as caught:
+        QuantizeSettings(**option)
+    assert str(caught.value) == message
+
+
+def test_settings_cannot_change_after_they_are_checked():
+    import dataclasses
+
+    settings = QuantizeSettings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.max_float_layers = -1
 
 
 def test_fewer_calibration_samples_than_asked_warns(tmp_path):

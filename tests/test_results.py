@@ -7,6 +7,7 @@ allowed only in the files listed in STALE below until their table is measured ag
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import re
@@ -17,8 +18,8 @@ import pytest
 
 from edgemb.budget import DEFAULT_MAX_DROP
 from edgemb.hostinfo import read_cpuinfo
-from edgemb.quant.ranges import METHODS
-from edgemb.stages.quantize import AUTO_METHOD, DEFAULT_METHOD, quantize_model
+from edgemb.quant.options import AUTO_METHOD, DEFAULT_METHOD, METHODS, QuantizeSettings
+from edgemb.stages.quantize import quantize_model
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.weights.load import default_weights
 from provenance import NOT_RECORDED, measured_on
@@ -100,7 +101,9 @@ def _claims_default(label: str) -> bool:
 
 
 def test_quantization_table_labels_its_default_row_with_the_code_defaults():
-    defaults = {k: p.default for k, p in inspect.signature(quantize_model).parameters.items()}
+    settings = inspect.signature(quantize_model).parameters["settings"].default  # what a default row ran with
+    assert settings == QuantizeSettings()
+    defaults = dataclasses.asdict(settings)
     assert defaults["method"] == DEFAULT_METHOD
     stale = {id(r) for r in rows_of("quantization.json") if provenance(r)["commit"] == NOT_RECORDED}
     others = [m for m in (*METHODS, AUTO_METHOD) if m != DEFAULT_METHOD]

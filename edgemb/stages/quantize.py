@@ -27,21 +27,9 @@ from edgemb.quant.correction import (
     timed_run_all,
 )
 from edgemb.quant.isa import choose_scheme, host_scheme
-from edgemb.quant.options import (
-    ACTIVATION_TYPES,
-    AUTO_METHOD,
-    DEFAULT_ACT_EQUALIZATION,
-    DEFAULT_ACTIVATION_TYPE,
-    DEFAULT_GRANULARITY,
-    DEFAULT_MAX_FLOAT_LAYERS,
-    DEFAULT_METHOD,
-    DEFAULT_REFIT,
-    DEFAULT_WEIGHT_ROUNDING,
-    GRANULARITIES,
-    WEIGHT_ROUNDINGS,
-)
+from edgemb.quant.options import AUTO_METHOD, DEFAULT_SETTINGS, DEFAULT_WEIGHT_ROUNDING, QuantizeSettings
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
-from edgemb.quant.ranges import METHODS, TensorStats, choose_range, collect_stats
+from edgemb.quant.ranges import TensorStats, choose_range, collect_stats
 from edgemb.quant.refit import refit_layers
 from edgemb.quant.rounding import RoundedLayer, round_layers
 from edgemb.stages.export import export_simplified
@@ -106,35 +94,18 @@ def split_calibration(data: Data, every: int = HELD_OUT_EVERY) -> tuple[Data, Da
 
 
 def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: Path, weights: str | None = None,
-                   sha256: str | None = None, method: str = DEFAULT_METHOD, granularity: str = DEFAULT_GRANULARITY,
-                   cle: bool = False, bias_correction: bool = False, max_drop: float | None = None,
-                   eval_spec: str | Data | None = None, activation_type: str = DEFAULT_ACTIVATION_TYPE,
-                   max_float_layers: int = DEFAULT_MAX_FLOAT_LAYERS, budget: Budget | None = None,
-                   weight_rounding: str = DEFAULT_WEIGHT_ROUNDING, isa: Sequence[str] | None = None,
-                   arch: str = "x86_64", refit: bool = DEFAULT_REFIT,
-                   act_equalization: bool = DEFAULT_ACT_EQUALIZATION) -> dict[str, Any]:
+                   sha256: str | None = None, settings: QuantizeSettings = DEFAULT_SETTINGS,
+                   eval_spec: str | Data | None = None, budget: Budget | None = None,
+                   isa: Sequence[str] | None = None, arch: str = "x86_64") -> dict[str, Any]:
     """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx and quantize.json.
 
-    A deploy passes its prepared model and loaded data; names are resolved here otherwise. The budget is
-    `max_drop` top-1 points on labelled --eval data, or a full Budget (agreement/SQNR for unlabelled data).
-    `isa`/`arch` name the target whose integer kernels run the model (default: this host); the int8 scheme
-    they compute exactly is chosen from them (edgemb/quant/isa.py) and recorded under "isa". `refit` refits
-    dense layers to the int8 model's own inputs after GPTQ (edgemb/quant/refit.py); `act_equalization` scales
-    quiet activation channels up into their tensor's range (edgemb/quant/act_equalization.py). Both are kept
-    only when they raise held-out calibration SQNR, and both default on.
+    A deploy passes its prepared model and loaded data; names are resolved here otherwise. `settings` says how
+    to quantize (edgemb/quant/options.py, checked when it is built). The accuracy `budget` (top-1 points on
+    labelled --eval data, or agreement/SQNR for unlabelled data) is met by raising activations to 16 bits and
+    keeping up to `settings.max_float_layers` layers in float. `isa`/`arch` name the target whose integer
+    kernels run the model (default: this host); the int8 scheme they compute exactly is chosen from them
+    (edgemb/quant/isa.py) and recorded under "isa".
     """
-    if method not in (*METHODS, AUTO_METHOD):
-        raise EdgembError(f"--method {method!r} is not one of {', '.join((AUTO_METHOD, *METHODS))}")
-    if weight_rounding not in WEIGHT_ROUNDINGS:
-        raise EdgembError(f"--weight-rounding {weight_rounding!r} is not one of {', '.join(WEIGHT_ROUNDINGS)}")
-    if granularity not in GRANULARITIES:
-        raise EdgembError(f"--granularity {granularity!r} is not one of {', '.join(GRANULARITIES)}")
-    if activation_type not in ACTIVATION_TYPES:
-        raise EdgembError(f"--activation-type {activation_type!r} is not one of {', '.join(ACTIVATION_TYPES)}")
-    if max_float_layers < 0:
-        raise EdgembError(f"--max-float-layers must be >= 0, got {max_float_layers}")
-    if budget is None and max_drop is not None:
-        budget = Budget(max_drop=max_drop)
     if budget is not None and eval_spec is None:
         raise EdgembError("an accuracy budget (--max-drop) needs --eval SPEC: it is measured on evaluation data")
     started = time.perf_counter()
@@ -150,28 +121,29 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
         held_out_truth = take(calibration_truth, held_out_index(len(calibration) + len(held_out)))
         calib_report = {**calib_report, "fit": len(calibration), "held_out": len(held_out)}
     scheme = host_scheme() if isa is None else choose_scheme(isa, arch)
-    config = QuantConfig(method, granularity, activation_type, weight_max=scheme.weight_max)
+    config = QuantConfig(settings.method, settings.granularity, settings.activation_type, weight_max=scheme.weight_max)
     report: dict[str, Any] = {"stage": "quantize", "model": prepared.spec.name,
                               "weights": prepared.weights.source if prepared.weights else None,
                               "resolution": prepared.spec.resolution,
                               "preprocessing": prepared.preprocessing.to_dict(),
-                              "settings": {"method": method, "granularity": granularity, "cle": cle,
-                                           "bias_correction": bias_correction, "activation_type": activation_type,
+                              "settings": {"method": settings.method, "granularity": settings.granularity,
+                                           "cle": settings.cle, "bias_correction": settings.bias_correction,
+                                           "activation_type": settings.activation_type,
                                            "weight_type": f"int8 symmetric [-{scheme.weight_max}, {scheme.weight_max}]",
-                                           "weight_rounding": weight_rounding, "refit": refit,
-                                           "act_equalization": act_equalization,
+                                           "weight_rounding": settings.weight_rounding, "refit": settings.refit,
+                                           "act_equalization": settings.act_equalization,
                                            "budget": budget.to_dict() if budget else None,
-                                           "max_float_layers": max_float_layers},
+                                           "max_float_layers": settings.max_float_layers},
                               "isa": scheme.to_dict(), "calibration": calib_report}
     with staged_output(out_dir) as stage:
         steps = StepTimes()
         graph = _float_graph(prepared, stage)
         steps.mark("export")
-        if cle:
+        if settings.cle:
             before = weight_range_spread(graph)
             equalized, pairs = equalize(graph)
             gate = gate_rewrite(graph, equalized, config, calibration.x[:RANGE_CHOICE_SAMPLES],
-                                weight_rounding=weight_rounding)
+                                weight_rounding=settings.weight_rounding)
             if gate["applied"]:
                 graph = equalized
                 graph.save(stage / "model.float.onnx")
@@ -179,20 +151,20 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
             report["cle"] = {"pairs": pairs, "weight_range_spread_before": round(before, 3),
                              "weight_range_spread_after": round(weight_range_spread(equalized), 3),
                              "float_function": "unchanged (Clip(0,6) rewritten as Relu + per-channel Min)", **gate}
-        if act_equalization:
+        if settings.act_equalization:
             equalized, done = equalize_activations(graph, calibration.x)
             gate = gate_rewrite(graph, equalized, config, calibration.x[:RANGE_CHOICE_SAMPLES],
-                                "activation equalization", weight_rounding)
+                                "activation equalization", settings.weight_rounding)
             if gate["applied"]:
                 graph = equalized
                 graph.save(stage / "model.float.onnx")
             report["act_equalization"] = {**done, "check": gate, "applied": gate["applied"]}
             steps.mark("activation equalization")
         names = activation_tensors(graph)
-        stats = collect_stats(graph.model, calibration.x, names, histograms=method != "minmax")
+        stats = collect_stats(graph.model, calibration.x, names, histograms=settings.method != "minmax")
         steps.mark("activation ranges")
         rounded = (round_layers(graph, calibration.x, config.per_channel, config.weight_max)
-                   if weight_rounding == "gptq" else None)
+                   if settings.weight_rounding == "gptq" else None)
         steps.mark("weight rounding")
         if rounded:
             report["weight_rounding"] = {"layers": len(rounded), "layer_output_sqnr_db": {
@@ -200,14 +172,14 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
         ranges, report["ranges"] = pick_ranges(graph, stats, names, config, rounded,
                                                calibration.x[:RANGE_CHOICE_SAMPLES])
         steps.mark("range choice")
-        if refit and rounded and config.per_channel:
+        if settings.refit and rounded and config.per_channel:
             rounded, report["refit"] = refit_layers(graph, ranges, config, rounded, calibration.x)
-        elif refit:
+        elif settings.refit:
             report["refit"] = {"applied": False, "reason": "refit works on GPTQ's per-channel weights "
                                                            "(--weight-rounding gptq, --granularity per-channel)"}
         steps.mark("refit")
         config.wide_ranges = {n: choose_range(stats[n], "minmax") for n in names}
-        if bias_correction:
+        if settings.bias_correction:
             graph, corrected = correct_mean_shifts(graph, ranges, config, calibration.x[:BIAS_CORRECTION_SAMPLES],
                                                    rounded)
             report["bias_correction"] = {"layers": len(corrected),
@@ -218,7 +190,7 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
         steps.mark("bias correction and QDQ graph")
         if budget is not None and held_out is not None:
             quantized, report["budget"] = _fit_budget(graph, ranges, config, quantized, calibration, held_out,
-                                                      budget, max_float_layers, rounded, task=task,
+                                                      budget, settings.max_float_layers, rounded, task=task,
                                                       held_out_truth=held_out_truth)
             steps.mark("budget rescue")
         if evaluation is not None:
