@@ -155,28 +155,40 @@ def _pad_per_row(sch, block, rows, lanes: int) -> None:
         _vectorize_elementwise(sch, block, lanes)
 
 
-def _conv_rule():
+def _try_schedule(rule, func, target):
+    """`rule._schedule(sch, lanes)` on a fresh schedule of func, or None when func is not that rule's shape (an
+    exception included), so the next rule (or naive loops) applies."""
     from tvm.s_tir import Schedule
+
+    if not rule.is_target_available(target):
+        return None
+    sch = Schedule(func)
+    try:
+        return rule._schedule(sch, vector_lanes(target))
+    except Exception:
+        return None
+
+
+def _blocks_and_only_reduction(sch):
+    """The function's blocks and its one reduction block (None when it has none or several)."""
+    blocks = _blocks(sch)
+    reductions = [b for b in blocks if _is_reduction(sch, b)]
+    return blocks, reductions[0] if len(reductions) == 1 else None
+
+
+def _conv_rule():
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
     class NhwcConv(CPUScheduleRule):
         """Register-blocked NHWC convolution (regular, pointwise, depthwise) with its fused epilogue."""
 
         def apply(self, func, target, _tunable):
-            if not self.is_target_available(target):
-                return None
-            sch = Schedule(func)
-            try:
-                return self._schedule(sch, vector_lanes(target))
-            except Exception:  # not this rule's shape: the next rule (or naive loops) applies
-                return None
+            return _try_schedule(self, func, target)
 
         def _schedule(self, sch, lanes: int):
-            blocks = _blocks(sch)
-            convs = [b for b in blocks if _is_reduction(sch, b)]
-            if len(convs) != 1:
+            blocks, conv = _blocks_and_only_reduction(sch)
+            if conv is None:
                 return None
-            conv = convs[0]
             stmt = sch.get(conv)
             kinds = "".join("R" if int(iv.iter_type) == REDUCE else "S" for iv in stmt.iter_vars)
             if kinds != "SSSSRRR" or "conv2d_nhwc" not in stmt.name_hint:
@@ -218,7 +230,6 @@ def _conv_rule():
 
 
 def _matmul_rule():
-    from tvm.s_tir import Schedule
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
     class OuterReductionMatmul(CPUScheduleRule):
@@ -227,21 +238,11 @@ def _matmul_rule():
         loop LLVM vectorizes; tiles in parallel, the epilogue fused into the tile's write-back."""
 
         def apply(self, func, target, _tunable):
-            if not self.is_target_available(target):
-                return None
-            sch = Schedule(func)
-            try:
-                return self._schedule(sch, vector_lanes(target))
-            except Exception:  # not this rule's shape: the next rule applies
-                return None
+            return _try_schedule(self, func, target)
 
         def _schedule(self, sch, lanes: int):
-            blocks = _blocks(sch)
-            reductions = [b for b in blocks if _is_reduction(sch, b)]
-            if len(reductions) != 1:
-                return None
-            block = reductions[0]
-            if not _outer_reduction(sch.get(block)):
+            blocks, block = _blocks_and_only_reduction(sch)
+            if block is None or not _outer_reduction(sch.get(block)):
                 return None
             last = blocks[-1]
             if sch.get(last).name_hint == sch.get(block).name_hint:
