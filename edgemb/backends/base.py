@@ -26,11 +26,16 @@ FAILED = "failed"
 # stage that plans one of these at int8 runs edgemb.stages.quantize.quantize_model first (deploy, compile, the
 # task check), so "onnxruntime int8" or "tvm int8" names one model whoever builds it.
 QDQ_BACKENDS = ("onnxruntime", "tvm")
+# Backends whose int8 artifact carries the QDQ model's quantization when one is passed (OpenVINO reads it; TFLite,
+# TFLite Micro and Vela convert it, edgemb/backends/tflite_qdq.py) and fall back to their own tool's calibration,
+# recorded in the artifact's "quantizer", only when none is.
+QDQ_PREFERRING_BACKENDS = ("openvino", "tflite", "tflm", "vela")
 
 
 def needs_qdq_model(pairs: Iterable[tuple[str, str]]) -> bool:
-    """Whether building these (backend, precision) pairs needs the quantize stage's QDQ model."""
-    return any(backend in QDQ_BACKENDS and precision == "int8" for backend, precision in pairs)
+    """Whether building these (backend, precision) pairs needs, or would use, the quantize stage's QDQ model."""
+    return any(backend in (*QDQ_BACKENDS, *QDQ_PREFERRING_BACKENDS) and precision == "int8"
+               for backend, precision in pairs)
 
 
 def quantize_stage_model(options: dict[str, Any], backend: str) -> Path:

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from edgemb.backends.base import Artifact, BuildInputs, importable, mark_fit
-from edgemb.backends.tflite_backend import TfliteRunner, dequantize_output, int8_tflite, quantize_input
+from edgemb.backends.tflite_backend import (
+    TfliteRunner,
+    dequantize_output,
+    int8_quantization,
+    int8_tflite,
+    quantize_input,
+)
 from edgemb.errors import EdgembError
 from edgemb.metrics import parity
 from edgemb.quiet import native_output_captured
@@ -178,8 +184,9 @@ class TflmBackend:
         flash, sram = target.memory.get("flash_bytes"), target.memory.get("sram_bytes")
         size = model.stat().st_size
         memory = {"flash_bytes": size, "arena_bytes": arena, "target_flash_bytes": flash, "target_sram_bytes": sram}
-        artifact = Artifact(self.name, precision, model, extra={"memory": memory, "ops": ops,
-                                                                 "c_source": "tflm/model_data.cc"})
+        artifact = Artifact(self.name, precision, model, extra={
+            "memory": memory, "ops": ops, "c_source": "tflm/model_data.cc",
+            "quantizer": int8_quantization(inputs)["quantizer"]})
         problems = []
         if flash is not None and size > flash:
             problems.append(f"model {size:,} B > flash {flash:,} B")

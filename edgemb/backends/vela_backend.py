@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgemb.backends.base import Artifact, BuildInputs, importable, mark_fit
-from edgemb.backends.tflite_backend import TfliteRunner, int8_tflite
+from edgemb.backends.tflite_backend import TfliteRunner, int8_quantization, int8_tflite
 from edgemb.backends.tflm_backend import C_ARRAY_NAME, inline_buffers, write_c_array
 from edgemb.errors import EdgembError
 from edgemb.targets import Target
@@ -311,7 +311,7 @@ class VelaBackend:
             "estimate": estimate, "latency_estimate": latency_estimate(estimate), "npu_split": split,
             "memory": memory, "ops": ops,
             "c_source": "vela/model_data.cc", "source_model": "vela/model.int8.tflite", "vela_ini": "vela/vela.ini",
-            "parity_note": PARITY_NOTE})
+            "parity_note": PARITY_NOTE, "quantizer": int8_quantization(inputs)["quantizer"]})
         return mark_fit(artifact, problems, target.board)
 
     def load(self, artifact: Artifact, target: Target) -> TfliteRunner:
