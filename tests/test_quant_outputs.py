@@ -16,7 +16,8 @@ from onnx import TensorProto, helper, numpy_helper
 from edgemb.metrics import outputs_sqnr_db, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.correction import qdq_session, rank_sensitivity, rank_wide_sensitivity
-from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
+from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
+from edgemb.quant.quantizable import layers
 from edgemb.quant.ranges import choose_range, collect_stats
 from edgemb.quant.refit import CHECK_SAMPLES, REFIT_SAMPLES, refit_layers
 from edgemb.quant.rounding import round_layers

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from edgemb.data import load_data
 from edgemb.onnx_graph import Graph
-from edgemb.quant.qdq import layers
+from edgemb.quant.quantizable import layers
 from edgemb.quant.rounding import _attrs, _rows, collect_input_stats, round_layer
 from edgemb.zoo.prepared import prepare_model
 

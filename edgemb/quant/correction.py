@@ -17,7 +17,8 @@ import onnx
 from edgemb.metrics import outputs_sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import progress
-from edgemb.quant.qdq import QuantConfig, add_to_bias, build_qdq, layer_name, layers
+from edgemb.quant.qdq import QuantConfig, add_to_bias, build_qdq
+from edgemb.quant.quantizable import layer_name, layers
 
 ITERATIONS = 3
 RAISE_FIXED_MS, RAISE_MS_PER_ELEMENT = 0.094, 0.98e-6  # see raise_cost_ms

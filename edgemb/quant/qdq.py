@@ -18,10 +18,10 @@ import onnx
 from onnx import helper
 
 from edgemb.onnx_graph import Graph
+from edgemb.quant.quantizable import layers
 from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, quant_params, weight_scales
 from edgemb.quant.rounding import RoundedLayer
 
-LAYER_OPS = ("Conv", "Gemm")
 CLAMP_OPS = ("Relu", "Clip", "Min")
 SHAPE_ONLY_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 WIDE_OPSET = 21  # first opset whose QuantizeLinear/DequantizeLinear take 16-bit integers
@@ -59,17 +59,6 @@ class QuantConfig:
     def per_channel(self) -> bool:
         """Weights get one scale per output channel."""
         return self.granularity == "per-channel"
-
-
-def layer_name(graph: Graph, node: onnx.NodeProto) -> str:
-    """A readable layer name: the PyTorch module path of its weight (e.g. features.3.conv.1.0)."""
-    weight = node.input[1]
-    return weight[: -len(".weight")] if weight.endswith(".weight") else (node.name or node.output[0])
-
-
-def layers(graph: Graph) -> list[tuple[str, onnx.NodeProto]]:
-    """Every quantizable layer (Conv/Gemm with an initializer weight) in topological order."""
-    return [(layer_name(graph, n), n) for n in graph.nodes(*LAYER_OPS) if n.input[1] in graph.initializers]
 
 
 def activation_tensors(graph: Graph) -> list[str]:

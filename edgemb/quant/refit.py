@@ -27,7 +27,8 @@ import torch
 
 from edgemb.onnx_graph import Graph, run_batched, session, truncated
 from edgemb.progress import progress
-from edgemb.quant.qdq import QuantConfig, build_qdq, layers
+from edgemb.quant.qdq import QuantConfig, build_qdq
+from edgemb.quant.quantizable import layers
 from edgemb.quant.rounding import (
     RoundedLayer,
     _attrs,

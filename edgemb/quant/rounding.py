@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from edgemb.onnx_graph import Graph, session
 from edgemb.progress import progress
+from edgemb.quant.quantizable import layers
 
 DAMPING = 0.01  # fraction of the mean diagonal added to C: keeps the inverse stable for dead inputs
 SCALE_FRACTIONS = np.linspace(0.5, 1.0, 11)
@@ -184,8 +185,6 @@ def round_layer(w: np.ndarray, node: onnx.NodeProto, stats: InputStats, per_chan
 def round_layers(graph: Graph, x: np.ndarray, per_channel: bool, qmax: int = 127,
                  skip: Sequence[str] = ()) -> dict[str, RoundedLayer]:
     """Output-aware integer weights for every Conv/Gemm layer of the graph (by layer name)."""
-    from edgemb.quant.qdq import layers
-
     todo = [(name, node) for name, node in layers(graph) if name not in skip]
     stats = collect_input_stats(graph, todo, x)
     return {name: round_layer(graph.array(node.input[1]), node, stats[name], per_channel, qmax)

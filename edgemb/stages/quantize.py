@@ -28,7 +28,8 @@ from edgemb.quant.correction import (
 )
 from edgemb.quant.isa import choose_scheme, host_scheme
 from edgemb.quant.options import AUTO_METHOD, DEFAULT_SETTINGS, DEFAULT_WEIGHT_ROUNDING, QuantizeSettings
-from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq, layers
+from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
+from edgemb.quant.quantizable import layers
 from edgemb.quant.ranges import TensorStats, choose_range, collect_stats
 from edgemb.quant.refit import refit_layers
 from edgemb.quant.rounding import RoundedLayer, round_layers

@@ -14,7 +14,7 @@ from edgemb.data import load_data
 from edgemb.errors import EdgembError
 from edgemb.metrics import parity, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
-from edgemb.quant.qdq import layers
+from edgemb.quant.quantizable import layers
 from edgemb.stages.export import export_simplified
 from edgemb.zoo.inference import predict
 from edgemb.zoo.prepared import PreparedModel, prepare_model
