@@ -3,7 +3,8 @@
 The model below has two outputs. `boxes` is a depthwise layer straight off the input, with large values and
 little quantization error; `scores` comes through a dense 1x1 conv whose ReLU output has one loud channel, so
 per-tensor 8-bit activations crush the other seven and nearly all the error is in that second output. A
-ranking or a check that looks at output [0] alone cannot see it (its gains there are exactly 0).
+ranking or a check that looks at output [0] alone cannot see it (its gains there are exactly 0). The same holds for
+the quantize stage's own choices: the range method under `auto` (pick_ranges) and the rewrite gate (gate_rewrite).
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from onnx import TensorProto, helper, numpy_helper
 from edgemb.metrics import outputs_sqnr_db, sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.quant.correction import qdq_session, rank_sensitivity, rank_wide_sensitivity
+from edgemb.quant.options import AUTO_METHOD
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
 from edgemb.quant.quantizable import layers
 from edgemb.quant.ranges import choose_range, collect_stats
 from edgemb.quant.refit import CHECK_SAMPLES, REFIT_SAMPLES, refit_layers
 from edgemb.quant.rounding import round_layers
+from edgemb.stages.quantize import AUTO_CANDIDATES, gate_rewrite, pick_ranges
 
 CONFIG = QuantConfig("minmax", "per-channel", "uint8")
 
@@ -125,3 +128,80 @@ def test_the_refit_check_scores_every_output(two_heads):
     assert scores["without"] == round(outputs_sqnr_db(reference, unchanged), 3)
     assert scores["without"] < sqnr_db(reference[0], unchanged[0]) - 20  # the second output's error counts
     assert scores["with"] > scores["without"] and gate["applied"] and result is not rounded
+
+
+def _quiet_loud_channel(graph: Graph) -> Graph:
+    """The same float function with head_b's loud channel 200x quieter before the ReLU and 200x louder after it
+    (ReLU is positively homogeneous; head_b.2 ignores that channel anyway): a rewrite in the second head alone."""
+    rewritten = graph.copy()
+    down = np.ones(8, np.float32)
+    down[7] = 1 / 200
+    rewritten.set_array("head_b.0.weight", graph.array("head_b.0.weight") * down[:, None, None, None])
+    rewritten.set_array("head_b.0.bias", graph.array("head_b.0.bias") * down)
+    rewritten.set_array("head_b.2.weight", graph.array("head_b.2.weight") / down[None, :, None, None])
+    return rewritten
+
+
+def test_the_rewrite_gate_scores_every_output(two_heads):
+    """A rewrite that changes only the second head: judged on output [0] both candidates scored the same (the
+    first head is bit-identical) and the gate always skipped it; over every output it is kept."""
+    graph, x, _ = two_heads
+    rewritten = _quiet_loud_channel(graph)
+    fit, held_out = x[0::2], x[1::2]
+    reference = run_batched(qdq_session(graph.model), held_out)  # the gate's own float run
+    assert all(np.allclose(r, o, rtol=1e-4, atol=1e-2) for r, o in
+               zip(reference, run_batched(session(rewritten.model), held_out), strict=True))  # same function
+    outputs = {}
+    for key, candidate in (("without", graph), ("with", rewritten)):  # what the gate builds (minmax, GPTQ)
+        model = build_qdq(candidate, _ranges(candidate, fit), CONFIG, round_layers(candidate, fit, True))
+        outputs[key] = run_batched(qdq_session(model), held_out)
+    assert np.array_equal(outputs["without"][0], outputs["with"][0])  # output [0] alone: a tie, never applied
+    gate = gate_rewrite(graph, rewritten, CONFIG, x, "test rewrite", "gptq")
+    scores = gate["held_out_sqnr_db"]
+    assert scores == {key: round(outputs_sqnr_db(reference, out), 3) for key, out in outputs.items()}
+    assert scores["with"] > scores["without"] + 10 and gate["applied"], gate
+
+
+def _heavy_tailed(n: int = 96) -> np.ndarray:
+    return np.random.default_rng(1).laplace(size=(n, 2, 8, 8)).astype(np.float32)
+
+
+def test_auto_ranges_are_picked_on_every_output():
+    """Heavy-tailed inputs: the first output (boxes, fed by the input's range alone) is a little better under
+    mse, the second (scores) clearly better under percentile, whose range for the ReLU output is tighter. Output
+    [0] alone picked mse; over every output percentile wins."""
+    graph = Graph(_two_heads())
+    x = _heavy_tailed()
+    names = activation_tensors(graph)
+    stats = collect_stats(graph.model, x, names, histograms=True)
+    config = QuantConfig(AUTO_METHOD, "per-channel", "uint8")
+    reference = run_batched(qdq_session(graph.model), x)
+    outputs = {m: run_batched(qdq_session(build_qdq(graph, {n: choose_range(stats[n], m) for n in names}, config)),
+                              x) for m in AUTO_CANDIDATES}
+    first = {m: sqnr_db(reference[0], out[0]) for m, out in outputs.items()}
+    assert max(first, key=lambda m: first[m]) == "mse", first  # what output [0] alone chose
+    ranges, report = pick_ranges(graph, stats, names, config, None, x)
+    expected = {m: round(outputs_sqnr_db(reference, out), 3) for m, out in outputs.items()}
+    assert report["calibration_sqnr_db"] == expected
+    assert report["method"] == "percentile" and expected["percentile"] > expected["mse"] + 0.5, report
+    assert ranges == {n: choose_range(stats[n], "percentile") for n in names}
+
+
+def test_one_output_picks_ranges_and_gates_rewrites_on_its_logits_sqnr(two_heads):
+    """A classifier (one output) gets the same scores as when pick_ranges and gate_rewrite read output [0]."""
+    _, x, _ = two_heads
+    graph = Graph(_two_heads(("scores",)))
+    names = activation_tensors(graph)
+    stats = collect_stats(graph.model, _heavy_tailed(), names, histograms=True)
+    config = QuantConfig(AUTO_METHOD, "per-channel", "uint8")
+    reference = run_batched(qdq_session(graph.model), x)[0]
+    _, report = pick_ranges(graph, stats, names, config, None, x)
+    assert report["calibration_sqnr_db"] == {m: round(sqnr_db(reference, run_batched(qdq_session(build_qdq(
+        graph, {n: choose_range(stats[n], m) for n in names}, config)), x)[0]), 3) for m in AUTO_CANDIDATES}
+    rewritten = _quiet_loud_channel(graph)
+    fit, held_out = x[0::2], x[1::2]
+    reference = run_batched(qdq_session(graph.model), held_out)[0]
+    gate = gate_rewrite(graph, rewritten, CONFIG, x, "test rewrite", "nearest")
+    assert gate["held_out_sqnr_db"] == {key: round(sqnr_db(reference, run_batched(qdq_session(build_qdq(
+        candidate, _ranges(candidate, fit), CONFIG)), held_out)[0]), 3)
+        for key, candidate in (("without", graph), ("with", rewritten))}

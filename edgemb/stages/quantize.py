@@ -14,7 +14,7 @@ from edgemb.artifacts import file_record, staged_output, tool_versions, write_js
 from edgemb.budget import Budget, agreement_for_budget
 from edgemb.data import Data, as_data, parse_spec
 from edgemb.errors import EdgembError
-from edgemb.metrics import sqnr_db
+from edgemb.metrics import outputs_sqnr_db
 from edgemb.onnx_graph import Graph, run_batched, session
 from edgemb.progress import StepTimes, progress
 from edgemb.quant.act_equalization import equalize_activations
@@ -219,14 +219,15 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
 
 def gate_rewrite(graph: Graph, rewritten: Graph, config: QuantConfig, x: np.ndarray, what: str = "CLE",
                  weight_rounding: str = DEFAULT_WEIGHT_ROUNDING) -> dict[str, Any]:
-    """Whether a rewrite (CLE, activation equalization) raises the quantized logits' SQNR against the original
-    float graph. Ranges and weight rounding are fitted on the even calibration samples and the SQNR measured on
-    the odd ones; under `auto` each graph is scored with its better range candidate. The weights are rounded as
+    """Whether a rewrite (CLE, activation equalization) raises the quantized model's SQNR over every graph output
+    (`outputs_sqnr_db`: a classifier's logits, a detector's scores and boxes) against the original float graph.
+    Ranges and weight rounding are fitted on the even calibration samples and the SQNR measured on the odd
+    ones; under `auto` each graph is scored with its better range candidate. The weights are rounded as
     the stage will round them: activation equalization moves difficulty into dense weights, which GPTQ absorbs
     and plain rounding does not (V2@224: 16.5 -> 16.4 dB with plain rounding, 18.5 -> 20.0 with GPTQ)."""
     fit, held_out = x[0::2], x[1::2]
     methods = AUTO_CANDIDATES if config.method == AUTO_METHOD else (config.method,)
-    reference = run_batched(qdq_session(graph.model), held_out, desc=f"{what} check (float)")[0]
+    reference = run_batched(qdq_session(graph.model), held_out, desc=f"{what} check (float)")
     scores = []
     for candidate in (graph, rewritten):
         names = activation_tensors(candidate)
@@ -236,9 +237,9 @@ def gate_rewrite(graph: Graph, rewritten: Graph, config: QuantConfig, x: np.ndar
         best = -np.inf
         for method in methods:
             ranges = {n: choose_range(stats[n], method, config.activation_type) for n in names}
-            logits = run_batched(qdq_session(build_qdq(candidate, ranges, config, rounded)), held_out,
-                                 desc=f"{what} check")[0]
-            best = max(best, sqnr_db(reference, logits))
+            outputs = run_batched(qdq_session(build_qdq(candidate, ranges, config, rounded)), held_out,
+                                  desc=f"{what} check")
+            best = max(best, outputs_sqnr_db(reference, outputs))
         scores.append(round(best, 3))
     applied = scores[1] > scores[0]
     return {"applied": applied, "held_out_sqnr_db": {"without": scores[0], "with": scores[1]},
@@ -248,15 +249,16 @@ def gate_rewrite(graph: Graph, rewritten: Graph, config: QuantConfig, x: np.ndar
 
 def pick_ranges(graph: Graph, stats: dict[str, TensorStats], names: list[str], config: QuantConfig,
                 rounded: dict[str, RoundedLayer] | None, x: np.ndarray) -> tuple[dict, dict[str, Any]]:
-    """Activation ranges of the configured method; `auto` keeps the candidate with the best logits SQNR on
-    calibration samples (no one method wins everywhere: percentile on ImageNet V2, mse on Fashion-MNIST)."""
+    """Activation ranges of the configured method; `auto` keeps the candidate with the best SQNR over every graph
+    output (`outputs_sqnr_db`) on calibration samples (no one method wins everywhere: percentile on ImageNet V2,
+    mse on Fashion-MNIST)."""
     candidates = AUTO_CANDIDATES if config.method == AUTO_METHOD else (config.method,)
     options = {m: {n: choose_range(stats[n], m, config.activation_type) for n in names} for m in candidates}
     if len(options) == 1:
         return options[config.method], {"method": config.method}
-    reference = run_batched(qdq_session(graph.model), x, desc="range choice (float)")[0]
-    scores = {m: round(sqnr_db(reference, run_batched(qdq_session(build_qdq(graph, r, config, rounded)), x,
-                                                       desc=f"range choice ({m})")[0]), 3)
+    reference = run_batched(qdq_session(graph.model), x, desc="range choice (float)")
+    scores = {m: round(outputs_sqnr_db(reference, run_batched(qdq_session(build_qdq(graph, r, config, rounded)),
+                                                              x, desc=f"range choice ({m})")), 3)
               for m, r in options.items()}
     best = max(scores, key=lambda m: scores[m])
     return options[best], {"method": best, "calibration_sqnr_db": scores, "samples": len(x)}
