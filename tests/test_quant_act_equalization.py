@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgemb.data import load_data
 from edgemb.onnx_graph import Graph, run_batched, session
-from edgemb.quant.act_equalization import MAX_SCALE, channel_peaks, equalize_activations
+from edgemb.quant.act_equalization import MAX_SCALE, channel_peaks, equalize_activations, find_streams
 from edgemb.quant.cle import find_pairs
 from edgemb.quant.options import QuantizeSettings
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
@@ -104,3 +104,58 @@ def test_equalization_lifts_per_tensor_int8_on_a_reference_model(tmp_path):
                              settings=QuantizeSettings(granularity="per-tensor"))
     assert with_it["act_equalization"]["applied"]
     assert with_it["eval"]["sqnr_db"] > without["eval"]["sqnr_db"] + 3
+
+
+def _residual_stream(quiet_gain: float, tap: str = "") -> onnx.ModelProto:
+    """x (1 channel) -> conv p0 (gains 1 and quiet_gain) = t0; t0 -> conv e1 -> ReLU -> conv p1 = r1;
+    t1 = t0 + r1 -> conv head -> y. With `tap`, t1 is also multiplied by itself into a second output."""
+    rng = np.random.default_rng(3)
+    p0 = np.array([1.0, quiet_gain], np.float32).reshape(2, 1, 1, 1)
+    e1, head = (rng.uniform(0.5, 1.0, (2, 2, 1, 1)).astype(np.float32) for _ in range(2))
+    p1 = (np.diag([0.5, quiet_gain * 0.5]) @ rng.uniform(0.5, 1.0, (2, 2))).astype(np.float32).reshape(2, 2, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "p0"], ["t0"], "conv_p0"),
+             helper.make_node("Conv", ["t0", "e1"], ["h1"], "conv_e1"),
+             helper.make_node("Relu", ["h1"], ["a1"], "relu"),
+             helper.make_node("Conv", ["a1", "p1"], ["r1"], "conv_p1"),
+             helper.make_node("Add", ["t0", "r1"], ["t1"], "add"),
+             helper.make_node("Conv", ["t1", "head"], ["y"], "conv_head")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])]
+    if tap:
+        nodes.append(helper.make_node("Mul", ["t1", "t1"], [tap], "tap"))
+        outputs.append(helper.make_tensor_value_info(tap, TensorProto.FLOAT, [1, 2, 8, 8]))
+    inits = [numpy_helper.from_array(w, n) for w, n in ((p0, "p0"), (e1, "e1"), (p1, "p1"), (head, "head"))]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_residual_stream_is_scaled_as_one_and_its_sum_stays_exact():
+    """The quiet channel of t0, r1 and t1 is raised by one shared scale: both convolutions writing the stream
+    multiply it, both reading it divide it, so the Add still sums like channels and the float function stays."""
+    x = np.random.default_rng(4).uniform(0, 6, (32, 1, 8, 8)).astype(np.float32)
+    graph = Graph(_residual_stream(quiet_gain=0.01))
+    (stream,) = find_streams(graph)
+    assert stream.tensors == ["t0", "r1", "t1"]
+    assert {n.name for n in stream.producers} == {"conv_p0", "conv_p1"}
+    assert {n.name for n in stream.consumers} == {"conv_e1", "conv_head"}
+    equalized, done = equalize_activations(graph, x)
+    reference = run_batched(session(graph.model), x)[0]
+    assert np.abs(run_batched(session(equalized.model), x)[0] - reference).max() < 1e-4 * np.abs(reference).max()
+    record = done["per_tensor"]["t1"]
+    assert record["consumer"] == "residual stream" and record["channels_scaled"] == 1
+    scale = equalized.array("p0")[1].item() / graph.array("p0")[1].item()
+    assert scale > 4  # sqrt of the ~65x the quiet channel could take, dense readers share it
+    ratio = equalized.array("p1") / graph.array("p1")  # its input channels also belong to the e1 -> p1 link
+    assert np.allclose(ratio[1] / ratio[0], scale, rtol=1e-4)
+    assert np.allclose(graph.array("head")[:, 1] / equalized.array("head")[:, 1], scale, rtol=1e-4)
+    peaks_before = channel_peaks(graph, stream.tensors, x)
+    peaks_after = channel_peaks(equalized, stream.tensors, x)
+    for t in stream.tensors:  # every tensor of the stream keeps its own range
+        assert peaks_after[t].max() <= peaks_before[t].max() * (1 + 1e-5)
+    _, off = equalize_activations(graph, x, streams=False)
+    assert "t1" not in off["per_tensor"] and off["streams"] == 0
+
+
+def test_a_stream_read_by_anything_but_a_convolution_is_left_alone():
+    graph = Graph(_residual_stream(quiet_gain=0.01, tap="squared"))
+    assert find_streams(graph) == []
