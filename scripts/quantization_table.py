@@ -148,7 +148,7 @@ def measure_imagenet(scratch: Path, calib_sizes: tuple[int, ...] = CALIB_SIZES) 
     # the peers get the exported float graph, never the one edgemb's activation equalization rewrote
     float_graph = export_simplified(prepared.model, prepared.spec.resolution, scratch / "real-float.onnx")
     ours(f"default ({DEFAULT_LABEL})")
-    ours(f"default ({DEFAULT_LABEL}), with bias correction", bias_correction=True)
+    ours(f"{DEFAULT_LABEL}, bias correction", bias_correction=True)
     ours("gptq weights, auto ranges, activation equalization, no refit", refit=False)
     ours("gptq weights, auto ranges, no activation equalization, refit", act_equalization=False)
     ours("gptq weights, auto ranges, no activation equalization, no refit (previous default)",
