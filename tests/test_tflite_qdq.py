@@ -139,3 +139,36 @@ def test_onnx_module_runs_the_ops_edgembs_graphs_hold_as_onnxruntime_does():
     model.graph.node.append(_node("Einsum", ["logits"], "e", equation="ij->ji"))
     with pytest.raises(EdgembError, match="Einsum"):
         OnnxModule(model)
+
+
+def test_a_16_bit_rescue_tensor_gets_its_chosen_8_bit_range_in_tflite_int8(tmp_path):
+    """The quantize stage raises a sensitive activation to 16 bits over its full observed range; TFLite int8 has
+    no 16-bit activations, so it quantizes that tensor to 8 bits again, and must do it over the range the stage
+    chose for 8 bits (narrower: it clips outliers to keep resolution), not over the full one. A QDQ model that
+    does not record the 8-bit range (made before it did) still reads, with the full range."""
+    from edgemb.backends.tflite_qdq import read_qdq
+    from edgemb.onnx_graph import Graph
+    from edgemb.quant.qdq import QuantConfig, build_qdq
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(2, 4, 1, 1)).astype(np.float32), "w2")]
+    nodes = [_node("Conv", ["x", "w1"], "c1"), _node("Relu", ["c1"], "a1"), _node("Conv", ["a1", "w2"], "y")]
+    graph = Graph(helper.make_model(
+        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], inits),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=8))
+    ranges = {"x": (-3.0, 3.0), "a1": (0.0, 2.0)}
+    config = QuantConfig("percentile", "per-channel", "uint8", wide_tensors=["a1"], wide_ranges={"a1": (0.0, 9.0)})
+    model = build_qdq(graph, ranges, config)
+    path = tmp_path / "qdq.onnx"
+    onnx.save(model, str(path))
+    qdq = read_qdq(path)
+    assert qdq.wide["a1"] == pytest.approx((0.0, 2.0)) and qdq.wide_with_int8_range == ["a1"]
+    wide_scale = next(numpy_helper.to_array(t) for t in model.graph.initializer
+                      if t.name.startswith("a1") and "scale" in t.name)
+    assert float(wide_scale) == pytest.approx(9.0 / 65535)  # the 16-bit pair itself keeps the full range
+    model.ClearField("metadata_props")
+    onnx.save(model, str(path))
+    older = read_qdq(path)
+    assert older.wide["a1"] == pytest.approx((0.0, 9.0), abs=1e-6) and older.wide_with_int8_range == []

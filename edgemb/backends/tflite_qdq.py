@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
 from edgemb.errors import EdgembError
+from edgemb.quant.qdq import int8_ranges_of_16bit
 from edgemb.quiet import native_output_captured
 
 QUANTIZER = "edgemb (the quantize stage's QDQ model)"
@@ -65,9 +66,12 @@ class QdqModel:
 
     float_model: onnx.ModelProto
     activations: dict[str, tuple[float, int, str]]  # 8-bit tensors: scale, zero point, integer type
-    wide: dict[str, tuple[float, float]]  # 16-bit tensors (the quantize stage's rescue): their float range
+    # 16-bit tensors (the quantize stage's rescue): the 8-bit range chosen for them before they were raised, or,
+    # in a QDQ model that does not record it, their full 16-bit range
+    wide: dict[str, tuple[float, float]]
     layers: dict[str, LayerParams]  # by the layer node's output tensor
     float_layers: list[str] = field(default_factory=list)  # Conv/Gemm whose weights the QDQ model keeps float
+    wide_with_int8_range: list[str] = field(default_factory=list)  # 16-bit tensors whose 8-bit range is known
 
 
 def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | int, axis: int) -> np.ndarray:
@@ -145,7 +149,9 @@ def read_qdq(path: Path) -> QdqModel:
     float_graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items()
                                    if k in used and k not in values)
     float_graph.ClearField("value_info")
-    return QdqModel(float_model, activations, wide, layers, float_layers)
+    wide_as_int8 = int8_ranges_of_16bit(model)  # the 8-bit range chosen before the tensor was raised
+    return QdqModel(float_model, activations, {t: wide_as_int8.get(t, r) for t, r in wide.items()}, layers,
+                    float_layers, sorted(set(wide) & set(wide_as_int8)))
 
 
 class OnnxModule(torch.nn.Module):
@@ -553,7 +559,7 @@ def qdq_int8_tflite(qdq_path: Path, calibration: np.ndarray, out: Path,
             set_range(index, run.low[index], run.high[index])
         if logits_range is not None and len(ends) == 2:
             set_range(pairs[ends[1]], *logits_range())
-        for name, (low, high) in qdq.wide.items():  # TFLite int8 has no 16-bit rescue: their full range, 8 bits
+        for name, (low, high) in qdq.wide.items():  # TFLite int8 has no 16-bit rescue: 8 bits over this range
             if name in pairs:
                 set_range(pairs[name], low, high)
         order = {name: k for k, name in enumerate(pairs)}
@@ -609,6 +615,7 @@ def qdq_int8_tflite(qdq_path: Path, calibration: np.ndarray, out: Path,
         "biases_requantized": biases["requantized"],
         "biases_float_in_qdq": biases["float"],
         "activations_16bit_as_int8": sorted(qdq.wide),
+        "activations_16bit_as_int8_over_their_full_range": sorted(set(qdq.wide) - set(qdq.wide_with_int8_range)),
         "layers_float_in_qdq_as_int8": qdq.float_layers,
     }
     record.update({key: value for key, value in lost.items() if value})
