@@ -79,6 +79,11 @@ class Graph:
         """The single graph output (logits)."""
         return self.graph.output[0].name
 
+    @property
+    def output_names(self) -> set[str]:
+        """Every graph output (a detector has several)."""
+        return {o.name for o in self.graph.output}
+
     def nodes(self, *op_types: str) -> list[onnx.NodeProto]:
         """Nodes of the given op types in graph (topological) order."""
         return [n for n in self.graph.node if n.op_type in op_types]

@@ -8,7 +8,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgemb.data import load_data
 from edgemb.onnx_graph import Graph, run_batched, session
-from edgemb.quant.act_equalization import MAX_SCALE, channel_peaks, equalize_activations, find_streams
+from edgemb.quant.act_equalization import (
+    MAX_SCALE,
+    channel_extremes,
+    channel_peaks,
+    equalize_activations,
+    find_streams,
+)
 from edgemb.quant.cle import find_pairs
 from edgemb.quant.options import QuantizeSettings
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
@@ -129,6 +135,13 @@ def _residual_stream(quiet_gain: float, tap: str = "") -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def _assert_each_tensor_keeps_its_range(graph: Graph, equalized: Graph, tensors: list[str], x: np.ndarray) -> None:
+    before, after = channel_extremes(graph, tensors, x), channel_extremes(equalized, tensors, x)
+    for t in tensors:  # both ends of the tensor's (asymmetric, 8-bit) range stay where they were
+        assert after[t][0].min() >= before[t][0].min() * (1 + 1e-5) - 1e-7, t
+        assert after[t][1].max() <= before[t][1].max() * (1 + 1e-5) + 1e-7, t
+
+
 def test_a_residual_stream_is_scaled_as_one_and_its_sum_stays_exact():
     """The quiet channel of t0, r1 and t1 is raised by one shared scale: both convolutions writing the stream
     multiply it, both reading it divide it, so the Add still sums like channels and the float function stays."""
@@ -148,10 +161,7 @@ def test_a_residual_stream_is_scaled_as_one_and_its_sum_stays_exact():
     ratio = equalized.array("p1") / graph.array("p1")  # its input channels also belong to the e1 -> p1 link
     assert np.allclose(ratio[1] / ratio[0], scale, rtol=1e-4)
     assert np.allclose(graph.array("head")[:, 1] / equalized.array("head")[:, 1], scale, rtol=1e-4)
-    peaks_before = channel_peaks(graph, stream.tensors, x)
-    peaks_after = channel_peaks(equalized, stream.tensors, x)
-    for t in stream.tensors:  # every tensor of the stream keeps its own range
-        assert peaks_after[t].max() <= peaks_before[t].max() * (1 + 1e-5)
+    _assert_each_tensor_keeps_its_range(graph, equalized, stream.tensors, x)
     _, off = equalize_activations(graph, x, streams=False)
     assert "t1" not in off["per_tensor"] and off["streams"] == 0
 
@@ -159,3 +169,43 @@ def test_a_residual_stream_is_scaled_as_one_and_its_sum_stays_exact():
 def test_a_stream_read_by_anything_but_a_convolution_is_left_alone():
     graph = Graph(_residual_stream(quiet_gain=0.01, tap="squared"))
     assert find_streams(graph) == []
+
+
+def test_a_quiet_negative_channel_is_not_pushed_past_the_tensors_small_negative_end():
+    """A linear stream is quantized over [min, max] of the whole tensor. Its quiet channel here is negative
+    (-0.06 at most) in a tensor whose other channel reaches +6: scaling by |peak| alone would take it far below
+    the tensor's minimum and widen the 8-bit range; the signed bound keeps both ends."""
+    x = np.random.default_rng(5).uniform(0, 6, (32, 1, 8, 8)).astype(np.float32)
+    graph = Graph(_residual_stream(quiet_gain=-0.01))
+    (stream,) = find_streams(graph)
+    equalized, _ = equalize_activations(graph, x)
+    _assert_each_tensor_keeps_its_range(graph, equalized, stream.tensors, x)
+
+
+def test_convolutions_whose_channels_do_not_map_one_to_one_are_not_rescaled():
+    """A depthwise convolution with two filters per channel (weight 4x1x3x3, group 2) reads channel c with filters
+    2c and 2c+1: a per-channel division shaped for one filter per channel would not even broadcast. Such a reader
+    takes no link, and a graph whose link it would be comes back unchanged."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], "conv1"),
+             helper.make_node("Relu", ["c1"], ["a1"], "relu"),
+             helper.make_node("Conv", ["a1", "w2"], ["y"], "dw_x2", group=2, pads=[1, 1, 1, 1])]
+    inits = [numpy_helper.from_array(np.array([1.0, 0.01], np.float32).reshape(2, 1, 1, 1), "w1"),
+             numpy_helper.from_array(rng.uniform(0.5, 1, (4, 1, 3, 3)).astype(np.float32), "w2")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    graph = Graph(model)
+    assert find_pairs(graph) == []
+    x = rng.uniform(0, 6, (8, 1, 8, 8)).astype(np.float32)
+    equalized, done = equalize_activations(graph, x)
+    assert done["tensors_scaled"] == 0 and np.array_equal(equalized.array("w2"), graph.array("w2"))
+
+
+def test_a_stream_that_is_a_second_graph_output_is_left_alone():
+    """A detector-like graph exposes the stream's sum as its second output: scaling it would change what the
+    graph returns, so the stream is not one to equalize."""
+    model = _residual_stream(quiet_gain=0.01)
+    model.graph.output.append(helper.make_tensor_value_info("t1", TensorProto.FLOAT, [1, 2, 8, 8]))
+    assert find_streams(Graph(model)) == []

@@ -36,7 +36,7 @@ import onnx
 
 from edgemb.onnx_graph import Graph, session
 from edgemb.progress import progress
-from edgemb.quant.cle import Pair, _group, _is_conv_with_weight, find_pairs
+from edgemb.quant.cle import Pair, _group, _is_conv_with_weight, channelwise_reader, find_pairs
 
 DENSE_ALPHA = 0.5
 MAX_SCALE = 64.0
@@ -44,16 +44,41 @@ MARGIN = 1.5  # headroom over a scaled channel's calibration peak
 DEAD = 1e-6  # a channel whose peak is below this is left alone (all zero after ReLU on calibration data)
 
 
-def channel_peaks(graph: Graph, tensors: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    """Largest |value| of every channel of each tensor over the calibration samples (NCHW)."""
+def channel_extremes(graph: Graph, tensors: list[str], x: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Smallest and largest value of every channel of each tensor over the calibration samples (NCHW)."""
     sess = session(graph.model, tensors)
     input_name = sess.get_inputs()[0].name
-    peaks = {t: None for t in tensors}
-    for sample in progress(x, desc="calibrate (channel peaks)", unit="img"):
+    extremes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for sample in progress(x, desc="calibrate (channel ranges)", unit="img"):
         for name, value in zip(tensors, sess.run(tensors, {input_name: sample[None]}), strict=True):
-            peak = np.abs(value[0]).reshape(value.shape[1], -1).max(axis=1)
-            peaks[name] = peak if peaks[name] is None else np.maximum(peaks[name], peak)
-    return peaks
+            flat = value[0].reshape(value.shape[1], -1)
+            low, high = flat.min(axis=1), flat.max(axis=1)
+            if name in extremes:
+                low, high = np.minimum(extremes[name][0], low), np.maximum(extremes[name][1], high)
+            extremes[name] = (low, high)
+    return extremes
+
+
+def channel_peaks(graph: Graph, tensors: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Largest |value| of every channel of each tensor over the calibration samples (NCHW)."""
+    return {t: np.maximum(-low, high) for t, (low, high) in channel_extremes(graph, tensors, x).items()}
+
+
+def range_keeping_scales(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Per channel, the largest scale that keeps the channel inside the tensor's own range over MARGIN, on both
+    sides: an 8-bit activation is quantized over [min, max] of the whole tensor, so a scaled channel must not
+    push either end out (a quiet channel that is mostly negative in a mostly positive tensor is bounded by the
+    tensor's small negative end). Infinite for a dead channel (no value beyond DEAD on either side)."""
+    tensor_low, tensor_high = min(float(low.min()), 0.0), max(float(high.max()), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = np.where(high > DEAD, tensor_high / (MARGIN * high), np.inf)
+        down = np.where(low < -DEAD, tensor_low / (MARGIN * low), np.inf)
+    return np.minimum(up, down)
+
+
+def _scale_up(allowed: np.ndarray, exponent: float) -> np.ndarray:
+    s = np.clip(np.where(np.isfinite(allowed), allowed, 1.0), 1.0, MAX_SCALE)
+    return (s ** exponent).astype(np.float32)
 
 
 def _linked_tensor(pair: Pair) -> str:
@@ -61,12 +86,9 @@ def _linked_tensor(pair: Pair) -> str:
     return last.output[0]
 
 
-def channel_scales(peak: np.ndarray, depthwise_consumer: bool) -> np.ndarray:
-    """Scale-up factor per channel: quiet channels towards the tensor's peak, never down, at most MAX_SCALE."""
-    target = peak.max() / MARGIN
-    s = np.where(peak > DEAD, target / np.maximum(peak, DEAD), 1.0)
-    s = np.clip(s, 1.0, MAX_SCALE)
-    return (s if depthwise_consumer else s ** DENSE_ALPHA).astype(np.float32)
+def channel_scales(low: np.ndarray, high: np.ndarray, depthwise_consumer: bool) -> np.ndarray:
+    """Scale-up factor per channel: quiet channels towards the tensor's range, never down, at most MAX_SCALE."""
+    return _scale_up(range_keeping_scales(low, high), 1.0 if depthwise_consumer else DENSE_ALPHA)
 
 
 def _scale_pair(g: Graph, pair: Pair, s: np.ndarray) -> None:
@@ -120,7 +142,7 @@ def find_streams(g: Graph) -> list[Stream]:
         producers, consumers, ok = [], [], True
         for t in tensors:
             node = g.producer.get(t)
-            if node is None or t == g.output_name:
+            if node is None or t in g.output_names:
                 ok = False
             elif node.op_type == "Conv" and _is_conv_with_weight(g, node) and _group(node) == 1:
                 producers.append(node)
@@ -129,8 +151,9 @@ def find_streams(g: Graph) -> list[Stream]:
             for reader in g.consumers.get(t, []):
                 if reader.op_type == "Add" and reader.output[0] in members:
                     continue
-                if _is_conv_with_weight(g, reader) and reader.input[0] == t:
-                    consumers.append(reader)
+                if _is_conv_with_weight(g, reader) and reader.input[0] == t and channelwise_reader(g, reader):
+                    if all(reader is not c for c in consumers):
+                        consumers.append(reader)
                 else:
                     ok = False
         channels = {g.array(n.input[1]).shape[0] for n in producers}
@@ -141,12 +164,11 @@ def find_streams(g: Graph) -> list[Stream]:
     return streams
 
 
-def stream_scales(peaks: list[np.ndarray], dense_consumer: bool) -> np.ndarray:
-    """One scale per channel for all tensors of a stream: the largest that keeps every tensor under its own
-    peak / MARGIN, never down, at most MAX_SCALE."""
-    allowed = np.min([np.where(p > DEAD, p.max() / MARGIN / np.maximum(p, DEAD), np.inf) for p in peaks], axis=0)
-    s = np.clip(np.where(np.isfinite(allowed), allowed, 1.0), 1.0, MAX_SCALE)
-    return (s ** DENSE_ALPHA if dense_consumer else s).astype(np.float32)
+def stream_scales(extremes: list[tuple[np.ndarray, np.ndarray]], dense_consumer: bool) -> np.ndarray:
+    """One scale per channel for all tensors of a stream: the largest that keeps every tensor within its own
+    range over MARGIN, never down, at most MAX_SCALE."""
+    allowed = np.min([range_keeping_scales(low, high) for low, high in extremes], axis=0)
+    return _scale_up(allowed, DENSE_ALPHA if dense_consumer else 1.0)
 
 
 def _scale_stream(g: Graph, stream: Stream, s: np.ndarray) -> None:
@@ -163,24 +185,25 @@ def equalize_activations(graph: Graph, x: np.ndarray, streams: bool = True) -> t
     """A copy of the graph whose linked activations have their quiet channels scaled up, and what was done.
 
     Links are convolution -> (ReLU, ReLU6 or nothing) -> convolution with no other reader in between
-    (edgemb.quant.cle.find_pairs); other activations (residual sums, h-swish) are left as they are.
+    (edgemb.quant.cle.find_pairs); residual streams (find_streams) are scaled as one; other activations (h-swish,
+    SE products, concatenations) are left as they are.
     """
     g = graph.copy()
     pairs = [p for p in find_pairs(g) if p.activation is None or p.activation.op_type in ("Clip", "Relu")]
     tensors = [_linked_tensor(p) for p in pairs]
     residual = find_streams(g) if streams else []
     stream_tensors = [t for st in residual for t in st.tensors]
-    peaks = channel_peaks(g, tensors + stream_tensors, x) if pairs or residual else {}
+    extremes = channel_extremes(g, tensors + stream_tensors, x) if pairs or residual else {}
     scaled = {}
     for pair, tensor in zip(pairs, tensors, strict=True):
-        s = channel_scales(peaks[tensor], _group(pair.second) > 1)
+        s = channel_scales(*extremes[tensor], _group(pair.second) > 1)
         if np.any(s > 1.0):
             _scale_pair(g, pair, s)
             scaled[tensor] = {"channels_scaled": int(np.sum(s > 1.0)), "channels": len(s),
                               "max_scale": round(float(s.max()), 2),
                               "consumer": "depthwise" if _group(pair.second) > 1 else "dense"}
     for stream in residual:
-        s = stream_scales([peaks[t] for t in stream.tensors], any(_group(n) == 1 for n in stream.consumers))
+        s = stream_scales([extremes[t] for t in stream.tensors], any(_group(n) == 1 for n in stream.consumers))
         if np.any(s > 1.0):
             _scale_stream(g, stream, s)
             scaled[stream.tensors[-1]] = {"channels_scaled": int(np.sum(s > 1.0)), "channels": len(s),

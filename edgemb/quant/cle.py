@@ -32,7 +32,7 @@ class Pair:
 
 def _only_consumer(g: Graph, tensor: str) -> onnx.NodeProto | None:
     consumers = g.consumers.get(tensor, [])
-    return consumers[0] if len(consumers) == 1 and tensor != g.output_name else None
+    return consumers[0] if len(consumers) == 1 and tensor not in g.output_names else None
 
 
 def _is_conv_with_weight(g: Graph, node: onnx.NodeProto | None) -> bool:
@@ -41,6 +41,14 @@ def _is_conv_with_weight(g: Graph, node: onnx.NodeProto | None) -> bool:
 
 def _group(node: onnx.NodeProto) -> int:
     return next((a.i for a in node.attribute if a.name == "group"), 1)
+
+
+def channelwise_reader(g: Graph, node: onnx.NodeProto) -> bool:
+    """A dense convolution, or a depthwise one with one filter per channel: the two kinds whose input channel c
+    maps to one slice of the weight (column c, or filter c) that a per-channel rescale can divide. Grouped
+    convolutions and depthwise multipliers above 1 mix that mapping and are left out."""
+    group, weight_shape = _group(node), g.initializers[node.input[1]].dims
+    return group == 1 or (weight_shape[1] == 1 and weight_shape[0] == group)
 
 
 def find_pairs(g: Graph) -> list[Pair]:
@@ -60,7 +68,7 @@ def find_pairs(g: Graph) -> list[Pair]:
             activation, nxt = nxt, _only_consumer(g, nxt.output[0])
             if nxt is not None and nxt.op_type == "Min" and nxt.input[1] in g.initializers:
                 bound, nxt = nxt, _only_consumer(g, nxt.output[0])
-        if not _is_conv_with_weight(g, nxt):
+        if not _is_conv_with_weight(g, nxt) or not channelwise_reader(g, nxt):
             continue
         out_channels = g.array(first.input[1]).shape[0]
         second_in = g.array(nxt.input[1]).shape[1] * _group(nxt)

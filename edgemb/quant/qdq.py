@@ -20,7 +20,7 @@ from onnx import helper
 
 from edgemb.onnx_graph import Graph
 from edgemb.quant.quantizable import layers
-from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, quant_params, weight_scales
+from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, INTEGER_RANGES, quant_params, weight_scales
 from edgemb.quant.rounding import RoundedLayer
 
 CLAMP_OPS = ("Relu", "Clip", "Min")
@@ -125,10 +125,19 @@ def build_qdq(graph: Graph, ranges: dict[str, tuple[float, float]], config: Quan
         for opset in g.model.opset_import:
             if opset.domain in ("", "ai.onnx"):
                 opset.version = max(opset.version, WIDE_OPSET)
-        eight_bit = {t: [float(v) for v in ranges[t]] for t in config.wide_tensors if t in ranges}
+        eight_bit = {t: _representable_range(ranges[t], config.activation_type) for t in config.wide_tensors
+                     if t in ranges}
         onnx.helper.set_model_props(g.model, {**{p.key: p.value for p in g.model.metadata_props},
                                               INT8_RANGES_OF_16BIT: json.dumps(eight_bit, sort_keys=True)})
     return g.model
+
+
+def _representable_range(bounds: tuple[float, float], dtype: str) -> list[float]:
+    """The range an 8-bit tensor quantized over `bounds` actually covers: zero point and scale snapped, as the
+    8-bit Q/DQ pairs hold it (so a backend re-deriving them gets the same integers)."""
+    scale, zero_point = quant_params(*bounds, dtype)
+    qmin, qmax = INTEGER_RANGES[dtype]
+    return [(qmin - zero_point) * scale, (qmax - zero_point) * scale]
 
 
 def int8_ranges_of_16bit(model: onnx.ModelProto) -> dict[str, tuple[float, float]]:
