@@ -91,15 +91,22 @@ def channel_scales(low: np.ndarray, high: np.ndarray, depthwise_consumer: bool) 
     return _scale_up(range_keeping_scales(low, high), 1.0 if depthwise_consumer else DENSE_ALPHA)
 
 
+def _multiply_output_channels(g: Graph, node: onnx.NodeProto, s: np.ndarray) -> None:
+    g.set_array(node.input[1], g.array(node.input[1]) * s.reshape(-1, 1, 1, 1))
+    if len(node.input) > 2 and node.input[2]:
+        g.set_array(node.input[2], g.array(node.input[2]) * s)
+
+
+def _divide_input_channels(g: Graph, node: onnx.NodeProto, s: np.ndarray) -> None:
+    w = g.array(node.input[1])  # depthwise: one filter per channel; dense: one weight column per channel
+    g.set_array(node.input[1], w / s.reshape(-1, 1, 1, 1) if _group(node) > 1 else w / s.reshape(1, -1, 1, 1))
+
+
 def _scale_pair(g: Graph, pair: Pair, s: np.ndarray) -> None:
-    first, second = pair.first, pair.second
-    g.set_array(first.input[1], g.array(first.input[1]) * s.reshape(-1, 1, 1, 1))
-    if len(first.input) > 2 and first.input[2]:
-        g.set_array(first.input[2], g.array(first.input[2]) * s)
+    _multiply_output_channels(g, pair.first, s)
     if pair.bound is not None:  # a per-channel ReLU bound written by CLE follows its channel
         g.set_array(pair.bound.input[1], g.array(pair.bound.input[1]) * s.reshape(1, -1, 1, 1))
-    w2 = g.array(second.input[1])
-    g.set_array(second.input[1], w2 / s.reshape(-1, 1, 1, 1) if _group(second) > 1 else w2 / s.reshape(1, -1, 1, 1))
+    _divide_input_channels(g, pair.second, s)
 
 
 @dataclass
@@ -136,6 +143,7 @@ def find_streams(g: Graph) -> list[Stream]:
     groups: dict[str, list[str]] = {}
     for t in parent:
         groups.setdefault(root(t), []).append(t)
+    order = {t: i for i, t in enumerate(o for n in g.graph.node for o in n.output)}
     streams = []
     for tensors in groups.values():
         members = set(tensors)
@@ -159,7 +167,6 @@ def find_streams(g: Graph) -> list[Stream]:
         channels = {g.array(n.input[1]).shape[0] for n in producers}
         channels |= {g.array(n.input[1]).shape[1] * _group(n) for n in consumers}
         if ok and producers and consumers and len(channels) == 1:
-            order = {t: i for i, t in enumerate(o for n in g.graph.node for o in n.output)}
             streams.append(Stream(sorted(tensors, key=order.__getitem__), producers, consumers))
     return streams
 
@@ -173,12 +180,9 @@ def stream_scales(extremes: list[tuple[np.ndarray, np.ndarray]], dense_consumer:
 
 def _scale_stream(g: Graph, stream: Stream, s: np.ndarray) -> None:
     for node in stream.producers:
-        g.set_array(node.input[1], g.array(node.input[1]) * s.reshape(-1, 1, 1, 1))
-        if len(node.input) > 2 and node.input[2]:
-            g.set_array(node.input[2], g.array(node.input[2]) * s)
+        _multiply_output_channels(g, node, s)
     for node in stream.consumers:
-        w = g.array(node.input[1])
-        g.set_array(node.input[1], w / s.reshape(-1, 1, 1, 1) if _group(node) > 1 else w / s.reshape(1, -1, 1, 1))
+        _divide_input_channels(g, node, s)
 
 
 def equalize_activations(graph: Graph, x: np.ndarray, streams: bool = True) -> tuple[Graph, dict[str, Any]]:
