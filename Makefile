@@ -102,7 +102,7 @@ deploy:
 		$(if $(SHA256),--sha256 $(SHA256)) \
 		$(if $(BACKEND),--backend $(BACKEND)) --out $(BUILD)
 
-# The README's deploy results: x86 v2_1.0, rpi4 v2_1.0 (emulated), cortex-m7 v1_0.25.
+# The README's deploy results: v2_1.0 on x86 and rpi4 (emulated), ImageNet and reference weights; cortex-m7 v1_0.25.
 deploy-table:
 	$(PY) scripts/deploy_table.py $(DEPLOYS)
 	$(MAKE) readme

@@ -18,7 +18,7 @@ from edgemb.zoo.weights.load import default_weights
 from provenance import measured_on
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ["x86:v2_1.0", "x86:v2_1.0:ref", "rpi4:v2_1.0:ref", "cortex-m7:v1_0.25"]
+DEFAULT = ["rpi4:v2_1.0", "x86:v2_1.0", "x86:v2_1.0:ref", "rpi4:v2_1.0:ref", "cortex-m7:v1_0.25"]
 
 
 def slim(report: dict, model_arg: str) -> dict:

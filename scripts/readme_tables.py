@@ -154,6 +154,13 @@ def deploy_table(path: Path = RESULTS / "deploy.json") -> str:
     return "\n".join(lines)
 
 
+def speed_ratio(speedup: float) -> str:
+    """A speed-up as words that cannot mislead: 2.44 -> "2.44x faster", 0.41 -> "2.44x slower" (not "0.41x faster")."""
+    if speedup >= 1.0:
+        return f"{speedup:.2f}x faster"
+    return f"{1.0 / speedup:.2f}x slower" if speedup > 0 else "n/a"
+
+
 def bench_table(path: Path = RESULTS / "bench.json",
                 tvm_path: Path = RESULTS / "tvm_tuning.json") -> str:
     """Latency ratios from `make bench` (and `make tvm-bench`), measured in one run each; details in BENCHMARKS.md."""
@@ -167,9 +174,9 @@ def bench_table(path: Path = RESULTS / "bench.json",
                 ours = next(v for k, v in values.items() if k.startswith("edgemb recommended"))
                 lines.append(f"| `{m['model']}` | {m.get('weights', 'ref')} | {t} | {m['recommended']['backend']} "
                              f"{m['recommended']['precision']} | {ours:.3f} | "
-                             f"{m['speedup_vs_onnxruntime_fp32'][t]:.2f}x faster | "
-                             f"{m['speedup_vs_onnxruntime_stock_int8'][t]:.2f}x faster | "
-                             f"{m['openvino_int8_over_fp32'][t]:.2f}x faster | "
+                             f"{speed_ratio(m['speedup_vs_onnxruntime_fp32'][t])} | "
+                             f"{speed_ratio(m['speedup_vs_onnxruntime_stock_int8'][t])} | "
+                             f"{speed_ratio(m['openvino_int8_over_fp32'][t])} | "
                              f"{m['runner_overhead_vs_benchmark_app'][t]:.3f} | {m['ratio_to_compute_bound'][t]}x |")
         lines += ["", f"Machine: {bench['machine']}."]
     else:

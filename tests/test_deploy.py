@@ -25,6 +25,31 @@ def make_deploy(target: str, model: str, build: Path, timeout: int, *extra: str)
                            f"BUILD={build}", *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def check_recommendation(report: dict, max_drop: float = 0.5) -> dict:
+    """The report's pick against the rules stated to users, read from the report's own numbers: an artifact
+    passes only when its whole estimated-drop interval lies under the budget (inconclusive when the interval
+    straddles it), and the pick is the fastest passing artifact (measured, within the fastest's spread; else by
+    the cited estimate). Returns the recommended artifact's entry."""
+    for a in report["artifacts"]:
+        parity = a.get("parity") or {}
+        if a["budget_status"] == "pass" and parity.get("est_drop") is not None:
+            assert parity["est_drop_high"] <= max_drop, a
+        if a["budget_status"] == "inconclusive":
+            assert parity["est_drop_low"] <= max_drop < parity["est_drop_high"], a
+    passing = [a for a in report["artifacts"] if a["budget_status"] == "pass"]
+    rec = report["recommended"]
+    (chosen,) = [a for a in passing if (a["backend"], a["precision"]) == (rec["backend"], rec["precision"])]
+    timed = [a for a in passing if "latency" in a]
+    if timed:
+        fastest = min(timed, key=lambda a: a["latency"]["p50_ms"])
+        spread = fastest["latency"].get("spread_ms") or 0.0
+        assert chosen["latency"]["p50_ms"] <= fastest["latency"]["p50_ms"] + spread, (chosen, fastest)
+    else:
+        estimated = [a["latency_estimate"]["p50_ms"] for a in passing if "latency_estimate" in a]
+        assert chosen["latency_estimate"]["p50_ms"] == min(estimated)
+    return chosen
+
+
 @pytest.fixture(scope="module")
 def x86_deploy(tmp_path_factory):
     out = tmp_path_factory.mktemp("deploy")
@@ -197,6 +222,7 @@ def test_make_deploy_x86_v2_cold_then_warm(tmp_path):
                     "est_drop_high"} <= set(a["parity"])
             assert a["parity"]["est_drop_low"] <= a["parity"]["est_drop"] <= a["parity"]["est_drop_high"]
     assert by[("tflite", "int8")]["parity"]["agreement_confident"] >= 0.85, "logits range not clipped"
+    check_recommendation(report)
     assert not any(stage["cached"] for stage in report["stages"].values())
     warm = make_deploy("x86", "v2_1.0", env_out, 600)
     assert warm.returncode == 0, warm.stderr[-2000:]
@@ -232,6 +258,7 @@ def test_readme_main_command_rpi4_v2(tmp_path):
     chosen = by[(rec["backend"], rec["precision"])]
     assert chosen["latency_estimate"]["kind"] == "estimated" and "XNNPACK" in chosen["latency_estimate"]["source"]
     assert chosen["budget_status"] == "pass" and chosen["parity"]["est_drop_high"] <= 0.5
+    assert check_recommendation(report) is chosen
     assert "estimated" in cold.stdout and "recommended:" in cold.stdout
     warm = make_deploy("rpi4", "v2_1.0", tmp_path, 600)
     assert warm.returncode == 0, warm.stderr[-2000:]

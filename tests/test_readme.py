@@ -16,3 +16,12 @@ def test_readme_shows_setup_test_and_deploy_first():
     text = README.read_text()
     first_block = text.split("```")[1]
     assert "make setup" in first_block and "make test" in first_block and "make deploy" in first_block
+
+
+def test_bench_ratios_below_one_read_as_slower():
+    # a ratio under 1 is a slowdown: the bench table once printed "0.41x faster" for 2.4x slower
+    from readme_tables import speed_ratio
+
+    assert speed_ratio(2.44) == "2.44x faster"
+    assert speed_ratio(0.41) == "2.44x slower"
+    assert speed_ratio(1.0) == "1.00x faster"

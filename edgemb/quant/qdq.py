@@ -24,7 +24,6 @@ from edgemb.quant.ranges import DEFAULT_RANGE_METHOD, INTEGER_RANGES, quant_para
 from edgemb.quant.rounding import RoundedLayer
 
 CLAMP_OPS = ("Relu", "Clip", "Min")
-SHAPE_ONLY_OPS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 WIDE_OPSET = 21  # first opset whose QuantizeLinear/DequantizeLinear take 16-bit integers
 ZERO_POINT_TYPES = {"uint8": np.uint8, "int8": np.int8, "uint16": np.uint16, "int16": np.int16}
 
