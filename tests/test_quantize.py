@@ -365,3 +365,18 @@ def test_openvino_int8_from_a_qdq_model_with_16_bit_activations_keeps_its_accura
     ov.save_model(ov.convert_model(str(tmp_path / "stripped.onnx")), str(tmp_path / "m.xml"), compress_to_fp16=False)
     reference = run_batched(session(graph.model), x)[0]
     assert sqnr_db(reference, OpenVinoRunner(tmp_path / "m.xml").run(x)) > 20.0
+
+
+def test_rescue_choice_on_labelled_held_out_samples_uses_the_estimate_not_label_flips():
+    """One flipped label among 128 held-out images is a 0.78-point drop; the float model's probabilities say the
+    int8 model lost 0.05: no rescue (the v2_1.0 reference once paid 2x onnxruntime time for such a flip)."""
+    from edgemb.budget import Budget
+    from edgemb.stages.quantize import meets_on_held_out
+
+    one_flip = {"n": 128, "drop": 0.78, "agreement": 0.992, "sqnr_db": 38.0, "est_drop": 0.05,
+                "est_drop_low": -0.8, "est_drop_high": 0.8}
+    assert meets_on_held_out(Budget(max_drop=0.5), one_flip)
+    assert not Budget(max_drop=0.5).met(one_flip), "the evaluation verdict still judges the labels"
+    assert not meets_on_held_out(Budget(max_drop=0.5), {**one_flip, "drop": 0.0, "est_drop": 0.7})
+    steps = [{**one_flip, "drop": 0.0, "est_drop": 0.7}, {**one_flip, "est_drop": 0.3, "sqnr_db": 40.0}]
+    assert best_step(Budget(max_drop=0.5), steps) == 1, "ranked by the estimate, not the labels"

@@ -264,27 +264,40 @@ def pick_ranges(graph: Graph, stats: dict[str, TensorStats], names: list[str], c
     return options[best], {"method": best, "calibration_sqnr_db": scores, "samples": len(x)}
 
 
-def meets_on_held_out(budget: Budget, result: dict[str, Any]) -> bool:
-    """Whether a step meets the budget on held-out calibration samples, judged on the point estimate.
+def for_choice(result: dict[str, Any]) -> dict[str, Any]:
+    """A held-out parity result as the rescue chooses on it: the label-free point estimate of the drop, whenever
+    there is one, even on labelled samples.
 
-    The held-out part is a quarter of the calibration set (75 crops by default at 224): an interval on so few
-    samples straddles any useful budget, so choosing on it would run the whole rescue ladder every time. The
-    choice uses the estimate; the proof (the interval) is made on the evaluation set, which the choice never saw.
+    The held-out part is a quarter of the calibration set (75 crops at 224, 128 Fashion-MNIST images): an
+    interval on so few samples straddles any useful budget, so choosing on it would run the whole rescue ladder
+    every time; and a measured drop moves in whole label flips (0.78 points per flip on 128 samples). Measured:
+    the Fashion-MNIST v2_1.0 reference raised two activations to 16 bits on one flip (held-out drop 0.78), which
+    doubled its onnxruntime int8 time (0.21 -> 0.46 ms) and made TVM int8 8x slower, while its drop on the
+    10,000 test images was -0.03. The estimate (edgemb.metrics.estimated_drop) averages the float model's
+    probabilities, so it moves smoothly with the model. The choice uses the point; the proof (labels or the
+    whole interval) is made on the evaluation set, which the choice never saw.
     """
-    if result.get("est_drop") is not None:
-        result = {**result, "est_drop_low": result["est_drop"], "est_drop_high": result["est_drop"]}
-    return budget.met(result)
+    if result.get("est_drop") is None:
+        return result
+    view = {k: v for k, v in result.items() if k != "drop"}
+    return {**view, "est_drop_low": result["est_drop"], "est_drop_high": result["est_drop"]}
+
+
+def meets_on_held_out(budget: Budget, result: dict[str, Any]) -> bool:
+    """Whether a step meets the budget on held-out calibration samples, judged as `for_choice` says."""
+    return budget.met(for_choice(result))
 
 
 def _score(budget: Budget, result: dict[str, Any]) -> tuple:
     """How good one measured step is for the budget: meeting it first, then its deciding number, then SQNR."""
-    if result.get("drop") is not None and budget.max_drop is not None:
-        main = -result["drop"]
-    elif result.get("est_drop") is not None and budget.max_drop is not None:
-        main = -result["est_drop"]
+    view = for_choice(result)
+    if view.get("drop") is not None and budget.max_drop is not None:
+        main = -view["drop"]
+    elif view.get("est_drop") is not None and budget.max_drop is not None:
+        main = -view["est_drop"]
     else:
-        main = agreement_for_budget(result)[0]
-    return meets_on_held_out(budget, result), main, result["sqnr_db"]
+        main = agreement_for_budget(view)[0]
+    return meets_on_held_out(budget, view), main, view["sqnr_db"]
 
 
 def best_step(budget: Budget, steps: list[dict[str, Any]]) -> int:
@@ -334,7 +347,9 @@ def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data,
         quantized = model if best == len(steps) - 1 else build_qdq(graph, ranges, config, rounded)
     met, verdict = meets_on_held_out(budget, steps[best]), budget.verdict(steps[best])[1]
     summary = {**budget.to_dict(), "chosen_on": held_out.source, "held_out_samples": len(held_out),
-               "held_out_met": met, "held_out_verdict": verdict, "chosen_step": best,
+               "held_out_met": met, "held_out_verdict": verdict,
+               "held_out_decided_on": "estimated drop (point)" if steps[best].get("est_drop") is not None
+               else "the task's parity", "chosen_step": best,
                "sensitivity": float_ranking, "sensitivity_16bit": wide_ranking, "steps": steps,
                "held_out": steps[best], "steps_host_ms": [round(t, 3) for t in steps_ms],
                "speed_cost": speed_cost(steps_ms[0], steps_ms[best], float_ms)}
