@@ -488,13 +488,15 @@ class TvmBackend:
         tuning["functions_from_database"] = len(compile_library(mod, spec, database if tuning["records"] else None,
                                                                 path))
         extra: dict[str, Any] = {"arch": arch, "tvm_target": spec, "tuning": tuning}
+        notes = []
         if lowering is not None:
             extra["integer_lowering"] = lowering.as_dict()
+            if lowering.float_ops:  # a fallback shows in the report's note column, not only in compile.json
+                notes.append(lowering.float_note())
         if arch != host_arch():
-            return Artifact(self.name, precision, path, NEEDS_DEVICE,
-                            f"cross-compiled for {arch}: runs on the board (--device) or the emulated board",
-                            extra)
-        return Artifact(self.name, precision, path, extra=extra)
+            notes.insert(0, f"cross-compiled for {arch}: runs on the board (--device) or the emulated board")
+            return Artifact(self.name, precision, path, NEEDS_DEVICE, "; ".join(notes), extra)
+        return Artifact(self.name, precision, path, detail="; ".join(notes), extra=extra)
 
     def load(self, artifact: Artifact, target: Target) -> TvmRunner:
         """Only libraries built for this host's architecture load here."""

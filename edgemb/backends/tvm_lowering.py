@@ -17,6 +17,14 @@ With the target's dot-product kernel (`lower_qdq(mod, dot)`, chosen from its ISA
 pointwise and full convolutions (the RGB stem given a zero-weight 4th channel) and the classifier's matmul
 become TE functions tensorized with vpdpbusd / vpmaddubsw / smull+saddlp / sdot, and depthwise convolutions
 get a TE function of their own; their requantize is MLAS's (float32 scale, nearest even), as onnxruntime's.
+
+16-bit activations (the quantize stage's accuracy rescue: uint16/int16 Q/DQ pairs) have no integer kernel here. A
+convolution (or the classifier's matmul) reading one, and an add reading or writing one, runs in float between its
+dequantize and quantize, as onnxruntime runs them, but in NHWC with its weights dequantized at build time, so the
+default NHWC schedules take it and the integer ops around it stay NHWC (LoweringReport.float_ops counts them). A
+convolution with an 8-bit input and a 16-bit output stays on the integer kernels: their epilogue narrows to any
+integer type. Left to TVM's fake-quant form these were NCHW convolutions no edgemb schedule matches, scalar loops
+at ~1 GMAC/s (V2@224 int8: 19 ms instead of ~1.1 ms).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from edgemb.backends import tvm_dot
 
 ACC_DTYPE = "int32"
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+EIGHT_BIT, SIXTEEN_BIT = ("uint8", "int8"), ("uint16", "int16")
 CLAMP_TIR_PREFIXES = {"maximum": "lo", "minimum": "hi"}
 # The Relax operators the patterns match, by the names the rewrite uses for them.
 RELAX_OPS = {"quantize": "quantize", "dequantize": "dequantize", "conv2d": "nn.conv2d", "add": "add",
@@ -40,16 +49,25 @@ RELAX_OPS = {"quantize": "quantize", "dequantize": "dequantize", "conv2d": "nn.c
 
 @dataclass
 class LoweringReport:
-    """What the rewrite did: integer convolutions by kind, and convolutions it had to leave in float."""
+    """What the rewrite did: integer convolutions by kind, and the quantized ops it runs in float instead."""
 
     integer_ops: dict[str, int] = field(default_factory=dict)
     dot_ops: dict[str, int] = field(default_factory=dict)  # of those, on the target's dot-product instruction
+    # convolutions, matmuls and adds kept in float (NHWC) because they read or write a 16-bit activation
+    float_ops: dict[str, int] = field(default_factory=dict)
     dot_kernel: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The compile.json form."""
         return {"integer_ops": dict(sorted(self.integer_ops.items())), "dot_ops": dict(sorted(self.dot_ops.items())),
-                "dot_kernel": self.dot_kernel}
+                "float_ops": dict(sorted(self.float_ops.items())), "dot_kernel": self.dot_kernel}
+
+    def float_note(self) -> str:
+        """One line naming the ops kept in float ("" when there are none)."""
+        if not self.float_ops:
+            return ""
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.float_ops.items()))
+        return f"{sum(self.float_ops.values())} quantized ops run in float NHWC (16-bit activations): {kinds}"
 
 
 def fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +177,7 @@ class QdqRewrite:
             op = relax.op.maximum if hi is None else relax.op.minimum
             self.mutator.set_var_remap(binding.var, self._emit(op(self.mutator.visit_expr(inner), bound)))
             return True
-        if isinstance(value, relax.Call) and value.op.same_as(self.ops.matmul) and self.dot is not None:
+        if isinstance(value, relax.Call) and value.op.same_as(self.ops.matmul):
             lowered = self._lower_matmul(value)
             if lowered is not None:
                 self.mutator.set_var_remap(binding.var, lowered)
@@ -177,7 +195,10 @@ class QdqRewrite:
     def _emit(self, expr):
         return self.mutator.builder_.emit(expr)
 
-    def _count(self, kind: str, dot: bool = False) -> None:
+    def _count(self, kind: str, dot: bool = False, in_float: bool = False) -> None:
+        if in_float:
+            self.report.float_ops[kind] = self.report.float_ops.get(kind, 0) + 1
+            return
         if dot:
             self.report.dot_ops[kind] = self.report.dot_ops.get(kind, 0) + 1
         self.report.integer_ops[kind] = self.report.integer_ops.get(kind, 0) + 1
@@ -256,11 +277,12 @@ class QdqRewrite:
 
     # --- the rewrite ----------------------------------------------------------------------------
     def _lower(self, q_call):
-        """Integer conv for quantize(clamp*(conv + bias)); None when the producer is not that pattern."""
+        """Integer conv for quantize(clamp*(conv + bias)) (a float NHWC conv when its input is 16-bit); None when
+        the producer is not that pattern."""
         ops = self.ops
         out_dtype = str(q_call.attrs.out_dtype)
         scale_y, zero_y = self._const(q_call.args[1]), self._const(q_call.args[2])
-        if out_dtype not in ("uint8", "int8") or scale_y is None or zero_y is None \
+        if out_dtype not in EIGHT_BIT + SIXTEEN_BIT or scale_y is None or zero_y is None \
                 or scale_y.size != 1 or zero_y.size != 1:
             return None
         expr, lo, hi = q_call.args[0], -np.inf, np.inf
@@ -290,9 +312,14 @@ class QdqRewrite:
         if any(v is None for v in (scale_x, zero_x, w_q, scale_w, zero_w)) or scale_x.size != 1 \
                 or w_q.dtype != np.int8 or np.any(zero_w != 0):
             return None
-        if str(self.mutator.visit_expr(x_dq.args[0]).ty.dtype) not in ("uint8", "int8") or len(w_q.shape) != 4:
+        x_dtype = str(self.mutator.visit_expr(x_dq.args[0]).ty.dtype)
+        if x_dtype not in EIGHT_BIT + SIXTEEN_BIT or len(w_q.shape) != 4:
             return None
         x_q = self._nhwc_input(x_dq.args[0])
+        if x_dtype in SIXTEEN_BIT:  # no integer kernel reads 16 bits (the depthwise one forms int16 products)
+            return self._emit_float_conv(x_q, float(scale_x.reshape(())), int(zero_x.reshape(())), w_q,
+                                         np.broadcast_to(scale_w.reshape(-1), (w_q.shape[0],)), bias, attrs,
+                                         float(scale_y.reshape(())), int(zero_y.reshape(())), out_dtype, lo, hi)
         return self._emit_integer_conv(x_q, int(zero_x.reshape(())), float(scale_x.reshape(())), w_q,
                                        np.broadcast_to(scale_w.reshape(-1), (w_q.shape[0],)), bias, attrs,
                                        float(scale_y.reshape(())), int(zero_y.reshape(())), out_dtype, lo, hi)
@@ -336,6 +363,35 @@ class QdqRewrite:
         out = self._emit_requantize(acc, bias_q - zero_x * w_sums, mantissa, shift, zero_y, q_lo, q_hi, out_dtype)
         self._count(kind)
         return out
+
+    def _emit_float_conv(self, x_q, scale_x, zero_x, w_q, scale_w, bias, attrs, scale_y, zero_y, out_dtype,
+                         lo, hi):
+        """dequantize -> NHWC conv2d (HWIO weights dequantized here in float32, as the graph's dequantize computes
+        them) + bias -> clamp -> quantize: the fake-quant graph's arithmetic, in the layout NhwcConv schedules."""
+        from tvm import relax
+
+        channels = w_q.shape[0]
+        float_bias = None if bias is None else np.asarray(bias, np.float32).reshape(-1)
+        if float_bias is not None and float_bias.size != channels:
+            return None
+        emit, f32 = self._emit, "float32"
+        w_float = w_q.astype(np.float32) * np.asarray(scale_w, np.float32).reshape(-1, 1, 1, 1)
+        x = emit(relax.op.dequantize(x_q, relax.const(scale_x, f32), relax.const(zero_x, str(x_q.ty.dtype)),
+                                     axis=-1, out_dtype=f32))
+        strides = [int(s) for s in attrs.strides]
+        y = emit(relax.op.nn.conv2d(
+            x, relax.const(np.ascontiguousarray(w_float.transpose(2, 3, 1, 0)), f32), strides=strides,
+            padding=[int(p) for p in attrs.padding], dilation=[int(d) for d in attrs.dilation],
+            groups=int(attrs.groups), data_layout="NHWC", kernel_layout="HWIO", out_dtype=f32))
+        if float_bias is not None:
+            y = emit(relax.op.add(y, relax.const(float_bias.reshape(1, 1, 1, -1), f32)))
+        if lo > -np.inf:
+            y = emit(relax.op.maximum(y, relax.const(lo, f32)))
+        if hi < np.inf:
+            y = emit(relax.op.minimum(y, relax.const(hi, f32)))
+        self._count(_conv_kind(w_q.shape, int(attrs.groups), strides), in_float=True)
+        return emit(relax.op.quantize(y, relax.const(scale_y, f32), relax.const(zero_y, out_dtype), axis=-1,
+                                      out_dtype=out_dtype))
 
     def _pad_stem(self, x_q, w_q, zero_x):
         """The RGB stem: a zero-weight 4th channel (holding the zero point) makes it dot-product shaped, when the
@@ -398,7 +454,8 @@ class QdqRewrite:
 
     def _lower_matmul(self, call):
         """The classifier: matmul(dequantize(x_q), dequantize(W_q)^T) with float logits out, as a 1x1 dot
-        convolution over the int8 weights with a float epilogue ((acc - zp_x * sum(W)) * s_x * s_w)."""
+        convolution over the int8 weights with a float epilogue ((acc - zp_x * sum(W)) * s_x * s_w); a float
+        matmul over weights dequantized here when x_q is 16-bit."""
         from tvm import relax
 
         matched = self._match_matmul(call)
@@ -407,9 +464,17 @@ class QdqRewrite:
         x_var, scale_x, zero_x, w_q, scale_w = matched
         dot = self.dot
         x_dtype = str(x_var.ty.dtype)
+        channels, depth = w_q.shape[:2]
+        if x_dtype in SIXTEEN_BIT:  # weights [K, N]: the outer-reduction matmul rule's form
+            w_float = w_q[:, :, 0, 0].astype(np.float32) * np.asarray(scale_w, np.float32).reshape(-1, 1)
+            x = self._emit(relax.op.dequantize(x_var, relax.const(float(scale_x.reshape(())), "float32"),
+                                               relax.const(int(zero_x.reshape(())), x_dtype), axis=-1))
+            self._count("matmul", in_float=True)
+            return self._emit(relax.op.matmul(x, relax.const(np.ascontiguousarray(w_float.T), "float32")))
+        if dot is None or not tvm_dot.eligible(w_q, 1) or not tvm_dot.weights_fit(dot, w_q):
+            return None
         zero = int(zero_x.reshape(()))
         zero_eff = zero + tvm_dot.byte_offset(x_dtype, dot)
-        channels, depth = w_q.shape[:2]
         bias_q = -zero_eff * w_q.reshape(channels, -1).astype(np.int64).sum(axis=1)
         scale = float(scale_x.reshape(())) * np.broadcast_to(scale_w.reshape(-1), (channels,))
         packed = tvm_dot.pack_weights(w_q, dot.lanes)
@@ -425,8 +490,8 @@ class QdqRewrite:
         return self._emit(relax.op.reshape(out, [1, channels]))
 
     def _match_matmul(self, call):
-        """(x_q var, scale_x, zero_x, W_q as [O, I, 1, 1], scale_w) of the classifier's matmul when its int8
-        weights fit the dot-product kernel, else None."""
+        """(x_q var, scale_x, zero_x, W_q as [O, I, 1, 1], scale_w (one, or one per output)) of the classifier's
+        matmul over an 8- or 16-bit input and int8 weights, else None."""
         ops = self.ops
         x_dq = self._call(call.args[0], ops.dequantize)
         weights = call.args[1]
@@ -444,7 +509,7 @@ class QdqRewrite:
         w_q, scale_w, zero_w = (self._const(a) for a in w_dq.args)
         if any(v is None for v in (scale_x, zero_x, w_q, scale_w, zero_w)) or scale_x.size != 1 \
                 or w_q.dtype != np.int8 or w_q.ndim != 2 or np.any(zero_w != 0) or x_var.ty.ndim != 2 \
-                or str(x_var.ty.dtype) not in ("uint8", "int8") or int(x_var.ty.shape[0]) != 1:
+                or str(x_var.ty.dtype) not in EIGHT_BIT + SIXTEEN_BIT or int(x_var.ty.shape[0]) != 1:
             return None
         if transposed is None:
             w_q, axis = w_q.T, 1
@@ -452,10 +517,7 @@ class QdqRewrite:
             axis = 0
         if scale_w.size not in (1, w_q.shape[0]) or (scale_w.size > 1 and int(w_dq.attrs.axis) != axis):
             return None
-        w_q = np.ascontiguousarray(w_q)[:, :, None, None]
-        if not tvm_dot.eligible(w_q, 1) or not tvm_dot.weights_fit(self.dot, w_q):
-            return None
-        return x_var, scale_x, zero_x, w_q, scale_w
+        return x_var, scale_x, zero_x, np.ascontiguousarray(w_q)[:, :, None, None], scale_w
 
     def _emit_requantize(self, acc, bias_q, mantissa, shift, zero_y, q_lo, q_hi, out_dtype):
         """(acc + bias) * m + 2**(s-1) >> s, + zero, clamp, cast: elementwise Relax ops (so layout
@@ -495,12 +557,13 @@ class QdqRewrite:
 
     def _lower_add(self, q_call):
         """quantize(dequantize(a) + dequantize(b)) (the residual add) as an integer add in NHWC:
-        ((a - za) * Ma + (b - zb) * Mb + 2**(s-1)) >> s + zy, Ma = sa / sy * 2**s (int64)."""
+        ((a - za) * Ma + (b - zb) * Mb + 2**(s-1)) >> s + zy, Ma = sa / sy * 2**s (int64); in float (still NHWC)
+        when a, b or the sum is 16-bit."""
         from tvm import relax
 
         out_dtype = str(q_call.attrs.out_dtype)
         add_call = self._call(q_call.args[0], self.ops.add)
-        if add_call is None or out_dtype not in ("uint8", "int8"):
+        if add_call is None or out_dtype not in EIGHT_BIT + SIXTEEN_BIT:
             return None
         operands = [self._call(a, self.ops.dequantize) for a in add_call.args]
         params = [self._const(a) for a in q_call.args[1:]]
@@ -513,6 +576,9 @@ class QdqRewrite:
         tensors = [o.args[0] for o in operands]
         if any(self.mutator.visit_expr(t).ty.ndim != 4 for t in tensors) or any(t not in self.nhwc for t in tensors):
             return None  # only between tensors this rewrite produced (so both are NHWC already)
+        if out_dtype in SIXTEEN_BIT or any(str(self.nhwc[t].ty.dtype) not in EIGHT_BIT for t in tensors):
+            return self._emit_float_add([self.nhwc[t] for t in tensors], (scale_a, scale_b), (zero_a, zero_b),
+                                        scale_y, zero_y, out_dtype)
         ratios = np.array([scale_a / scale_y, scale_b / scale_y])
         _, shifts = fixed_point(ratios)
         shift = int(shifts.min())
@@ -528,6 +594,20 @@ class QdqRewrite:
         info = np.iinfo(out_dtype)
         self._count("add")
         return self._clamp_cast(total, int(info.min), int(info.max), out_dtype)
+
+    def _emit_float_add(self, tensors, scales, zeros, scale_y: float, zero_y: float, out_dtype: str):
+        """quantize(dequantize(a) + dequantize(b)) on the NHWC twins: one fused elementwise kernel."""
+        from tvm import relax
+
+        emit, f32 = self._emit, "float32"
+        total = None
+        for tensor, scale, zero in zip(tensors, scales, zeros, strict=True):
+            value = emit(relax.op.dequantize(tensor, relax.const(scale, f32),
+                                             relax.const(int(zero), str(tensor.ty.dtype)), axis=-1, out_dtype=f32))
+            total = value if total is None else emit(relax.op.add(total, value))
+        self._count("add", in_float=True)
+        return emit(relax.op.quantize(total, relax.const(scale_y, f32), relax.const(int(zero_y), out_dtype),
+                                      axis=-1, out_dtype=out_dtype))
 
 
 def _integer_bounds(lo: float, hi: float, scale: float, zero: int, dtype: str) -> tuple[int, int]:

@@ -363,8 +363,8 @@ def build_report(settings: DeploySettings, target: Target, prepared: PreparedMod
             entry.update(path=str(Path("compile") / record["path"]), sha256=record["sha256"],
                          size_bytes=record["size_bytes"])
         # A backend's own performance model (Vela for Ethos-U NPUs) gives `latency_estimate` with the artifact.
-        for key in ("detail", "kernel_precisions", "arch", "note", "tuning", "latency_estimate", "npu_split",
-                    "parity_note"):
+        for key in ("detail", "kernel_precisions", "arch", "note", "tuning", "integer_lowering", "latency_estimate",
+                    "npu_split", "parity_note"):
             if key in record:
                 entry[key] = record[key]
         profile = by_key.get((record["backend"], record["precision"]), {})
