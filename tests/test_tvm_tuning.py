@@ -1,6 +1,7 @@
 """TVM tuning that pays (#19, deliverable 3): a wall-clock budget, progress lines, records reused across builds.
 
-The fast tests drive the progress/scheduling state with a fake clock, the budget defaults and the database key;
+The fast tests drive the progress/scheduling state with a fake clock and the budget defaults (the database key:
+tests/test_tvm_database_key.py);
 two run TVM on a tiny model: compiling its untuned library leaves the module tunable, and MetaSchedule's loop
 ends once no task yields a candidate (V2@224's 10-minute tuning measured 0 trials: its module had been scheduled
 in place, and the loop drew empty batches until the budget ran out).
@@ -284,21 +285,6 @@ def test_compile_and_deploy_pass_the_budget_to_the_backend(monkeypatch, tmp_path
     assert (seen["settings"].tune_trials, seen["settings"].tune_seconds) == (8, 42.0)
     assert cli.main(["deploy", "v1_0.25", "--target", "x86", "--tune-trials", "8"]) == 2
     assert seen["settings"].tune_seconds is None  # the backend's default budget applies
-
-
-def test_database_key_has_the_target_and_the_isa(monkeypatch, tmp_path):
-    """An AVX2 host's records are never applied on a VNNI host with the same TVM target, or the other way."""
-    from edgemb.backends.tvm_backend import database_dir
-
-    monkeypatch.setenv("EDGEMB_CACHE", str(tmp_path))
-    spec = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
-    avx2 = database_dir("v2_1.0@224-fp32", spec, ("sse4_2", "avx2", "fma"))
-    vnni = database_dir("v2_1.0@224-fp32", spec, ("sse4_2", "avx2", "fma", "avx512f", "avx512_vnni"))
-    assert avx2 != vnni
-    assert avx2 == database_dir("v2_1.0@224-fp32", spec, ("fma", "avx2", "sse4_2"))  # order does not matter
-    assert avx2 != database_dir("v2_1.0@224-fp32", {**spec, "mcpu": "skylake"}, ("sse4_2", "avx2", "fma"))
-    assert avx2 != database_dir("v2_1.0@160-fp32", spec, ("sse4_2", "avx2", "fma"))
-    assert avx2.parent == tmp_path / "tvm-tuning"
 
 
 def host_spec() -> dict:

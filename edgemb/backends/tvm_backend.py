@@ -4,7 +4,8 @@ fp32 builds the float graph. int8 takes the quantize stage's QDQ model (options[
 onnxruntime int8 runs; without it the build is an EdgembError, never a fallback) and lowers it to integer kernels
 (edgemb/backends/tvm_lowering.py): TVM 0.27 alone would import it as fake-quant. Tuning spends its trials on the
 tasks that dominate (FLOPs x calls), within a wall-clock budget (edgemb/backends/tvm_tuning.py), and keeps them in a
-database per model, target and ISA that later builds reuse instead of tuning again. Each tuned task's default schedule
+database per model, precision, target (thread count included) and ISA (`database_dir`) that later builds, and
+scripts/tvm_tuning_bench.py, reuse instead of tuning again. Each tuned task's default schedule
 is measured into the same database, so the library compiles whichever of the two ran faster.
 ARM libraries are cross-compiled with Debian's aarch64 g++ and run only on the board (real or emulated).
 """
@@ -53,6 +54,7 @@ from edgemb.locking import file_lock
 from edgemb.progress import show_progress
 from edgemb.quiet import native_output_captured
 from edgemb.targets import Target
+from edgemb.zoo.registry import ModelSpec
 
 CROSS_COMPILERS = {"aarch64": ("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")}
 PRECISIONS = ("fp32", "int8")
@@ -82,14 +84,26 @@ def tvm_target_dict(target: Target) -> dict[str, Any]:
     return spec
 
 
-def database_dir(model_name: str, spec: dict[str, Any], isa: Sequence[str]) -> Path:
-    """Tuning records live per model+resolution+target+ISA in the user cache and are reused by every build.
+def database_dir(model: ModelSpec, precision: str, spec: dict[str, Any], isa: Sequence[str]) -> Path:
+    """The MetaSchedule database of one model at one precision for one TVM target and ISA, in the user cache.
 
-    The ISA flags are part of the key beside the TVM target: an `mcpu` name alone does not say whether a host
-    (or a virtual machine's CPU) has AVX-512 or VNNI, and schedules measured with one ISA mislead on another."""
+    The one key of every tuning database: the TVM backend's build (a deploy's compile stage), the deploy's check of
+    what its compile would apply, and scripts/tvm_tuning_bench.py (`make tvm-bench`, `make tvm-tune-bench`) all
+    call it, so records tuned by any of them are applied by the others.
+    - The model is its canonical name (`ModelSpec.name`, from prepare_model or named_spec), never a name as typed:
+      the resolution shows only when it is not the family's default, so MobileNetV2 with ImageNet weights is
+      `v2_1.0` whether asked for as `v2_1.0` or `v2_1.0@224`, and the 64x64 reference model is `v2_1.0@64`.
+    - The ISA flags are part of the key beside the TVM target: an `mcpu` name alone does not say whether a host
+      (or a virtual machine's CPU) has AVX-512 or VNNI, and schedules measured with one ISA mislead on another.
+    - The TVM target goes in whole, its `num-cores` (the build's thread count) included: MetaSchedule sizes a
+      schedule's parallel loops for that many cores, and each record's run time was measured on a library built
+      for them. A record tuned at 1 thread is valid code at 2, but it won at 1 thread and need not be the best at
+      2 (nor beat the default schedule there). So a database serves builds of one thread count: `make
+      tvm-tune-bench` tunes at the x86 target's (`--threads target`), so the deploys on this host apply it, and
+      the bench's report names the thread count each database serves (`database_threads`)."""
     key = {"target": spec, "isa": sorted(set(isa))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return cache_dir("tvm-tuning", f"{model_name}-{spec.get('mcpu', 'generic')}-{digest}")
+    return cache_dir("tvm-tuning", f"{model.name}-{precision}-{spec.get('mcpu', 'generic')}-{digest}")
 
 
 def database_records(folder: Path) -> int:
@@ -469,7 +483,7 @@ class TvmBackend:
         source = inputs.float_onnx if precision == "fp32" else quantize_stage_model(inputs.options, self.name)
         mod, lowering = import_onnx(source, spec, integer=precision == "int8",
                                     dot=choose_kernel(target.isa, target.arch))
-        database = database_dir(f"{inputs.prepared.spec.name}-{precision}", spec, target.isa)
+        database = database_dir(inputs.prepared.spec, precision, spec, target.isa)
         trials = int(inputs.options.get("tune_trials", DEFAULT_TUNE_TRIALS))
         seconds = tune_budget(trials, inputs.options.get("tune_seconds"))
         tuning: dict[str, Any] = {"trials_requested": trials, "seconds_budget": seconds, "database": str(database)}

@@ -246,15 +246,15 @@ def _file_hash(path: Path) -> str | None:
 
 
 def _tvm_database_state(prepared: PreparedModel, target: Target) -> int | None:
-    """Records in the TVM tuning databases this build would apply (one per precision, keyed as the TVM backend
-    keys them): tuning elsewhere invalidates the compile."""
+    """Records in the TVM tuning databases this build would apply (one per precision, the TVM backend's key,
+    database_dir): tuning elsewhere (another deploy, `make tvm-tune-bench`) invalidates the compile."""
     if "tvm" not in target.backends or target.tvm_target is None:
         return None
     from edgemb.backends.tvm_backend import PRECISIONS as TVM_PRECISIONS
     from edgemb.backends.tvm_backend import database_dir, database_records, tvm_target_dict
 
     spec = tvm_target_dict(target)
-    return sum(database_records(database_dir(f"{prepared.spec.name}-{precision}", spec, target.isa))
+    return sum(database_records(database_dir(prepared.spec, precision, spec, target.isa))
                for precision in TVM_PRECISIONS if precision in target.precisions)
 
 

@@ -12,9 +12,10 @@ import numpy as np
 from torch import nn
 
 from edgemb.data.preprocess import Preprocessing
+from edgemb.errors import EdgembError
 from edgemb.zoo.inference import predict, predict_outputs
 from edgemb.zoo.registry import ModelSpec, parse_model_name
-from edgemb.zoo.weights.catalog import RANDOM_TAG
+from edgemb.zoo.weights.catalog import RANDOM_TAG, REFERENCE_TAGS, named_weights_for
 from edgemb.zoo.weights.load import LoadedWeights, load_model
 
 
@@ -65,9 +66,31 @@ def prepare_model(name_or_spec: str | ModelSpec, weights: str | None = None,
     """Build and load a model; weights decide resolution and preprocessing unless `@R` overrides the size."""
     spec = parse_model_name(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
     model, loaded = load_model(spec, weights, sha256)
-    pp = loaded.preprocessing if loaded and loaded.preprocessing else spec.info.preprocessing or Preprocessing()
-    if spec.resolution_given:
-        pp = pp.at_resolution(spec.resolution)
-    else:
-        spec = spec.with_resolution(pp.resolution)
+    spec, pp = resolved_spec(spec, loaded.preprocessing if loaded else None)
     return PreparedModel(spec, model, loaded, pp)
+
+
+def resolved_spec(spec: ModelSpec, preprocessing: Preprocessing | None) -> tuple[ModelSpec, Preprocessing]:
+    """The spec and preprocessing a model runs at: the weights' preprocessing (None: the family's, else ImageNet's)
+    decides the resolution unless the name gave one (`@R`), which then resizes the weights' preprocessing.
+    prepare_model and named_spec both resolve through here, so a name resolved from the catalog alone is the one
+    a deploy reports (and keys its TVM tuning database by)."""
+    pp = preprocessing or spec.info.preprocessing or Preprocessing()
+    if spec.resolution_given:
+        return spec, pp.at_resolution(spec.resolution)
+    return spec.with_resolution(pp.resolution), pp
+
+
+def named_spec(name_or_spec: str | ModelSpec, weights: str) -> ModelSpec:
+    """The spec `prepare_model(name, weights).spec` resolves to for named weights (a catalog tag such as `ref` or
+    `imagenet1k_v1`, or `random`), from the catalog alone: no checkpoint is read or fetched. `v2_1.0` with `ref`
+    is `v2_1.0@64`, `v2_1.0@224` with `imagenet1k_v1` is `v2_1.0`."""
+    spec = parse_model_name(name_or_spec) if isinstance(name_or_spec, str) else name_or_spec
+    tag = "ref" if weights.lower() in REFERENCE_TAGS else weights.lower()
+    if tag == RANDOM_TAG:
+        return resolved_spec(spec, None)[0]
+    named = named_weights_for(spec)
+    if tag not in named:
+        raise EdgembError(f"{weights!r} is not a named checkpoint of {spec.base_name} "
+                          f"(named: {', '.join(sorted(named)) or 'none'})")
+    return resolved_spec(spec, named[tag].preprocessing)[0]

@@ -25,7 +25,7 @@ _HOME = {
     **dict.fromkeys(("LoadedWeights", "PREPROCESSING_SIDECAR", "default_weights", "read_state_dict",
                      "resolve_weights", "stated_preprocessing", "num_classes_of", "guess_architecture", "load_into",
                      "load_model"), "edgemb.zoo.weights.load"),
-    **dict.fromkeys(("PreparedModel", "prepare_model"), "edgemb.zoo.prepared"),
+    **dict.fromkeys(("PreparedModel", "prepare_model", "resolved_spec", "named_spec"), "edgemb.zoo.prepared"),
 }
 
 __all__ = sorted(_HOME)
