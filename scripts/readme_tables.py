@@ -191,8 +191,12 @@ def tvm_table(t: dict) -> str:
     """`make tvm-bench`: TVM fp32/int8 vs onnxruntime fp32/int8, one run per thread count, on the CPU it names."""
     budget = f" within {t['tune_seconds_per_library']:g} s of search" if t.get("tune_seconds_per_library") else ""
     which = ", ".join(t.get("tuned_libraries") or ("fp32", "int8"))
+    reused = [f"{m['model']} {p} from {b['records_before']:,} records tuned earlier" for m in t["models"]
+              for p, b in m["builds"].items() if b.get("tuned") and not b.get("tuning")]
+    untuned = "no search in this run" + (f"; {', '.join(reused)}, default schedules for the rest" if reused
+                                          else ", default schedules")
     tuned = (f"up to {t['trials_per_library']} MetaSchedule trials{budget} for {which}, untuned rows "
-             "for the rest" if t["trials_per_library"] else "default schedules, no tuning")
+             "for the rest" if t["trials_per_library"] else untuned)
     threads = t.get("threads", 1)
     done = [b["tuning"] for m in t["models"] for b in m["builds"].values() if b.get("tuning")]
     ran = "".join(f"; {d['trials']} trials run in {d['seconds'] - d['setup_seconds']:.0f} s, "

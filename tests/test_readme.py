@@ -25,3 +25,21 @@ def test_bench_ratios_below_one_read_as_slower():
     assert speed_ratio(2.44) == "2.44x faster"
     assert speed_ratio(0.41) == "2.44x slower"
     assert speed_ratio(1.0) == "1.00x faster"
+
+
+def test_tvm_table_says_which_rows_used_records_tuned_earlier():
+    # a row built from a tuning database filled by an earlier run is not "default schedules, no tuning"
+    from readme_tables import tvm_table
+
+    build = {"records_before": 0, "tuned": False}
+    t = {"trials_per_library": 0, "threads": 1, "tvm_target": {"mcpu": "znver5"},
+         "host": {"model": "cpu", "cores": 2, "isa": ["avx2"]},
+         "models": [{"model": "v2_1.0", "weights": "imagenet1k_v1",
+                     "latency_ms": {"onnxruntime_fp32": 4.0, "onnxruntime_int8": 2.0, "tvm_fp32": 6.0, "tvm_int8": 1.5},
+                     "ratios": {"tvm_fp32_over_onnxruntime_fp32": 1.5, "tvm_int8_over_onnxruntime_int8": 0.75,
+                                "tvm_int8_over_tvm_fp32": 0.25},
+                     "builds": {"fp32": {**build, "records_before": 1161, "tuned": True}, "int8": build}}]}
+    caption = tvm_table(t).splitlines()[0]
+    assert "v2_1.0 fp32 from 1,161 records tuned earlier" in caption and "no tuning" not in caption
+    t["models"][0]["builds"]["fp32"] = build
+    assert "no search in this run, default schedules" in tvm_table(t).splitlines()[0]
