@@ -25,19 +25,25 @@ def make_deploy(target: str, model: str, build: Path, timeout: int, *extra: str)
                            f"BUILD={build}", *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def check_recommendation(report: dict, max_drop: float = 0.5) -> dict:
-    """The report's pick against the rules stated to users, read from the report's own numbers: an artifact
-    passes only when its whole estimated-drop interval lies under the budget (inconclusive when the interval
-    straddles it), and the pick is the fastest passing artifact (measured, within the fastest's spread; else by
-    the cited estimate). Returns the recommended artifact's entry."""
+def check_recommendation(report: dict) -> dict:
+    """The report's pick against the rules stated to users, read from the report's own numbers: with labels an
+    artifact passes when its measured drop is within the budget; without, only when its whole estimated-drop
+    interval lies under it (inconclusive when the interval straddles it); the pick is the fastest passing
+    artifact (measured, within the fastest's spread; else by the cited estimate; else the smallest). Returns the
+    recommended artifact's entry."""
+    max_drop = report["settings"]["max_drop"]
     for a in report["artifacts"]:
         parity = a.get("parity") or {}
-        if a["budget_status"] == "pass" and parity.get("est_drop") is not None:
-            assert parity["est_drop_high"] <= max_drop, a
+        if a["budget_status"] == "pass" and max_drop is not None:
+            if parity.get("drop") is not None:
+                assert parity["drop"] <= max_drop, a
+            elif parity.get("est_drop") is not None:
+                assert parity["est_drop_high"] <= max_drop, a
         if a["budget_status"] == "inconclusive":
-            assert parity["est_drop_low"] <= max_drop < parity["est_drop_high"], a
+            assert parity.get("drop") is None and parity["est_drop_low"] <= max_drop < parity["est_drop_high"], a
     passing = [a for a in report["artifacts"] if a["budget_status"] == "pass"]
     rec = report["recommended"]
+    assert rec is not None and passing, "nothing recommended"
     (chosen,) = [a for a in passing if (a["backend"], a["precision"]) == (rec["backend"], rec["precision"])]
     timed = [a for a in passing if "latency" in a]
     if timed:

@@ -380,3 +380,18 @@ def test_rescue_choice_on_labelled_held_out_samples_uses_the_estimate_not_label_
     assert not meets_on_held_out(Budget(max_drop=0.5), {**one_flip, "drop": 0.0, "est_drop": 0.7})
     steps = [{**one_flip, "drop": 0.0, "est_drop": 0.7}, {**one_flip, "est_drop": 0.3, "sqnr_db": 40.0}]
     assert best_step(Budget(max_drop=0.5), steps) == 1, "ranked by the estimate, not the labels"
+
+
+def test_rescue_choice_keeps_labels_that_clearly_miss_and_undecided_estimates():
+    """The estimate replaces labels only within one flip of the budget; an undecided [0, 100] estimate (a
+    detector with nothing to compare) is never a pass."""
+    from edgemb.budget import Budget
+    from edgemb.stages.quantize import meets_on_held_out
+
+    large = {"n": 2000, "drop": 3.0, "agreement": 0.9, "sqnr_db": 20.0, "est_drop": 0.4, "est_drop_low": 0.1,
+             "est_drop_high": 0.7}
+    assert not meets_on_held_out(Budget(max_drop=0.5), large), "3 points lost on 2,000 labels is no noise"
+    assert meets_on_held_out(Budget(max_drop=0.5), {**large, "drop": 0.54}), "within one flip (0.05): estimate"
+    undecided = {"n": 40, "agreement": 0.0, "sqnr_db": 15.0, "est_drop": 0.0, "est_drop_low": 0.0,
+                 "est_drop_high": 100.0}
+    assert not meets_on_held_out(Budget(max_drop=0.5), undecided)

@@ -89,7 +89,10 @@ def database_dir(model: ModelSpec, precision: str, spec: dict[str, Any], isa: Se
 
     The one key of every tuning database: the TVM backend's build (a deploy's compile stage), the deploy's check of
     what its compile would apply, and scripts/tvm_tuning_bench.py (`make tvm-bench`, `make tvm-tune-bench`) all
-    call it, so records tuned by any of them are applied by the others.
+    call it, so records tuned by any of them are applied by the others: fp32 records, whose kernels take the
+    weights as arguments. int8 kernels have the model's activation scales, zero points and clamps built in
+    as constants, so an int8 record matches only a QDQ model quantized the same way (same calibration data,
+    same rescue): the bench's own int8 records seldom fit a deploy's model.
     - The model is its canonical name (`ModelSpec.name`, from prepare_model or named_spec), never a name as typed:
       the resolution shows only when it is not the family's default, so MobileNetV2 with ImageNet weights is
       `v2_1.0` whether asked for as `v2_1.0` or `v2_1.0@224`, and the 64x64 reference model is `v2_1.0@64`.
