@@ -311,7 +311,7 @@ def _score(budget: Budget, result: dict[str, Any]) -> tuple:
         main = -view["est_drop"]
     else:
         main = agreement_for_budget(view)[0]
-    return meets_on_held_out(budget, view), main, view["sqnr_db"]
+    return budget.met(view), main, view["sqnr_db"]
 
 
 def _decided_on(budget: Budget, result: dict[str, Any]) -> str:
@@ -367,7 +367,7 @@ def _fit_budget(graph: Graph, ranges, config: QuantConfig, quantized, fit: Data,
     config.keep_float[:] = steps[best]["kept_float"]
     if len(steps) > 1:  # the last step's model is already built; another step is built again
         quantized = model if best == len(steps) - 1 else build_qdq(graph, ranges, config, rounded)
-    met, verdict = meets_on_held_out(budget, steps[best]), budget.verdict(for_choice(steps[best], budget.max_drop))[1]
+    met, verdict = budget.verdict(for_choice(steps[best], budget.max_drop))
     summary = {**budget.to_dict(), "chosen_on": held_out.source, "held_out_samples": len(held_out),
                "held_out_met": met, "held_out_verdict": verdict,
                "held_out_decided_on": _decided_on(budget, steps[best]), "chosen_step": best,
