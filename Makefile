@@ -41,10 +41,10 @@ lint:
 	$(VENV)/bin/ruff check edgemb tests $(wildcard scripts)
 
 test: lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=30
 
 test-fast: lint
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(VENV)/bin/pytest -q --durations=30 -m "not slow"
 
 models:
 	$(EDGEMB) models
