@@ -142,8 +142,8 @@ def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluati
                 record["within_budget"], record["budget_verdict"] = budget.verdict(record["parity"])
             if hasattr(runner, "kernel_precisions"):
                 record["kernel_precisions"] = runner.kernel_precisions()
-            if hasattr(runner, "reference_agreement") and len(outputs) == 1:
-                record["reference_agreement"] = runner.reference_agreement(evaluation.x[:n], outputs[0])
+            if hasattr(runner, "reference_agreement"):
+                record["reference_agreement"] = runner.reference_agreement(evaluation.x[:n], outputs, task)
         records.append(record)
     return records
 
