@@ -308,61 +308,7 @@ def task_table(path: Path = TASK_RESULTS) -> str:
     """The task deploys' tables (`make task-table`), from the deploy reports kept in results/tasks.json."""
     if not path.exists():
         return "_not measured yet: run `make task-table`_"
-    reports = json.loads(path.read_text())["reports"]
-    deployed = [r for r in reports if "passed" in r]  # a deploy's report.json (scripts/task_results.py)
-    earlier = [r for r in reports if "passed" not in r]
-    parts = [task_deploy_tables(deployed)] if deployed else []
-    if earlier:
-        parts.append(("Measured before the task table came from deploy reports (`make task-table` measures them "
-                      "again):\n\n" if deployed else "") + _earlier_task_table(earlier))
-    return "\n\n".join(parts)
-
-
-def _agreement(parity: dict) -> str:
-    if parity["task"] == "detection":
-        return f"box recall {parity['box_recall']:.3f}, precision {parity['box_precision']:.3f}"
-    return f"mask agreement {parity['mask_agreement']:.4f}"
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def _earlier_task_table(reports: list[dict]) -> str:
-    """Rows `edgemb task-verify` wrote before the table came from deploy reports (results/tasks.json, stale in
-    tests/test_results.py); goes once `make task-table` has measured them again."""
-    lines = ["| model | task | data (n) | artifact | float | artifact's | drop (mAP@[.5:.95] or mIoU points) | "
-             "vs float | SQNR dB | network ms | post-processing ms |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    commands, host = [], None
-    for report in reports:
-        host = report["host"]
-        commands.append(report["command"])
-        for row in report["artifacts"]:
-            artifact = f"{row['backend']} {row['precision']}" + (
-                f" ({report['target']})" if report.get("target", "x86") != "x86" else "")
-            if "memory" in row:  # a microcontroller artifact: what it needs against what the board has
-                mem = row["memory"]
-                artifact += (f", flash {mem['flash_bytes'] / 1e6:.2f} MB, arena {mem['arena_bytes'] / 1024:.0f} KiB, "
-                             f"{'fits' if row.get('fits') else 'does not fit'}")
-            if "parity" not in row:  # not built or not run here
-                lines.append(f"| `{report['model']}` | {report['task']} | `{report['data']}` ({report['n']}) | "
-                             f"{artifact} | {row['status']}: {row.get('detail', '')[:80]} | | | | | | |")
-                continue
-            p = row["parity"]
-            metric = p["metric"]
-            label = "mAP@[.5:.95] / @0.5" if metric == "map" else "mIoU"
-            ours = (f"{p['float_map']:.3f} / {p['float_map50']:.3f}" if metric == "map" else f"{p['float_miou']:.3f}")
-            theirs = (f"{p['quant_map']:.3f} / {p['quant_map50']:.3f}" if metric == "map" else f"{p['quant_miou']:.3f}")
-            sqnr = ", ".join(f"{v:.1f}" for v in p["sqnr_db"].values())
-            lines.append(f"| `{report['model']}` | {report['task']} ({label}) | `{report['data']}` ({report['n']}) | "
-                         f"{artifact} | {ours} | {theirs} | {p['drop'] + 0.0:+.2f} | {_agreement(p)} | {sqnr} | "
-                         f"{_ms(row['network_ms'])} | {row['postprocess_ms']:.2f} |")
-    if host:
-        lines += ["", f"Host: {host['model']}, ISA: {', '.join(host['isa']) or 'no AVX2'}; medians of single-image "
-                      "runs on a shared, busy machine (compare within a row set, not across machines).", "",
-                  "Commands:", ""] + [f"    {c}" for c in commands]
-    return "\n".join(lines)
+    return task_deploy_tables(json.loads(path.read_text())["reports"])
 
 
 def task_reference_table() -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import task_results
-from readme_tables import _earlier_task_table, task_table
+from readme_tables import task_table
 
 STAMP = {"commit": "abc1234", "cpu": "Test CPU", "isa": ["avx2", "avx512_vnni"]}
 
@@ -81,19 +81,6 @@ def test_each_deploy_row_names_its_command_and_where_it_was_measured(tmp_path):
     assert "flash 1.29 MB, arena 349 KiB, fits" in tflm and tflm.endswith("| +1.20 | box recall 0.950, precision "
                                                                              "0.970 | cls_logits 31.3, bbox_regression "
                                                                              "25.3 | - | fail |")
-
-
-def test_rows_from_before_deploy_reports_render_as_they_did_until_measured_again(tmp_path):
-    earlier = json.loads((Path(task_results.__file__).parents[1] / "results" / "tasks.json").read_text())["reports"]
-    earlier = [r for r in earlier if "passed" not in r][:1]
-    if not earlier:
-        pytest.skip("results/tasks.json holds only deploy reports now")
-    only = task_table(_write(tmp_path / "a.json", earlier))
-    assert only == _earlier_task_table(earlier)  # the README is unchanged until `make task-table` runs
-    new = task_results.slim(_detector_report(), "edgemb deploy ssdlite_v2_0.35 --target x86 --out build/tasks", STAMP)
-    mixed = task_table(_write(tmp_path / "b.json", [new, *earlier]))
-    assert mixed.index("| `edgemb deploy") < mixed.index("Measured before the task table came from deploy reports")
-    assert mixed.endswith(only)
 
 
 def test_the_script_records_the_command_it_ran_and_replaces_only_those_deploys(tmp_path, monkeypatch):
