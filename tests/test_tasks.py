@@ -165,19 +165,3 @@ def test_comparison_page_draws_boxes_and_masks(tmp_path):
     page = comparison_page("t", pixels, {"float": [det, det], "int8": [mask, mask]}, None, ["a line"])
     assert page.count("<img") == 4 and "a line" in page
 
-
-def test_task_table_renders_measured_rows(tmp_path):
-    from readme_tables import task_table
-
-    parity = {"task": "segmentation", "metric": "miou", "float_miou": 0.7, "quant_miou": 0.69, "drop": 1.0,
-              "mask_agreement": 0.99, "sqnr_db": {"seg_logits": 30.0}}
-    report = {"model": "lraspp_v3l_0.5", "task": "segmentation", "data": "synthdet:test", "n": 500,
-              "host": {"model": "cpu", "isa": ["avx2"]}, "command": "edgemb task-verify lraspp_v3l_0.5 ...",
-              "artifacts": [{"backend": "onnxruntime", "precision": "int8", "status": "ok", "network_ms": 1.5,
-                             "postprocess_ms": 0.4, "parity": parity},
-                            {"backend": "tflm", "precision": "int8", "status": "failed", "detail": "no fit"}]}
-    path = tmp_path / "tasks.json"
-    path.write_text(__import__("json").dumps({"reports": [report]}))
-    table = task_table(path)
-    assert "| 0.700 | 0.690 | +1.00 | mask agreement 0.9900 | 30.0 | 1.50 | 0.40 |" in table
-    assert "failed: no fit" in table and "edgemb task-verify lraspp_v3l_0.5" in table and "avx2" in table
