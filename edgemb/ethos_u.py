@@ -1,6 +1,7 @@
 """Which zoo entries fit an Ethos-U board: Vela's estimates from results/ethos_u.json (scripts/ethos_u_table.py).
 
-Read by `edgemb models --fit TARGET` and the README table; no torch or Vela import, so listing stays instant.
+Read by `edgemb models --fit TARGET` (the README table is rendered by scripts/readme_tables.py); no torch or Vela
+import, so listing stays instant.
 """
 
 from __future__ import annotations
@@ -71,46 +72,3 @@ def fit_lines(target_name: str, path: Path = RESULTS) -> list[str]:
                      f"{kib(memory.get('arena_bytes')):>10} {kib(memory.get('npu_cache_bytes') or None):>10} "
                      f"{kib(memory.get('flash_bytes')):>10} {ops:>8}  {fit_cell(r)}")
     return lines
-
-
-def board_cell(row: dict[str, Any]) -> str:
-    """One model on one board: estimated ms, what it needs in each memory, and the fit."""
-    if row["status"] == "failed" or "estimate" not in row:
-        return fit_cell(row)
-    needs = ", ".join(f"{key.removesuffix('_bytes')} {kib(value)}" for key, value in row["memory"]["needs"].items())
-    split = row["npu_split"]
-    cpu = f"; CPU: {', '.join(split['cpu_fallback_ops'])}" if split.get("cpu_fallback_ops") else ""
-    fit = "fits" if row.get("fits") else "**does not fit**"
-    return f"{row['estimate']['inference_ms']:.2f} ms; {needs} KiB; {fit}{cpu}"
-
-
-def readme_table(path: Path = RESULTS) -> str:
-    """README: estimated time and memory of each small zoo model on each Ethos-U board, and whether it fits."""
-    if not path.is_file():
-        return "_not measured yet: run `make ethos-u-table`_"
-    data = json.loads(path.read_text())
-    boards = list(data["boards"])
-    zoo = [r for r in data["rows"] if r.get("role", "zoo") == "zoo"]
-    cells = {(r["model"], r["target"]): r for r in zoo}
-    models = sorted({(r["model"].split("@")[0], r["resolution"], r["model"], r["macs"]) for r in zoo})
-    lines = ["| model | res | MACs | " + " | ".join(boards) + " |", "| --- | --- | --- |" + " --- |" * len(boards)]
-    for base, res, name, macs in models:
-        row = [f"`{base}`", str(res), f"{macs / 1e6:.0f} M"]
-        row += [board_cell(cells[(name, b)]) if (name, b) in cells else "-" for b in boards]
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Each cell: Vela's estimated time per inference; what the model needs in each of the board's "
-                  "memories (KiB: model in flash or DRAM, TFLite Micro arena, NPU cache in SRAM); and whether that "
-                  "fits the board file's memory."]
-    check = [r for r in data["rows"] if r.get("role") == "check" and r["target"] == boards[0]]
-    if len(check) == 2:
-        untrained, trained = sorted(check, key=lambda r: r["weights"] != "imagenet1k_v1")[::-1]
-        lines += ["", f"Weights check ({trained['model']} on {trained['target']}): trained ImageNet weights "
-                      f"{trained['estimate']['inference_ms']:.2f} ms, {kib(trained['memory']['flash_bytes'])} KiB "
-                      f"model; the same network untrained {untrained['estimate']['inference_ms']:.2f} ms, "
-                      f"{kib(untrained['memory']['flash_bytes'])} KiB."]
-    host = zoo[0]["host"] if zoo else {}
-    lines += ["", f"Made by `make ethos-u-table` with ethos-u-vela {data['vela']} at commit "
-                  f"{', '.join(sorted({r['commit'] for r in data['rows']}))} on {host.get('model', '?')} "
-                  f"({', '.join(host.get('isa', [])) or 'no AVX2'}); times are estimates of Vela's performance "
-                  "model, not measurements."]
-    return "\n".join(lines)

@@ -11,7 +11,10 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from edgemb.ethos_u import RESULTS as ETHOS_U_RESULTS
+from edgemb.ethos_u import fit_cell, kib
 from edgemb.zoo.weights import reference_entries
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -351,20 +354,53 @@ def estimate_table(path: Path = RESULTS / "estimate.json") -> str:
     return "\n".join(lines)
 
 
+def _board_cell(row: dict[str, Any]) -> str:
+    """One model on one board: estimated ms, what it needs in each memory, and the fit."""
+    if row["status"] == "failed" or "estimate" not in row:
+        return fit_cell(row)
+    needs = ", ".join(f"{key.removesuffix('_bytes')} {kib(value)}" for key, value in row["memory"]["needs"].items())
+    split = row["npu_split"]
+    cpu = f"; CPU: {', '.join(split['cpu_fallback_ops'])}" if split.get("cpu_fallback_ops") else ""
+    fit = "fits" if row.get("fits") else "**does not fit**"
+    return f"{row['estimate']['inference_ms']:.2f} ms; {needs} KiB; {fit}{cpu}"
+
+
+def ethos_u_table(path: Path = ETHOS_U_RESULTS) -> str:
+    """Vela's estimates for the small zoo models on each Ethos-U board, and whether each fits (make ethos-u-table)."""
+    if not path.is_file():
+        return "_not measured yet: run `make ethos-u-table`_"
+    data = json.loads(path.read_text())
+    boards = list(data["boards"])
+    zoo = [r for r in data["rows"] if r.get("role", "zoo") == "zoo"]
+    cells = {(r["model"], r["target"]): r for r in zoo}
+    models = sorted({(r["model"].split("@")[0], r["resolution"], r["model"], r["macs"]) for r in zoo})
+    lines = ["| model | res | MACs | " + " | ".join(boards) + " |", "| --- | --- | --- |" + " --- |" * len(boards)]
+    for base, res, name, macs in models:
+        row = [f"`{base}`", str(res), f"{macs / 1e6:.0f} M"]
+        row += [_board_cell(cells[(name, b)]) if (name, b) in cells else "-" for b in boards]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Each cell: Vela's estimated time per inference; what the model needs in each of the board's "
+                  "memories (KiB: model in flash or DRAM, TFLite Micro arena, NPU cache in SRAM); and whether that "
+                  "fits the board file's memory."]
+    check = [r for r in data["rows"] if r.get("role") == "check" and r["target"] == boards[0]]
+    if len(check) == 2:
+        untrained, trained = sorted(check, key=lambda r: r["weights"] != "imagenet1k_v1")[::-1]
+        lines += ["", f"Weights check ({trained['model']} on {trained['target']}): trained ImageNet weights "
+                      f"{trained['estimate']['inference_ms']:.2f} ms, {kib(trained['memory']['flash_bytes'])} KiB "
+                      f"model; the same network untrained {untrained['estimate']['inference_ms']:.2f} ms, "
+                      f"{kib(untrained['memory']['flash_bytes'])} KiB."]
+    host = zoo[0]["host"] if zoo else {}
+    lines += ["", f"Made by `make ethos-u-table` with ethos-u-vela {data['vela']} at commit "
+                  f"{', '.join(sorted({r['commit'] for r in data['rows']}))} on {host.get('model', '?')} "
+                  f"({', '.join(host.get('isa', [])) or 'no AVX2'}); times are estimates of Vela's performance "
+                  "model, not measurements."]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {"reference-models": reference_table, "quantization": quantization_table,
                                         "compile": compile_table, "deploy": deploy_table, "benchmarks": bench_table,
                                         "task-reference-models": task_reference_table, "tasks": task_table,
-                                        "estimate": estimate_table}
-
-
-def ethos_u_table() -> str:
-    """Vela's estimates for the small zoo models on each Ethos-U board (make ethos-u-table)."""
-    from edgemb.ethos_u import readme_table
-
-    return readme_table()
-
-
-TABLES["ethos-u"] = ethos_u_table
+                                        "estimate": estimate_table, "ethos-u": ethos_u_table}
 
 
 def render(text: str) -> str:
