@@ -18,13 +18,20 @@ ROOT = Path(__file__).resolve().parent.parent
 NOT_RECORDED = "unknown (measured before provenance was recorded)"
 
 
-def commit() -> str:
-    """The commit the numbers were measured at (`+dirty` when tracked files had changes)."""
+# What the table runs themselves write (results/*.json, the README tables, BENCHMARKS.md): outputs, not what the
+# numbers were measured with. A multi-table run (`make results`) changes them as it goes, so they must not make
+# its later rows `+dirty`.
+WRITTEN_BY_RUNS = ("results", "README.md", "BENCHMARKS.md")
+
+
+def commit(root: Path = ROOT) -> str:
+    """The commit the numbers were measured at (`+dirty` when tracked files other than WRITTEN_BY_RUNS changed)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in WRITTEN_BY_RUNS))
+    return head + ("+dirty" if changed else "")
 
 
 def measured_on() -> dict[str, Any]:

@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,36 @@ def test_measured_on_states_this_commit_and_this_cpu():
     cpu = read_cpuinfo()
     assert set(stamp) == {"commit", "cpu", "isa"}
     assert COMMIT.match(stamp["commit"]) and stamp["cpu"] == cpu.model and stamp["isa"] == list(cpu.isa)
+
+
+def test_only_changed_code_makes_a_commit_dirty_not_the_files_table_runs_write(tmp_path):
+    # `make results` writes results/*.json, README.md and BENCHMARKS.md table by table: its later rows must not be
+    # stamped `+dirty` for the earlier tables' output, while a changed source file must be
+    from provenance import commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    files = {"results/x.json": "{}", "README.md": "# r", "BENCHMARKS.md": "# b", "edgemb/a.py": "A = 1",
+             "calibration/README.md": "# c"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    clean = commit(tmp_path)
+    assert COMMIT.match(clean) and not clean.endswith("+dirty")
+    for name in ("results/x.json", "README.md", "BENCHMARKS.md"):
+        (tmp_path / name).write_text(files[name] + " changed")
+    (tmp_path / "results" / "new.json").write_text("{}")  # untracked: never counted
+    assert commit(tmp_path) == clean, "a table run's own output made the commit dirty"
+    for name in ("edgemb/a.py", "calibration/README.md"):  # source, and a README.md that is not the table README
+        git("stash", "-q")
+        (tmp_path / name).write_text(files[name] + " changed")
+        assert commit(tmp_path) == clean + "+dirty", f"a change to {name} left the commit clean"
+        git("checkout", "-q", "--", name)
 
 
 def _claims_default(label: str) -> bool:
