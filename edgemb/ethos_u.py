@@ -59,7 +59,7 @@ def fit_lines(target_name: str, path: Path = RESULTS) -> list[str]:
     data, rows = fit_rows(target_name, path)
     first = rows[0]
     lines = [f"{first['board']}: estimated (Vela performance model), from {path.name} (ethos-u-vela {data['vela']}, "
-             f"commit {first['commit']}); 1000-class heads",
+             f"commit {first['measured_on']['commit']}); 1000-class heads",
              f"{'model':<16} {'res':>4} {'MACs':>8} {'est. ms':>8} {'arena KiB':>10} {'NPU cache':>10} "
              f"{'model KiB':>10} {'NPU ops':>8}  fit"]
     for r in rows:

@@ -10,13 +10,13 @@ The weights are untrained (BatchNorm statistics randomised so activations have r
 time and memory follow the layer shapes, and its weight compression the weight values, so one trained
 model (torchvision's ImageNet MobileNetV2, when it is on this machine) is compiled both ways as a check.
 Every number is Vela's performance-model estimate, not a measurement; every row records the commit and the
-host that produced it (Vela's output does not depend on the host, but the record says where it was made).
+host that produced it as every results script does (`measured_on`, scripts/provenance.py); Vela's output does
+not depend on the host, but the record says where it was made.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,10 +29,10 @@ import torch
 from edgemb.artifacts import write_json
 from edgemb.backends.base import BuildInputs
 from edgemb.backends.vela_backend import ESTIMATE_LABEL, VelaBackend
-from edgemb.hostinfo import host_cpu
 from edgemb.targets import all_targets
 from edgemb.zoo.counting import count_macs, count_params
 from edgemb.zoo.weights import local_checkpoint, named_weights_for, prepare_model
+from provenance import measured_on
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "results" / "ethos_u.json"
@@ -41,15 +41,6 @@ RESOLUTIONS = (96, 128, 160)
 AT_224 = ("v1_0.25@224", "v2_0.35@224", "v3s_0.75@224")  # the full ImageNet resolution for the smallest ones
 CHECK = ("v2_1.0@96", "imagenet1k_v1")  # trained vs untrained weights, same shapes
 CALIBRATION_SAMPLES = 16
-
-
-def commit() -> str:
-    """The commit the numbers were made at (`+dirty` when tracked files had changes)."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
-    return head + ("+dirty" if dirty else "")
 
 
 def randomise_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -99,8 +90,8 @@ def board_row(inputs: BuildInputs, target, facts: dict, scratch: Path, stamp: di
 def main() -> None:
     names = sys.argv[1:] or [*(f"{m}@{r}" for m in MODELS for r in RESOLUTIONS), *AT_224]
     boards = [t for t in all_targets().values() if "vela" in t.backends]
-    stamp = {"commit": commit(), "host": host_cpu(), "tools": {"ethos-u-vela": version("ethos-u-vela"),
-                                                               "ai-edge-quantizer": version("ai-edge-quantizer")}}
+    stamp = {"measured_on": measured_on(), "tools": {"ethos-u-vela": version("ethos-u-vela"),
+                                                     "ai-edge-quantizer": version("ai-edge-quantizer")}}
     rows, started = [], time.perf_counter()
     jobs = [(name, "random") for name in names]
     check = None

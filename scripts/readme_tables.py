@@ -389,9 +389,9 @@ def ethos_u_table(path: Path = ETHOS_U_RESULTS) -> str:
                       f"{trained['estimate']['inference_ms']:.2f} ms, {kib(trained['memory']['flash_bytes'])} KiB "
                       f"model; the same network untrained {untrained['estimate']['inference_ms']:.2f} ms, "
                       f"{kib(untrained['memory']['flash_bytes'])} KiB."]
-    host = zoo[0]["host"] if zoo else {}
+    host = zoo[0]["measured_on"] if zoo else {}
     lines += ["", f"Made by `make ethos-u-table` with ethos-u-vela {data['vela']} at commit "
-                  f"{', '.join(sorted({r['commit'] for r in data['rows']}))} on {host.get('model', '?')} "
+                  f"{', '.join(sorted({r['measured_on']['commit'] for r in data['rows']}))} on {host.get('cpu', '?')} "
                   f"({', '.join(host.get('isa', [])) or 'no AVX2'}); times are estimates of Vela's performance "
                   "model, not measurements."]
     return "\n".join(lines)

@@ -54,12 +54,8 @@ def rows_of(name: str) -> list[dict[str, Any]]:
 
 
 def provenance(row: dict[str, Any]) -> dict[str, Any] | None:
-    """A row's {"commit", "cpu", "isa"}: `measured_on`, or ethos_u.json's own `commit` + `host` pair."""
-    if "measured_on" in row:
-        return row["measured_on"]
-    if "commit" in row and isinstance(row.get("host"), dict):  # scripts/ethos_u_table.py (its own commit())
-        return {"commit": row["commit"], "cpu": row["host"].get("model"), "isa": row["host"].get("isa")}
-    return None
+    """A row's {"commit", "cpu", "isa"} (`measured_on`), or None."""
+    return row.get("measured_on")
 
 
 def test_every_results_file_is_known():
