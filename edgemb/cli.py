@@ -548,6 +548,7 @@ def _deploy_arguments(parser: argparse.ArgumentParser) -> None:
                         help="eval samples whose device outputs are checked (default 64 here, 200 on a board, 16 "
                              "on an emulated board)")
     _deploy_backend_and_out(parser)
+    parser.set_defaults(numbers_are_deploy_settings=True)
 
 
 BACKEND_HELP = ("build only this backend's artifacts, NAME (all its precisions) or NAME:PRECISION, e.g. onnxruntime or "
@@ -654,6 +655,7 @@ def _task_verify_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest mAP (detection) or mIoU (segmentation) drop in points an artifact may have "
                              f"(default {DEFAULT_MAX_DROP}); exit 1 when no artifact is within it")
     _deploy_backend_and_out(parser)
+    parser.set_defaults(numbers_are_deploy_settings=True)
 
 
 @command("task-verify", "deploy with a detector's/segmenter's defaults (synthdet data, x86): every artifact's "
@@ -696,7 +698,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "driver", None):
         parser.print_help()
         return 2
-    problem = out_of_range(vars(args))  # every numeric option, before any work starts
+    # every numeric option, before any work starts; deploy's (and task-verify's) options are all settings of the
+    # deploy, which checks them itself (edgemb.stages.deploy_guard.check_settings): one check, one message
+    problem = None if getattr(args, "numbers_are_deploy_settings", False) else out_of_range(vars(args))
     if problem:
         print(f"edgemb {args.command}: error: {problem}", file=sys.stderr)
         return 2

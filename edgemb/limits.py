@@ -1,7 +1,9 @@
 """The range each numeric setting may take, checked once before any work starts.
 
-The command line checks every parsed option here (edgemb.cli) and a deploy checks its settings here
+The command line checks its parsed options here (edgemb.cli) and a deploy checks its settings here
 (edgemb.stages.deploy_guard), so a number means the same whether it came from a flag or from a library call.
+Each number is checked once: `edgemb deploy`'s options are all deploy settings, so the command line leaves
+them to the deploy's own check.
 """
 
 from __future__ import annotations

@@ -155,3 +155,45 @@ def test_flags_and_library_settings_meet_one_range_check(capsys, setting, value)
     with pytest.raises(EdgembError) as info:
         check_settings(DeploySettings("v1_0.25", "x86", **{setting: value}))
     assert str(info.value) == said and said.startswith(f"{flag} must be between")
+
+
+def test_a_deploy_from_the_command_line_checks_its_numbers_once(monkeypatch, tmp_path):
+    # one validator per number: `edgemb deploy` leaves its settings to the deploy's own check_settings, so the same
+    # limit is not checked (and could not be worded) twice
+    from edgemb import cli, limits
+    from edgemb.errors import EdgembError
+    from edgemb.stages import deploy_guard
+
+    checked = []
+    real = limits.out_of_range
+
+    def counting(values):
+        checked.append(values.get("runs"))
+        return real(values)
+
+    def stop(*args, **kwargs):
+        raise EdgembError("stop: the settings were accepted")
+
+    monkeypatch.setattr(cli, "out_of_range", counting)  # the command line's check
+    monkeypatch.setattr(limits, "out_of_range", counting)  # check_limits, behind deploy_guard.check_settings
+    monkeypatch.setattr(deploy_guard, "_locked_run", stop)
+    assert cli.main(["deploy", "v1_0.25", "--target", "x86", "--runs", "7", "--out", str(tmp_path)]) == 2
+    assert checked.count(7) == 1, f"--runs 7 was checked {checked.count(7)} times"
+
+
+def test_every_number_a_deploy_command_takes_is_a_setting_the_deploy_checks():
+    # the command line skips its own check for deploy and task-verify: that is only safe while each of their
+    # numeric options reaches DeploySettings, which deploy_guard.check_settings checks
+    from dataclasses import fields
+
+    from edgemb import cli
+    from edgemb.limits import LIMITS
+    from edgemb.stages.deploy import DeploySettings
+
+    settings = {f.name for f in fields(DeploySettings)}
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    for name in ("deploy", "task-verify"):
+        numbers = {a.dest for a in commands[name]._actions if a.dest in LIMITS}
+        assert numbers and numbers <= settings, f"{name}: {sorted(numbers - settings)} are not deploy settings"
+    skipping = [name for name, sub in commands.items() if sub.get_default("numbers_are_deploy_settings")]
+    assert sorted(skipping) == ["deploy", "task-verify"]

@@ -25,7 +25,8 @@ REPORT_FILES = ("report.json", "report.html")
 
 
 def check_settings(settings: Any) -> None:
-    """Refuse numbers that make no sense before any work starts, by the CLI's own limits (exit 2 there)."""
+    """Refuse numbers that make no sense before any work starts, by the CLI's own limits (edgemb.limits): the one
+    check of a deploy's numbers, also when they come from `edgemb deploy` flags (exit 2 there)."""
     check_limits(asdict(settings))
 
 
