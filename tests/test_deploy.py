@@ -25,12 +25,36 @@ def make_deploy(target: str, model: str, build: Path, timeout: int, *extra: str)
                            f"BUILD={build}", *extra], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def misses_budget(artifact: dict, settings: dict) -> list[str]:
+    """Which of the budget's rules, as README states them, an artifact's own numbers break: an artifact that was not
+    built and verified (or failed on its device) cannot meet it; with labels the measured drop must be at most
+    --max-drop; without, an estimated-drop interval lying wholly above --max-drop misses it; the optional
+    --min-agreement (on confident samples, all samples when none is confident) and --min-sqnr are floors."""
+    parity = artifact.get("parity")
+    if artifact["status"] not in ("ok", "needs-device") or not parity or "profile_error" in artifact:
+        return ["not verified"]
+    missed = []
+    max_drop, min_agreement, min_sqnr = settings["max_drop"], settings.get("min_agreement"), settings.get("min_sqnr")
+    if max_drop is not None:
+        if parity.get("drop") is not None and parity["drop"] > max_drop:
+            missed.append(f"drop {parity['drop']} > {max_drop}")
+        if parity.get("drop") is None and parity.get("est_drop") is not None and parity["est_drop_low"] > max_drop:
+            missed.append(f"estimated drop interval [{parity['est_drop_low']}, ...] above {max_drop}")
+    if min_agreement is not None:
+        agreement = parity["agreement_confident"] if parity.get("n_confident") else parity["agreement"]
+        if agreement < min_agreement:
+            missed.append(f"agreement {agreement} < {min_agreement}")
+    if min_sqnr is not None and parity["sqnr_db"] < min_sqnr:
+        missed.append(f"SQNR {parity['sqnr_db']} < {min_sqnr}")
+    return missed
+
+
 def check_recommendation(report: dict) -> dict:
     """The report's pick against the rules stated to users, read from the report's own numbers: with labels an
     artifact passes when its measured drop is within the budget; without, only when its whole estimated-drop
-    interval lies under it (inconclusive when the interval straddles it); the pick is the fastest passing
-    artifact (measured, within the fastest's spread; else by the cited estimate; else the smallest). Returns the
-    recommended artifact's entry."""
+    interval lies under it (inconclusive when the interval straddles it); an artifact marked fail really misses
+    the budget; the pick is the fastest passing artifact (measured, within the fastest's spread; else by the
+    cited estimate; else the smallest). Returns the recommended artifact's entry."""
     max_drop = report["settings"]["max_drop"]
     for a in report["artifacts"]:
         parity = a.get("parity") or {}
@@ -39,8 +63,12 @@ def check_recommendation(report: dict) -> dict:
                 assert parity["drop"] <= max_drop, a
             elif parity.get("est_drop") is not None:
                 assert parity["est_drop_high"] <= max_drop, a
+        if a["budget_status"] == "pass":
+            assert not misses_budget(a, report["settings"]), (misses_budget(a, report["settings"]), a)
         if a["budget_status"] == "inconclusive":
             assert parity.get("drop") is None and parity["est_drop_low"] <= max_drop < parity["est_drop_high"], a
+        if a["budget_status"] == "fail":
+            assert misses_budget(a, report["settings"]), f"marked fail, yet its numbers meet the budget: {a}"
     passing = [a for a in report["artifacts"] if a["budget_status"] == "pass"]
     rec = report["recommended"]
     assert rec is not None and passing, "nothing recommended"
@@ -94,6 +122,37 @@ def test_recommended_is_the_fastest_artifact_within_budget(x86_deploy):
     assert rec["latency_kind"] == "measured"
     assert (rec["backend"], rec["precision"]) in {(a["backend"], a["precision"]) for a in within}
     assert all(a["latency"]["rounds"] == 3 and len(a["latency"]["round_p50_ms"]) == 3 for a in within)
+    chosen = check_recommendation(report)  # every verdict by the stated rules; the pick within the fastest's spread
+    assert rec["p50_ms"] == chosen["latency"]["p50_ms"]
+
+
+def test_the_recommendation_check_catches_a_wrong_verdict_or_pick():
+    # check_recommendation must be able to fail: a fail verdict on numbers within the budget, a pass over it, and a
+    # pick slower than the fastest passing artifact by more than that one's spread are each caught
+    def report(**changes) -> dict:
+        artifacts = [_artifact("a int8", 0.99, 10, latency={"p50_ms": 1.0, "spread_ms": 0.1},
+                               status="ok", budget_status="pass"),
+                     _artifact("b fp32", 1.0, 40, latency={"p50_ms": 1.05, "spread_ms": 0.0},
+                               status="ok", budget_status="pass"),
+                     _artifact("c int8", 0.9, 10, within=False, latency={"p50_ms": 0.5, "spread_ms": 0.0},
+                               status="ok", budget_status="fail")]
+        for a, drop in zip(artifacts, (0.3, 0.0, 1.2), strict=True):
+            a["parity"].update(drop=drop, agreement_confident=None, n_confident=0)
+        rec = changes.pop("recommended", {"backend": "b", "precision": "fp32"})
+        for name, fields in changes.items():
+            next(a for a in artifacts if a["backend"] == name).update(fields)
+        return {"settings": {"max_drop": 0.5, "min_agreement": None, "min_sqnr": None}, "artifacts": artifacts,
+                "recommended": rec}
+
+    assert check_recommendation(report())["backend"] == "b"  # within a's spread: a tie the faithful fp32 may win
+    for wrong in (report(c={"budget_status": "pass"}), report(a={"budget_status": "fail"}),
+                  report(recommended={"backend": "x", "precision": "y"})):
+        with pytest.raises((AssertionError, ValueError)):
+            check_recommendation(wrong)
+    slow = report()
+    slow["artifacts"][1]["latency"]["p50_ms"] = 1.2
+    with pytest.raises(AssertionError):
+        check_recommendation(slow)
 
 
 def _artifact(name: str, agreement: float, size: int, within: bool = True, **extra) -> dict:
