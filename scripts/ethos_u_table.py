@@ -31,7 +31,9 @@ from edgemb.backends.base import BuildInputs
 from edgemb.backends.vela_backend import ESTIMATE_LABEL, VelaBackend
 from edgemb.targets import all_targets
 from edgemb.zoo.counting import count_macs, count_params
-from edgemb.zoo.weights import local_checkpoint, named_weights_for, prepare_model
+from edgemb.zoo.prepared import prepare_model
+from edgemb.zoo.weights.catalog import named_weights_for
+from edgemb.zoo.weights.fetch import local_checkpoint
 from provenance import measured_on
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,7 +30,8 @@ from edgemb.quant.peers import nncf_quantize, ort_quantize_static
 from edgemb.stages.export import export_simplified
 from edgemb.stages.quantize import quantize_model
 from edgemb.zoo.inference import predict
-from edgemb.zoo.weights import prepare_model, reference_entries
+from edgemb.zoo.prepared import prepare_model
+from edgemb.zoo.weights.catalog import reference_entries
 from provenance import stamp_rows
 
 CALIB = "fashion-mnist:train:512"

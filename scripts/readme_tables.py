@@ -15,7 +15,7 @@ from typing import Any
 
 from edgemb.ethos_u import RESULTS as ETHOS_U_RESULTS
 from edgemb.ethos_u import fit_cell, kib
-from edgemb.zoo.weights import reference_entries
+from edgemb.zoo.weights.catalog import reference_entries
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RESULTS = README.parent / "results"

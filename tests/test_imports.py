@@ -213,3 +213,17 @@ def test_support_code_outside_the_stages_package_never_reaches_into_it():
     offenders = [f"{m} -> {t}" for m in sorted(support) for t in GRAPH[m]
                  if t == "edgemb.stages" or t.startswith("edgemb.stages.")]
     assert not offenders, f"support code imports from edgemb.stages: {offenders}"
+
+
+def test_nothing_of_the_project_imports_through_the_weights_facade():
+    # edgemb.zoo.weights re-exports catalog/fetch/load and the prepared model for users' imports written against the
+    # old single module; the project itself imports each name from its home, so the facade stays only that
+    facade = "edgemb.zoo.weights"
+    root = SOURCE.parent
+    files = {m: p for m, p in MODULES.items() if not m.startswith(facade + ".")}
+    for folder in ("scripts", "tests"):
+        files.update({f"{folder}.{p.stem}": p for p in sorted((root / folder).glob("*.py"))
+                      if p.name != "test_weights.py"})  # test_weights.py tests the facade itself
+    offenders = [f"{p.relative_to(root)}:{_imports(m, p)[facade]}" for m, p in files.items()
+                 if m != facade and facade in _imports(m, p)]
+    assert not offenders, f"import these names from the module that defines them, not {facade}: {offenders}"

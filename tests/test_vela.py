@@ -16,7 +16,7 @@ from edgemb.data import load_data
 from edgemb.errors import EdgembError
 from edgemb.stages.compile import compile_model
 from edgemb.targets import get_target, parse_target
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import prepare_model
 
 BOARDS = {"corstone-300": ("Ethos_U55_128", "Shared_Sram", 500e6), "alif-e7-he": ("Ethos_U55_128", "Shared_Sram",
                                                                                    160e6),

@@ -23,7 +23,7 @@ from edgemb.progress import progress
 from edgemb.stages.export import export_simplified
 from edgemb.targets import Target, get_target
 from edgemb.tasks import Task, head, run_outputs, task_for
-from edgemb.zoo.weights import PreparedModel, prepare_model
+from edgemb.zoo.prepared import PreparedModel, prepare_model
 
 NOT_IMPLEMENTED = "not-implemented"
 RUNS_HERE = (OK, DOES_NOT_FIT)  # a model too big for its board still runs on this host for parity

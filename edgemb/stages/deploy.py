@@ -36,7 +36,8 @@ from edgemb.targets import Target, get_target
 from edgemb.tasks import Task, head, task_for
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.counting import count_macs
-from edgemb.zoo.weights import PreparedModel, default_weights, prepare_model
+from edgemb.zoo.prepared import PreparedModel, prepare_model
+from edgemb.zoo.weights.load import default_weights
 
 PACKAGE = Path(__file__).resolve().parents[1]  # edgemb/, whose whole source code_fingerprint hashes
 TOOLS = ("torch", "onnx", "onnxsim", "onnxruntime", "openvino", "nncf", "litert-torch", "ai-edge-quantizer",

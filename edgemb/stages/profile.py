@@ -16,8 +16,7 @@ from edgemb.data import load_data
 from edgemb.device.devices import Device, Measurement, combine_rounds, open_device, single_output
 from edgemb.errors import EdgembError
 from edgemb.stages.export import output_names as model_output_names
-from edgemb.zoo.prepared import PreparedModel
-from edgemb.zoo.weights import prepare_model
+from edgemb.zoo.prepared import PreparedModel, prepare_model
 
 PROFILE_SAMPLES = 16
 TIMING_ROUNDS = 3  # interleaved timing rounds per artifact on a real device

@@ -35,7 +35,7 @@ from edgemb.quant.refit import refit_layers
 from edgemb.quant.rounding import RoundedLayer, round_layers
 from edgemb.stages.export import export_simplified
 from edgemb.tasks import Task, take, task_for
-from edgemb.zoo.weights import PreparedModel, prepare_model
+from edgemb.zoo.prepared import PreparedModel, prepare_model
 
 BIAS_CORRECTION_SAMPLES = 128
 AUTO_CANDIDATES = ("percentile", "mse")

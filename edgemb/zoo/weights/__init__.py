@@ -6,8 +6,9 @@
 - `load`: a --weights value turned into a state_dict and strictly loaded into a zoo model; the default weights.
 - `edgemb.zoo.prepared` (beside this package, above it): `PreparedModel` and its float-logits cache.
 
-This package re-exports their public names on first use (PEP 562), so `from edgemb.zoo.weights import
-prepare_model` keeps working; new code imports from the module that defines a name.
+For users' code written against the old single module, this package re-exports their public names on first
+use (PEP 562), so `from edgemb.zoo.weights import prepare_model` keeps working. edgemb itself, its scripts and
+tests import each name from the module that defines it (tests/test_imports.py checks), and so should new code.
 """
 
 from importlib import import_module
