@@ -181,7 +181,8 @@ def bench_table(path: Path = RESULTS / "bench.json",
                              f"{speed_ratio(m['speedup_vs_onnxruntime_stock_int8'][t])} | "
                              f"{speed_ratio(m['openvino_int8_over_fp32'][t])} | "
                              f"{m['runner_overhead_vs_benchmark_app'][t]:.3f} | {m['ratio_to_compute_bound'][t]}x |")
-        lines += ["", f"Machine: {bench['machine']}."]
+        measured = sorted({_measured_at(m.get("measured_on")) for m in bench["models"]})
+        lines += ["", f"Machine: {bench['machine']}. Measured at {', '.join(measured)}."]
     else:
         lines.append("| _run `make bench`_ | | | | | | | | | |")
     for tvm in (tvm_path, tvm_path.with_name(TVM_ALL_THREADS), tvm_path.with_name(TVM_TUNED)):
