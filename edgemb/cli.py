@@ -629,7 +629,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 @command("train-reference", "retrain the shipped reference models (classifiers, detectors, segmenters) from their "
          "recipes", _train_arguments)
 def drive_train_reference(args: argparse.Namespace) -> int:
-    """Reproduce the reference checkpoints (minutes to an hour per model on 2 cores) and update their manifest."""
+    """Reproduce the reference checkpoints (minutes to hours per model on 2 cores; the long recipes resume from
+    their newest checkpoint) and update their manifest."""
     from edgemb.training import train_all
 
     for entry in train_all(args.models or None):

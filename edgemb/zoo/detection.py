@@ -18,6 +18,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from edgemb.errors import EdgembError
 from edgemb.zoo.layers import ConvNormActivation
 from edgemb.zoo.mobilenet_v1 import MobileNetV1
 from edgemb.zoo.mobilenet_v2 import MobileNetV2
@@ -121,10 +122,11 @@ class FeatureExtractor(nn.Module):
         self.features = features
         self.extra = extra
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, start: int = 0) -> list[torch.Tensor]:
+        """One map per stage; with `start` > 0, x is the output of the first stage's first `start` blocks."""
         maps = []
-        for stage in (*self.features, *self.extra):
-            x = stage(x)
+        for i, stage in enumerate((*self.features, *self.extra)):
+            x = stage[start:](x) if i == 0 and start else stage(x)
             maps.append(x)
         return maps
 
@@ -189,8 +191,19 @@ class SSD(nn.Module):
         self.anchors = anchors
         self.num_classes = num_classes
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.backbone(x))
+    def forward(self, x: torch.Tensor, start: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs; with `start` > 0, x is the output of `backbone_prefix(start)` (training on cached features
+        of a frozen prefix)."""
+        return self.head(self.backbone(x, start))
+
+    def backbone_prefix(self, blocks: int) -> nn.Sequential:
+        """The first `blocks` blocks of the backbone's first stage: forward(prefix(x), start=blocks) is forward(x).
+        The prefix ends within the first stage, before the first map the head reads."""
+        first = self.backbone.features[0]
+        if not 0 <= blocks <= len(first):
+            raise EdgembError(f"a frozen prefix of {blocks} blocks passes the first detection map (after block "
+                              f"{len(first) - 1}): use at most {len(first)}")
+        return first[:blocks]
 
 
 def _normal_init(module: nn.Module) -> None:

@@ -15,7 +15,7 @@ from edgemb.zoo.detection import ssd_v1, ssdlite_v2, ssdlite_v3_large
 from edgemb.zoo.mobilenet_v1 import MobileNetV1
 from edgemb.zoo.mobilenet_v2 import MobileNetV2
 from edgemb.zoo.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
-from edgemb.zoo.segmentation import lraspp_v3_large
+from edgemb.zoo.segmentation import lraspp_v2, lraspp_v3_large
 
 DEFAULT_RESOLUTION = 224
 RESOLUTION_STEP = 32
@@ -67,6 +67,8 @@ FAMILIES: dict[str, Family] = {
         Family("lraspp_v3l", "LR-ASPP MobileNetV3-Large", (0.5, 0.75, 1.0), lraspp_v3_large,
                "classifier.low_classifier.weight", "lraspp_mobilenet_v3_large",
                "segmentation", 512, 21, Preprocessing(512, 512)),
+        Family("lraspp_v2", "LR-ASPP MobileNetV2", (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), lraspp_v2,
+               "classifier.low_classifier.weight", None, "segmentation", 512, 21, Preprocessing(512, 512)),
     )
 }
 
