@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from edgemb.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from edgemb.errors import EdgembError
 from edgemb.training import checkpoints
 from edgemb.training import synthdet as training
-from edgemb.training.synthdet import TASK_RECIPES, TaskRecipe, build_task_model, recipe_preprocessing
+from edgemb.training.synthdet import TASK_RECIPES, TaskRecipe, build_task_model, features_path, recipe_preprocessing
 from edgemb.zoo import parse_model_name
 from edgemb.zoo.weights.catalog import REFERENCE_DIR, TORCHVISION_WEIGHTS, reference_entries
 from edgemb.zoo.weights.fetch import local_checkpoint
@@ -133,6 +134,13 @@ def test_frozen_prefix_training_resumes_to_the_same_weights(tmp_path, monkeypatc
     trained = shipped.backbone_prefix(7).state_dict()
     for key, tensor in initial.items():
         assert torch.equal(tensor.half().float() if tensor.is_floating_point() else tensor, trained[key]), key
-    folder = next((tmp_path / "cache-b" / "training").iterdir())
-    assert folder.name.startswith(f"{name}-") and (folder / "features.npy").is_file()
-    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-e002-s00000.pt"]
+    folders = sorted((tmp_path / "cache-b" / "training").iterdir())
+    features, checkpoints = (f for f in folders if f.name.startswith(f"{name}-features-")), \
+        [f for f in folders if not f.name.startswith(f"{name}-features-")]
+    assert (next(features) / "features.npy").is_file() and len(checkpoints) == 1
+    assert sorted(p.name for p in checkpoints[0].glob("checkpoint-*")) == ["checkpoint-e002-s00000.pt"]
+    # the cached features depend on the frozen blocks and the images, not on the schedule: a recipe with another
+    # epoch count or learning rate reuses them, one with another prefix or data does not
+    assert features_path(replace(recipe, epochs=5, lr=1e-2)) == features_path(recipe)
+    assert features_path(replace(recipe, frozen_prefix=4)) != features_path(recipe)
+    assert features_path(replace(recipe, train_data="synthdet:train:32")) != features_path(recipe)
