@@ -23,7 +23,8 @@ CHECKPOINT_GLOB = "checkpoint-e*-s*.pt"
 
 
 def training_folder(model: str, recipe: dict[str, Any]) -> Path:
-    """Where one recipe keeps its cached features and checkpoints: $EDGEMB_CACHE/training/<model>-<recipe hash>."""
+    """A folder keyed by a hash of `recipe`: $EDGEMB_CACHE/training/<model>-<hash> (one recipe's checkpoints;
+    synthdet.features_path keys the cached features by the fields that determine them)."""
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir("training", f"{model}-{digest}")
 

@@ -273,7 +273,7 @@ def train_task_reference(recipe: TaskRecipe, out_dir: Path = REFERENCE_DIR, log:
     steps_per_epoch = len(train) // recipe.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, pct_start=0.15,
                                                     total_steps=recipe.epochs * steps_per_epoch)
-    folder = training_folder(recipe.model, recipe.as_dict()) if recipe.checkpoint_steps or prefix else None
+    folder = training_folder(recipe.model, recipe.as_dict()) if recipe.checkpoint_steps else None
     place = _resume(folder, recipe, model, optimizer, scheduler, gen, log) if recipe.checkpoint_steps else _Place()
     started = time.perf_counter()
 

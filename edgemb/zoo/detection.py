@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgemb.errors import EdgembError
-from edgemb.zoo.layers import ConvNormActivation
+from edgemb.zoo.layers import ConvNormActivation, is_strided
 from edgemb.zoo.mobilenet_v1 import MobileNetV1
 from edgemb.zoo.mobilenet_v2 import MobileNetV2
 from edgemb.zoo.mobilenet_v3 import V3_LARGE, V3_LARGE_HEAD, BneckRow, MobileNetV3
@@ -68,10 +68,6 @@ def reduced_tail(setting: tuple[BneckRow, ...], stages: int = 3) -> tuple[BneckR
     return tuple(rows)
 
 
-def _is_strided(block: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in block.modules())
-
-
 def _inner(block: nn.Module) -> nn.Sequential:
     """The layer list of an inverted residual (`block` in V3, `conv` in V2)."""
     return block.block if hasattr(block, "block") else block.conv
@@ -83,7 +79,7 @@ def split_at_last_expansion(features: nn.Sequential) -> nn.Sequential:
     The first part ends at output stride 16 with many channels, the second at stride 32; SSDLite predicts
     from both.
     """
-    c4 = max(i for i, block in enumerate(features) if i > 0 and _is_strided(block))
+    c4 = max(i for i, block in enumerate(features) if i > 0 and is_strided(block))
     inner = _inner(features[c4])
     return nn.Sequential(
         nn.Sequential(*features[:c4], inner[0]),

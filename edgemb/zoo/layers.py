@@ -61,6 +61,11 @@ class SqueezeExcitation(nn.Module):
         return scale * x
 
 
+def is_strided(block: nn.Module) -> bool:
+    """Whether a backbone block halves the resolution (a stride-2 conv inside it): where stages start."""
+    return any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in block.modules())
+
+
 def init_weights(model: nn.Module) -> None:
     """Initialise like torchvision (kaiming fan-out convs, unit BN, small linear) for trainable defaults."""
     for module in model.modules():

@@ -11,28 +11,25 @@ from torch import nn
 from torch.nn import functional as F
 
 from edgemb.errors import EdgembError
+from edgemb.zoo.layers import is_strided
 from edgemb.zoo.mobilenet_v2 import MobileNetV2
 from edgemb.zoo.mobilenet_v3 import mobilenet_v3_large
 
 INTER_CHANNELS = 128
 
 
-def _is_strided(block: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in block.modules())
-
-
 def output_strides(features: nn.Sequential) -> list[int]:
     """The output stride after each block of a feature stack (before any dilation), to find a block by stride."""
     strides, stride = [], 1
     for block in features:
-        stride *= 2 if _is_strided(block) else 1
+        stride *= 2 if is_strided(block) else 1
         strides.append(stride)
     return strides
 
 
 def dilate_last_stage(features: nn.Sequential, dilation: int = 2) -> None:
     """Trade the last stride-2 for dilation (output stride 16, as torchvision's `dilated=True` backbone)."""
-    last = max(i for i, block in enumerate(features) if _is_strided(block))
+    last = max(i for i, block in enumerate(features) if is_strided(block))
     for block in features[last:]:
         for conv in block.modules():
             if isinstance(conv, nn.Conv2d) and conv.kernel_size[0] > 1 and conv.groups > 1:
@@ -98,7 +95,7 @@ class LRASPP(nn.Module):
 def lraspp_v3_large(num_classes: int = 21, width_mult: float = 1.0) -> LRASPP:
     """torchvision's lraspp_mobilenet_v3_large: dilated V3-Large, low tap at C2 (stride 8), high at the end."""
     features = mobilenet_v3_large(1, width_mult).features
-    strided = [i for i, block in enumerate(features) if i > 0 and _is_strided(block)]
+    strided = [i for i, block in enumerate(features) if i > 0 and is_strided(block)]
     dilate_last_stage(features)
     # stage starts: stem, the strided blocks, the last conv; torchvision taps the 4th from the end (C2).
     stage_indices = [0, *strided, len(features) - 1]
