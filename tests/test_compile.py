@@ -104,6 +104,37 @@ def test_standalone_compile_quantizes_through_the_quantize_stage(tmp_path, capsy
     assert (out / ort["path"]).read_bytes() == (out / "quantize" / "model.int8.onnx").read_bytes()
 
 
+def test_onnxruntime_int8_is_judged_on_the_quantize_stages_own_outputs_not_run_twice(tmp_path, monkeypatch):
+    """The onnxruntime int8 artifact is the quantize stage's model byte for byte, which that stage already ran on
+    the evaluation samples: compile takes those outputs, and only those (same bytes, same samples)."""
+    import numpy as np
+
+    from edgemb.onnx_graph import run_batched, session
+    from edgemb.stages.quantize import eval_outputs_path, saved_eval_outputs
+
+    backend, loaded = BACKENDS["onnxruntime"], []
+    original_load = backend.load
+    monkeypatch.setattr(backend, "load", lambda artifact, target: loaded.append(artifact.precision)
+                        or original_load(artifact, target))
+    out = tmp_path / "c"
+    assert cli.main(["compile", "v1_0.25", "--weights", "ref", "--target", "x86", "--backend", "onnxruntime",
+                     "--calib", "fashion-mnist:train:64", "--eval", "fashion-mnist:test:100", "--out", str(out)]) == 0
+    qdq = out / "quantize" / "model.int8.onnx"
+    quantized = json.loads((out / "quantize" / "quantize.json").read_text())
+    built = {a["precision"]: a for a in json.loads((out / "compile.json").read_text())["artifacts"]}
+    assert "quantize stage" in built["int8"]["verified_with"] and "verified_with" not in built["fp32"]
+    assert loaded == ["fp32"], "compile ran the int8 model again"
+    for key in ("n", "agreement", "sqnr_db", "drop"):
+        assert built["int8"]["parity"][key] == quantized["eval"][key], key
+    x = load_data("fashion-mnist:test:100", prepare_model("v1_0.25", "ref").preprocessing).x
+    saved = saved_eval_outputs(qdq, out / built["int8"]["path"], x)
+    np.testing.assert_array_equal(saved[0], run_batched(session(qdq), x)[0])
+    assert saved_eval_outputs(qdq, out / built["int8"]["path"], x[1:]) is None, "other samples"
+    assert saved_eval_outputs(qdq, out / built["fp32"]["path"], x) is None, "other bytes"
+    eval_outputs_path(qdq).unlink()
+    assert saved_eval_outputs(qdq, out / built["int8"]["path"], x) is None
+
+
 def test_ncs2_gets_an_fp16_ir_and_a_needs_device_status(tmp_path):
     report = compile_model("v1_0.25", "intel-ncs2", tmp_path / "o", **SMALL)
     (artifact,) = report["artifacts"]
@@ -152,9 +183,23 @@ def test_x86_tflite_float_and_int8(tmp_path):
     assert (127 - zero) * scale >= prepared.float_logits(calib).max() - scale
 
 
+@pytest.fixture(scope="module")
+def tflm_build(tmp_path_factory):
+    """compile_model of v1_0.25 for a microcontroller board, built once per board for this module's tests."""
+    built: dict[str, tuple] = {}
+
+    def build(board: str):
+        if board not in built:
+            out = tmp_path_factory.mktemp(board) / "o"
+            built[board] = out, compile_model("v1_0.25", board, out, **SMALL)
+        return built[board]
+
+    return build
+
+
 @pytest.mark.parametrize("board", ["cortex-m7", "cortex-m4"])
-def test_v1_025_tflm_artifact_fits_and_matches_litert_reference_kernels(tmp_path, board):
-    report = compile_model("v1_0.25", board, tmp_path / "o", **SMALL)
+def test_v1_025_tflm_artifact_fits_and_matches_litert_reference_kernels(tflm_build, board):
+    out, report = tflm_build(board)
     (artifact,) = report["artifacts"]
     assert artifact["status"] == "ok" and artifact["fits"]
     memory = artifact["memory"]
@@ -163,17 +208,17 @@ def test_v1_025_tflm_artifact_fits_and_matches_litert_reference_kernels(tmp_path
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(artifact["ops"])
     assert artifact["reference_agreement"]["agreement"] >= 0.99
     assert artifact["parity"]["drop"] <= 1.0
-    source = (tmp_path / "o" / artifact["c_source"]).read_text()
+    source = (out / artifact["c_source"]).read_text()
     assert f"g_model_data_len = {artifact['size_bytes']};" in source and "alignas(16)" in source
-    header = (tmp_path / "o" / "tflm" / "model_data.h").read_text()
+    header = (out / "tflm" / "model_data.h").read_text()
     assert f"kTensorArenaSize = {memory['arena_bytes']}" in header and "CONV_2D" in header
 
 
-def test_arena_search_finds_the_boundary(tmp_path):
+def test_arena_search_finds_the_boundary(tflm_build):
     from edgemb.backends.tflm_backend import ARENA_STEP, arena_fits, minimal_arena
 
-    report = compile_model("v1_0.25", "cortex-m7", tmp_path / "o", calib="fashion-mnist:train:32")
-    model = tmp_path / "o" / report["artifacts"][0]["path"]
+    out, report = tflm_build("cortex-m7")
+    model = out / report["artifacts"][0]["path"]
     arena = minimal_arena(model)
     assert arena_fits(model, arena)[0] and not arena_fits(model, arena - ARENA_STEP)[0]
 

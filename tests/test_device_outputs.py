@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgemb.device.devices import Measurement, SshDevice, open_device
+from edgemb.device.devices import Measurement, SshDevice, SubprocessDevice, open_device
 from edgemb.device.runner import RuntimeProblem, name_outputs
 from edgemb.errors import EdgembError
 from edgemb.onnx_graph import session
@@ -132,6 +132,69 @@ def test_run_on_device_keeps_every_output_of_every_artifact(two_heads):
             run.output()
 
 
+# Starts the device-side runner as a device's command would, logging each start to STARTS; with DIE_IN_JOB=K,
+# a `--jobs` process dies inside its K-th job, after that job's outputs.npz is written and before its
+# result.json is (a runtime's segfault under qemu-user, in miniature).
+RUNNER_WRAPPER = """
+import importlib.util, os, sys
+with open(os.environ["STARTS"], "a") as log:
+    log.write(" ".join(sys.argv[2:3]) + "\\n")
+spec = importlib.util.spec_from_file_location("runner", sys.argv[1])
+runner = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runner)
+original, calls = runner.run_artifact, []
+
+def dying(*args, **kwargs):
+    calls.append(1)
+    result = original(*args, **kwargs)
+    if len(calls) == int(os.environ.get("DIE_IN_JOB", 0)):
+        os._exit(139)
+    return result
+
+if sys.argv[2] == "--jobs":
+    runner.run_artifact = dying
+sys.exit(runner.main(sys.argv[2:]))
+"""
+
+
+def wrapped_device(tmp_path, die_in_job: int = 0) -> tuple[SubprocessDevice, Path]:
+    """A local device whose runner logs its starts (and may die in a job); the log's path."""
+    import os
+
+    wrapper, starts = tmp_path / "runner_wrapper.py", tmp_path / "starts.txt"
+    wrapper.write_text(RUNNER_WRAPPER)
+    env = {**os.environ, "STARTS": str(starts), "DIE_IN_JOB": str(die_in_job)}
+    return SubprocessDevice("local", [sys.executable, str(wrapper)], env), starts
+
+
+def test_one_runner_process_checks_every_artifact_and_a_bad_one_spoils_none(two_heads, tmp_path):
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a model")
+    artifacts = [*(make(two_heads) for make in ARTIFACTS.values()), corrupt, tmp_path / "missing.tflite"]
+    device, starts = wrapped_device(tmp_path)
+    begun: list[int] = []
+    answers = device.check_outputs(artifacts, two_heads.x, 1, NAMES, begun.append)
+    assert starts.read_text().split() == ["--jobs"], "one runner process for every artifact"
+    assert begun == [0, 1, 2, 3, 4], "one progress call per artifact the runner started, in order"
+    for artifact, answer in zip(artifacts[:4], answers[:4], strict=True):
+        assert isinstance(answer, Measurement), (artifact, answer)
+        assert answer.result["runs"] == 0 and answer.result["latency_ms"] == []
+        assert_matches_host(answer.outputs, two_heads.host)
+    assert isinstance(answers[4], EdgembError) and "cannot load corrupt.onnx" in str(answers[4])
+    assert isinstance(answers[5], EdgembError) and "artifact file not found" in str(answers[5])
+
+
+def test_an_artifact_the_runner_dies_in_is_run_again_alone_and_the_rest_go_on(two_heads, tmp_path):
+    """The process dies inside the second job: that artifact is run alone, the third in a new process."""
+    artifacts = [two_heads.onnx, openvino_ir(two_heads), tflite_flatbuffer(two_heads)]
+    device, starts = wrapped_device(tmp_path, die_in_job=2)
+    answers = device.check_outputs(artifacts, two_heads.x, 1, NAMES)
+    assert starts.read_text().split() == ["--jobs", str(artifacts[1]), "--jobs"], "batch, job 2 alone, batch"
+    for artifact, answer in zip(artifacts, answers, strict=True):
+        assert isinstance(answer, Measurement), (artifact, answer)
+        assert_matches_host(answer.outputs, two_heads.host)
+
+
 def test_ssh_board_returns_every_output_by_name(two_heads, tmp_path):
     with sshd(tmp_path / "sshd") as (port, key):
         device = SshDevice(f"ssh://root@127.0.0.1:{port}", "root", "127.0.0.1", port, str(key), sys.executable)
@@ -172,11 +235,14 @@ def test_a_classifiers_single_output_is_taken_by_name_or_as_the_only_one():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["onnx", "openvino", "tflite", "tvm"])
-def test_emulated_board_returns_every_output_by_name(two_heads, kind):
-    """The aarch64 runtimes under qemu-user (the board is prepared once and cached; see tests/test_emulated.py)."""
+def test_emulated_board_returns_every_output_by_name(two_heads):
+    """The aarch64 runtimes under qemu-user (the board is prepared once and cached; see tests/test_emulated.py),
+    every artifact type in the one runner process a deploy uses there."""
     device = open_device("emulated:rpi4", log=lambda _: None)
-    artifact = tvm_library(two_heads, "rpi4") if kind == "tvm" else ARTIFACTS[kind](two_heads)
-    m = device.measure(artifact, two_heads.x, runs=0, warmup=0, threads=0, output_names=NAMES)
-    assert m.result["arch"] == "aarch64"
-    assert_matches_host(m.outputs, two_heads.host, atol=1e-3)
+    kinds = {kind: tvm_library(two_heads, "rpi4") if kind == "tvm" else make(two_heads)
+             for kind, make in ARTIFACTS.items()}
+    answers = device.check_outputs(list(kinds.values()), two_heads.x, 0, NAMES)
+    for kind, m in zip(kinds, answers, strict=True):
+        assert isinstance(m, Measurement), (kind, m)
+        assert m.result["arch"] == "aarch64", kind
+        assert_matches_host(m.outputs, two_heads.host, atol=1e-3)

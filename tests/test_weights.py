@@ -179,3 +179,28 @@ def test_the_weights_facade_hands_out_each_name_from_the_module_that_defines_it(
             assert defined.__module__ == home, f"{name} is defined in {defined.__module__}, not {home}"
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         _ = facade.no_such_name
+
+
+@pytest.mark.parametrize("model", ["v1_0.25", "ssdlite_v2_0.35"])
+def test_float_outputs_head_slices_the_cache_or_runs_only_the_first_samples(model, monkeypatch):
+    """A warm deploy's report needs a few float outputs: never the whole evaluation set again."""
+    import numpy as np
+
+    from edgemb.zoo import prepared as prepared_module
+    from edgemb.zoo.prepared import prepare_model
+
+    prepared = prepare_model(model, "ref")
+    r = prepared.spec.resolution
+    x = np.random.default_rng(0).standard_normal((6, 3, r, r)).astype(np.float32)
+    full = prepared.float_outputs(x)
+    for head, whole in zip(prepared.float_outputs_head(x, 2), full, strict=True):
+        assert head.shape[0] == 2 and np.array_equal(head, whole[:2])  # sliced from the cache
+    seen: list[int] = []
+    for name in ("predict", "predict_outputs"):
+        original = getattr(prepared_module, name)
+        monkeypatch.setattr(prepared_module, name, lambda m, batch, *a, _f=original, **k: seen.append(len(batch))
+                            or _f(m, batch, *a, **k))
+    fresh = prepare_model(model, "ref")
+    for head, whole in zip(fresh.float_outputs_head(x, 2), full, strict=True):
+        np.testing.assert_allclose(head, whole[:2], rtol=1e-4, atol=1e-4)
+    assert seen == [2], "only the first samples are computed when the cache does not hold x"

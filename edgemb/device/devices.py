@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -162,12 +163,128 @@ class SubprocessDevice:
         with tempfile.TemporaryDirectory(prefix="edgemb-run-") as tmp:
             work = Path(tmp)
             np.save(work / "inputs.npy", inputs.astype(np.float32))
-            result = subprocess.run([*self.command, str(RUNNER), str(files[0]), str(work / "inputs.npy"),
-                                     str(work / "out"), *runner_options(runs, warmup, threads, output_names)],
-                                    capture_output=True, text=True, env=self.env, timeout=self.timeout)
+            try:
+                result = subprocess.run([*self.command, str(RUNNER), str(files[0]), str(work / "inputs.npy"),
+                                         str(work / "out"), *runner_options(runs, warmup, threads, output_names)],
+                                        capture_output=True, text=True, env=self.env, timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                raise EdgembError(f"{self.uri}: {artifact.name} gave no answer within {self.timeout:.0f} s; "
+                                  f"stopped") from None
             summary = _read_runner_output(work / "out", result.returncode, result.stderr, self.uri)
             outputs = read_outputs(work / "out", summary)
         return Measurement(outputs, summary, self.uri, self.emulated)
+
+    def check_outputs(self, artifacts: Sequence[Path], inputs: np.ndarray, threads: int,
+                      output_names: Sequence[str] | None = None,
+                      started: Callable[[int], None] | None = None) -> list[Measurement | EdgembError]:
+        """Every artifact's outputs on `inputs`, untimed, in one runner process (runner.run_jobs): one Python
+        start and one import per runtime instead of one per artifact, which under qemu-user is most of the time.
+
+        `started(k)` is called as artifact k begins. A job the process dies in (a runtime's segfault) is run
+        again alone, for its own error, and the jobs after it in a new process; a job silent for `timeout`
+        seconds is answered with a timeout. So one artifact's crash costs the others their check never."""
+        answers: list[Measurement | EdgembError | None] = [None] * len(artifacts)
+        with tempfile.TemporaryDirectory(prefix="edgemb-run-") as tmp:
+            work = Path(tmp)
+            np.save(work / "inputs.npy", inputs.astype(np.float32))
+            jobs: dict[int, dict[str, Any]] = {}
+            for k, artifact in enumerate(artifacts):
+                try:
+                    jobs[k] = {"artifact": str(artifact_files(artifact)[0]), "out_dir": str(work / f"out{k}"),
+                               "threads": threads, "outputs": list(output_names) if output_names else None}
+                except EdgembError as exc:
+                    answers[k] = exc
+            todo = list(jobs)
+            while todo:
+                batch = _JobBatch(self, work, [jobs[k] for k in todo], todo, started)
+                batch.run()
+                for k in todo:
+                    out = Path(jobs[k]["out_dir"])
+                    if (out / "result.json").exists():
+                        answers[k] = _answer(out, self.uri, self.emulated, batch.stderr)
+                todo = [k for k in todo if answers[k] is None]
+                if not todo:
+                    break
+                if batch.current is None:  # it never started a job: the board's Python itself failed
+                    failure = EdgembError(f"{self.uri}: the runner failed (exit {batch.returncode}): "
+                                          f"{batch.stderr.strip()[-600:]}")
+                    for k in todo:
+                        answers[k] = failure
+                    break
+                k = batch.current
+                if answers[k] is not None:  # it died between two jobs: the rest go to a new process
+                    continue
+                if batch.timed_out:
+                    answers[k] = EdgembError(f"{self.uri}: {artifacts[k].name} gave no outputs within "
+                                             f"{self.timeout:.0f} s; stopped")
+                else:  # the process died in job k: alone, it fails (or passes) on its own
+                    try:
+                        answers[k] = self.measure(artifacts[k], inputs, 0, 0, threads, output_names)
+                    except EdgembError as exc:
+                        answers[k] = exc
+                todo = [j for j in todo if j != k]
+        return answers  # type: ignore[return-value]
+
+
+class _JobBatch:
+    """One `runner.py --jobs` process: which job it is in, whether the watchdog stopped it, its stderr."""
+
+    def __init__(self, device: SubprocessDevice, work: Path, jobs: list[dict[str, Any]], indices: list[int],
+                 started: Callable[[int], None] | None) -> None:
+        self.device, self.work, self.jobs, self.indices, self.started = device, work, jobs, indices, started
+        self.current: int | None = None  # the artifact index of the job last started
+        self.timed_out = False
+        self.returncode: int | None = None
+        self.stderr = ""
+
+    def run(self) -> None:
+        from edgemb.device.runner import JOB_LINE
+
+        spec = self.work / "jobs.json"
+        spec.write_text(json.dumps({"inputs": str(self.work / "inputs.npy"), "jobs": self.jobs}))
+        with open(self.work / "stderr.txt", "w+") as stderr:
+            try:
+                process = subprocess.Popen([*self.device.command, str(RUNNER), "--jobs", str(spec)],
+                                           stdout=subprocess.PIPE, stderr=stderr, text=True, errors="replace",
+                                           env=self.device.env)
+            except OSError as exc:
+                raise EdgembError(f"{self.device.uri}: cannot start the runner: {exc}") from None
+            watchdog = None
+
+            def stop() -> None:
+                self.timed_out = True
+                process.kill()
+
+            try:
+                for line in process.stdout:
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0] == JOB_LINE and parts[1].split("/")[0].isdigit():
+                        if watchdog is not None:
+                            watchdog.cancel()
+                        watchdog = threading.Timer(self.device.timeout, stop)  # per job: a hung runtime
+                        watchdog.start()
+                        self.current = self.indices[int(parts[1].split("/")[0]) - 1]
+                        if self.started is not None:
+                            self.started(self.current)
+                self.returncode = process.wait()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+            stderr.seek(0)
+            self.stderr = stderr.read()
+
+
+def _answer(out: Path, uri: str, emulated: bool, stderr: str) -> Measurement | EdgembError:
+    """One job's result.json (and outputs) as a Measurement, or its error."""
+    summary = json.loads((out / "result.json").read_text())
+    try:
+        summary = _read_runner_output(out, RUNTIME_EXIT if "error" in summary else 0, stderr, uri)
+        return Measurement(read_outputs(out, summary), summary, uri, emulated)
+    except EdgembError as exc:
+        return exc
 
 
 @dataclass

@@ -8,6 +8,8 @@ latency samples with percentiles (result.json). Exit codes: 0 ran, 3 a runtime o
 JSON still says which, so the host can explain it).
 
     python3 runner.py ARTIFACT INPUTS.npy OUT_DIR [--warmup N] [--runs N] [--threads N] [--output=NAME ...]
+    python3 runner.py --jobs JOBS.json   (several artifacts on one input batch in one process, each job's outcome
+                                          in its own OUT_DIR/result.json: see run_jobs)
 
 Outputs travel by the model's ONNX output names (`logits`; a detector's `cls_logits`, `bbox_regression`).
 The host passes them with `--output` in ONNX order; each session says which names the artifact itself
@@ -37,6 +39,7 @@ import sys
 import time
 
 RUNTIME_EXIT = 3
+JOB_LINE = "edgemb-runner-job"  # `--jobs` mode: starts each job's stdout line
 # ELF e_machine values of the architectures edgemb builds for.
 ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
 MACHINE_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv7l": "arm", "armv6l": "arm", "i686": "x86"}
@@ -273,8 +276,63 @@ def run_artifact(artifact: str, inputs: str, out_dir: str, warmup: int, runs: in
     }
 
 
+def run_and_record(artifact: str, inputs: str, out_dir: str, warmup: int, runs: int, threads: int,
+                   output_names: list[str] | None = None, contain: bool = False) -> int:
+    """One artifact: result.json (and outputs.npz) in out_dir, or the runtime problem in result.json; its exit code.
+
+    `contain` (a job among several) also records any other error of the runtime, so one artifact's failure
+    never ends the process the others share."""
+    os.makedirs(out_dir, exist_ok=True)
+    result_path = os.path.join(out_dir, "result.json")
+    try:
+        result = run_artifact(artifact, inputs, out_dir, warmup, max(0, runs), threads, output_names)
+        code = 0
+    except RuntimeProblem as exc:
+        result, code = {"error": str(exc), "arch": board_arch()}, RUNTIME_EXIT
+    except Exception as exc:
+        if not contain:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        result = {"error": f"{os.path.basename(artifact)} failed in its runtime: {type(exc).__name__}: {first}",
+                  "arch": board_arch()}
+        code = RUNTIME_EXIT
+    tmp = result_path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(result, handle)
+    os.replace(tmp, result_path)
+    if code:
+        print(f"runner: {result['error']}", file=sys.stderr)
+    return code
+
+
+def run_jobs(jobs_path: str) -> int:
+    """Several artifacts on one input batch in this one process, each job's out_dir as if it had run alone.
+
+    On an emulated board, starting Python and importing numpy and a runtime costs more than checking an
+    artifact's outputs (TVM's import alone takes ~20 s under qemu-user), so a deploy sends every artifact in
+    one go. A line `edgemb-runner-job K/N NAME` on stdout marks each start, for the host's progress and to know
+    which job a dying process was in; that job has no result.json, and the host runs it alone and the rest in
+    a new process. Every job's outcome is in its own result.json: the process exits 0 once all have one.
+    """
+    import gc
+
+    with open(jobs_path) as handle:
+        spec = json.load(handle)
+    jobs = spec["jobs"]
+    for k, job in enumerate(jobs):
+        print(f"{JOB_LINE} {k + 1}/{len(jobs)} {os.path.basename(job['artifact'])}", flush=True)
+        run_and_record(job["artifact"], spec["inputs"], job["out_dir"], job.get("warmup", 0), job.get("runs", 0),
+                       job.get("threads", 0), job.get("outputs"), contain=True)
+        gc.collect()  # the previous artifact's session and buffers go before the next one loads
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--jobs"] and len(argv) == 2:
+        return run_jobs(argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Also: runner.py --jobs JOBS.json (several artifacts, one process).")
     parser.add_argument("artifact")
     parser.add_argument("inputs", help="NCHW float32 .npy, already preprocessed")
     parser.add_argument("out_dir")
@@ -285,21 +343,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model's output names in ONNX order, one --output=NAME each (default: the "
                              "artifact's own names, output_K where it has none)")
     args = parser.parse_args(argv)
-    os.makedirs(args.out_dir, exist_ok=True)
-    result_path = os.path.join(args.out_dir, "result.json")
-    try:
-        result = run_artifact(args.artifact, args.inputs, args.out_dir, args.warmup, max(0, args.runs), args.threads,
-                              args.outputs)
-        code = 0
-    except RuntimeProblem as exc:
-        result, code = {"error": str(exc), "arch": board_arch()}, RUNTIME_EXIT
-    tmp = result_path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(result, handle)
-    os.replace(tmp, result_path)
-    if code:
-        print(f"runner: {result['error']}", file=sys.stderr)
-    return code
+    return run_and_record(args.artifact, args.inputs, args.out_dir, args.warmup, args.runs, args.threads,
+                          args.outputs)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from edgemb.errors import EdgembError
 from edgemb.limits import check_limits
 from edgemb.progress import progress
 from edgemb.stages.export import export_simplified
+from edgemb.stages.quantize import saved_eval_outputs
 from edgemb.targets import Target, get_target
 from edgemb.tasks import Task, head, run_outputs, task_for
 from edgemb.zoo.prepared import PreparedModel, prepare_model
@@ -135,8 +136,13 @@ def _build_all(pairs, inputs: BuildInputs, target: Target, stage: Path, evaluati
         artifact = _build_one(backend_name, precision, inputs, target, stage)
         record = artifact.record(stage)
         if artifact.status in RUNS_HERE and evaluation is not None:
-            runner = BACKENDS[backend_name].load(artifact, target)
-            outputs, n = _verification_outputs(runner, evaluation.x, len(task.output_names))
+            saved = saved_eval_outputs(inputs.options.get("qdq_model"), artifact.path, evaluation.x)
+            runner = None if saved is not None else BACKENDS[backend_name].load(artifact, target)
+            if saved is not None:  # onnxruntime int8 is the quantize stage's model: its evaluation, not a rerun
+                outputs, n = saved, len(evaluation.x)
+                record["verified_with"] = "the quantize stage's onnxruntime outputs of these bytes on these samples"
+            else:
+                outputs, n = _verification_outputs(runner, evaluation.x, len(task.output_names))
             record["parity"] = task.parity([o[:n] for o in float_outputs], outputs, head(truth, n))
             if budget is not None:
                 record["within_budget"], record["budget_verdict"] = budget.verdict(record["parity"])

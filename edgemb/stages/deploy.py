@@ -177,7 +177,8 @@ def deploy(settings: DeploySettings, out_root: Path = Path("build"), log: Callab
         settings, target, device_uri, prepared, evaluation, compiled, root / "compile", folder, log, task))
 
     report = build_report(settings, target, prepared, export, quantize, compiled, profiled, root, task)
-    report["task"]["postprocess_ms"] = postprocess_ms(task, prepared.float_outputs(evaluation.x))
+    report["task"]["postprocess_ms"] = postprocess_ms(task, prepared.float_outputs_head(evaluation.x,
+                                                                                        POSTPROCESS_SAMPLES))
     if task.pictures:
         report["pictures"] = _write_pictures(task, prepared, evaluation, root, report)
     report["stages"] = stages.timings
@@ -217,7 +218,7 @@ def _write_pictures(task: Task, prepared: PreparedModel, evaluation: Data, root:
     truth = head(task.truth(evaluation, prepared.preprocessing), shown)
     if truth is not None:
         columns["truth"] = task.truth_results(truth)
-    columns["float (PyTorch)"] = task.postprocess([o[:shown] for o in prepared.float_outputs(evaluation.x)])
+    columns["float (PyTorch)"] = task.postprocess(prepared.float_outputs_head(evaluation.x, shown))
     qdq = onnx.load(str(root / "quantize" / "model.int8.onnx"))
     columns["int8 (quantize stage QDQ, onnxruntime)"] = task.postprocess(run_batched(session(qdq), x, desc="pictures"))
     metric = task.metric

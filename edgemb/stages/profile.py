@@ -63,6 +63,19 @@ def run_on_device(device: Device, artifacts: dict[str, Path], x: np.ndarray, run
     what = "checking outputs (not timed)" if runs == 0 else "profiling"
     results = [DeviceRun(name, path) for name, path in artifacts.items()]
     started = time.perf_counter()
+    if runs == 0 and hasattr(device, "check_outputs"):  # untimed: every artifact in one runner process
+        def announce(i: int) -> None:
+            log(f"  {what}: {results[i].name} on {device.uri}, {len(x)} samples ({i + 1}/{len(results)}"
+                f"{eta_text(started, i, len(results))})")
+
+        answers = device.check_outputs([run.path for run in results], x, threads, output_names, announce)
+        for run, answer in zip(results, answers, strict=True):
+            if isinstance(answer, EdgembError):
+                run.error = str(answer)
+            else:
+                run.outputs, run.runtime = answer.outputs, answer.result.get("runtime")
+                run.measurements.append(answer)
+        return results
     for i, run in enumerate(results):
         log(f"  {what}: {run.name} on {device.uri}, {len(x)} samples ({i + 1}/{len(results)}"
             f"{eta_text(started, i, len(results))})")

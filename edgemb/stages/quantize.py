@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgemb.artifacts import file_record, staged_output, tool_versions, write_json
+from edgemb.artifacts import file_record, sha256_file, staged_output, tool_versions, write_json
 from edgemb.budget import Budget, agreement_for_budget
 from edgemb.data import Data, as_data, parse_spec
 from edgemb.errors import EdgembError
@@ -44,6 +44,8 @@ SENSITIVITY_SAMPLES = 64
 WIDE_SENSITIVITY_SAMPLES = 32
 DEFAULT_MAX_WIDE_TENSORS = 8  # activations the budget may raise to 16 bits before keeping layers in float
 HELD_OUT_EVERY = 4  # with a budget, every 4th calibration sample is held out to decide the rescue on
+EVAL_OUTPUTS = "eval.int8.npz"  # the final QDQ model's raw outputs on the evaluation samples
+MAX_SAVED_OUTPUT_BYTES = 256 * 2**20
 
 
 def check_calibration(data: Data, spec: str) -> dict[str, Any]:
@@ -69,9 +71,53 @@ def _float_graph(prepared: PreparedModel, folder: Path) -> Graph:
 
 
 def _eval_parity(model, float_outputs: list[np.ndarray], data: Data, task: Task, truth: Any,
-                 desc: str = "eval int8") -> dict[str, Any]:
-    """The task's parity of a quantized ONNX model against the float outputs (top-1, mAP or mIoU points)."""
-    return task.parity(float_outputs, run_batched(session(model), data.x, desc=desc), truth)
+                 desc: str = "eval int8") -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The task's parity of a quantized ONNX model against the float outputs (top-1, mAP or mIoU points), and
+    the model's raw outputs it was judged on."""
+    outputs = run_batched(session(model), data.x, desc=desc)
+    return task.parity(float_outputs, outputs, truth), outputs
+
+
+def samples_sha256(x: np.ndarray) -> str:
+    """Fingerprint of an input batch: which samples, in which order, bit for bit."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
+
+
+def eval_outputs_path(qdq_model: Path) -> Path:
+    """Where the quantize stage keeps its QDQ model's outputs on the evaluation samples, beside the model."""
+    return Path(qdq_model).with_name(EVAL_OUTPUTS)
+
+
+def save_eval_outputs(stage: Path, x: np.ndarray, outputs: list[np.ndarray]) -> None:
+    """Keep the final model's evaluation outputs, unless they are too big to be worth a file (a segmenter's
+    masks over a large set): compile then verifies the same bytes on the same samples without running them again."""
+    if sum(o.nbytes for o in outputs) > MAX_SAVED_OUTPUT_BYTES:
+        return
+    np.savez(stage / EVAL_OUTPUTS, model_sha256=np.array(sha256_file(stage / "model.int8.onnx")),
+             samples_sha256=np.array(samples_sha256(x)), onnxruntime=np.array(_onnxruntime_version()),
+             **{f"output_{k}": o for k, o in enumerate(outputs)})
+
+
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def saved_eval_outputs(qdq_model: Path | None, artifact: Path, x: np.ndarray) -> list[np.ndarray] | None:
+    """The quantize stage's outputs of `artifact` on `x`, when the artifact is its QDQ model byte for byte and
+    `x` the very samples it was evaluated on, by this onnxruntime (which runs that model either way: its int8
+    kernels sum in int32, so the thread count changes nothing); None otherwise."""
+    if qdq_model is None or not eval_outputs_path(qdq_model).is_file() or artifact.suffix != ".onnx":
+        return None
+    with np.load(eval_outputs_path(qdq_model)) as saved:
+        if "onnxruntime" not in saved.files or str(saved["onnxruntime"]) != _onnxruntime_version():
+            return None
+        if str(saved["model_sha256"]) != sha256_file(artifact) or str(saved["samples_sha256"]) != samples_sha256(x):
+            return None
+        return [saved[f"output_{k}"] for k in range(sum(name.startswith("output_") for name in saved.files))]
 
 
 def held_out_index(n: int, every: int = HELD_OUT_EVERY) -> np.ndarray:
@@ -196,14 +242,16 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
             steps.mark("budget rescue")
         if evaluation is not None:
             float_outputs = prepared.float_outputs(evaluation.x)
-            result = _eval_parity(quantized, float_outputs, evaluation, task,
-                                  task.truth(evaluation, prepared.preprocessing))
+            result, eval_outputs = _eval_parity(quantized, float_outputs, evaluation, task,
+                                                task.truth(evaluation, prepared.preprocessing))
             report["eval"] = {"spec": evaluation.source, **result}
             if budget is not None:
                 met, verdict = budget.verdict(result)
                 report["budget"].update(met=met, verdict=verdict, labelled=evaluation.y is not None, final=result)
             steps.mark("evaluation")
         _save(quantized, stage / "model.int8.onnx")
+        if evaluation is not None:
+            save_eval_outputs(stage, evaluation.x, eval_outputs)
         report["layers"] = len(layers(graph))
         report["layers_kept_float"] = config.keep_float
         report["activations_16bit"] = config.wide_tensors
