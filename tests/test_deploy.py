@@ -327,11 +327,8 @@ def test_readme_main_command_rpi4_v2(tmp_path):
     assert chosen["budget_status"] == "pass" and chosen["parity"]["est_drop_high"] <= 0.5
     assert check_recommendation(report) is chosen
     assert "estimated" in cold.stdout and "recommended:" in cold.stdout
-    warm = make_deploy("rpi4", "v2_1.0", tmp_path, 600)
-    assert warm.returncode == 0, warm.stderr[-2000:]
-    again = json.loads((tmp_path / "rpi4" / "v2_1.0" / "report.json").read_text())
-    assert all(stage["cached"] for stage in again["stages"].values())
-    print(f"cold {report['seconds']:.1f} s, warm {again['seconds']:.1f} s; recommended {rec}")
+    # a warm run reuses every stage: test_make_deploy_x86_v2_cold_then_warm proves it on the same code path
+    print(f"cold {report['seconds']:.1f} s; recommended {rec}")
 
 
 @pytest.mark.slow

@@ -38,6 +38,18 @@ def rpi4_build(tmp_path_factory):
     return root, data, predict(prepared.model, data.x)
 
 
+def test_openvinos_telemetry_is_declined_on_the_board():
+    """It would fork to post to the internet on every compile_model; a fork under qemu-user can deadlock."""
+    import subprocess
+
+    board = prepare_board("rpi4", log=lambda _: None)
+    probe = ("from openvino_telemetry.utils.opt_in_checker import OptInChecker, ConsentCheckResult; "
+             "print(OptInChecker().check(False) == ConsentCheckResult.DECLINED)")
+    result = subprocess.run([*board.python(), "-c", probe], capture_output=True, text=True, timeout=600,
+                            env=board.environment())
+    assert result.stdout.strip() == "True", result.stderr[-800:]
+
+
 def test_board_is_prepared_once_and_reused():
     board = prepare_board("rpi4", log=lambda _: None)
     assert (board.site_packages.parent / "ready.json").exists()

@@ -11,9 +11,12 @@ latency samples), so the deploy pipeline and `edgemb profile` never care which o
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +36,9 @@ from edgemb.errors import EdgembError
 RUNNER = Path(__file__).with_name("runner.py")
 RUNTIME_EXIT = 3  # the runner's "this board cannot run that" exit code
 SSH_UNREACHABLE = 255
+# An artifact's outputs on the emulated board take 0.5-3 min (MobileNetV2 at 224, 16 samples): one silent for
+# this long is stuck (a fork under qemu-user can deadlock), not slow.
+EMULATED_TIMEOUT = 900.0
 
 
 def single_output(outputs: dict[str, np.ndarray], name: str | None = None, where: str = "the artifact") -> np.ndarray:
@@ -163,14 +169,18 @@ class SubprocessDevice:
         with tempfile.TemporaryDirectory(prefix="edgemb-run-") as tmp:
             work = Path(tmp)
             np.save(work / "inputs.npy", inputs.astype(np.float32))
+            process = _start_group([*self.command, str(RUNNER), str(files[0]), str(work / "inputs.npy"),
+                                    str(work / "out"), *runner_options(runs, warmup, threads, output_names)],
+                                   self.env, self.uri, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
-                result = subprocess.run([*self.command, str(RUNNER), str(files[0]), str(work / "inputs.npy"),
-                                         str(work / "out"), *runner_options(runs, warmup, threads, output_names)],
-                                        capture_output=True, text=True, env=self.env, timeout=self.timeout)
+                _, stderr = process.communicate(timeout=self.timeout)
             except subprocess.TimeoutExpired:
+                _kill_group(process)
                 raise EdgembError(f"{self.uri}: {artifact.name} gave no answer within {self.timeout:.0f} s; "
                                   f"stopped") from None
-            summary = _read_runner_output(work / "out", result.returncode, result.stderr, self.uri)
+            finally:
+                _kill_group(process)  # a runtime's forked helper must not outlive the run
+            summary = _read_runner_output(work / "out", process.returncode, stderr, self.uri)
             outputs = read_outputs(work / "out", summary)
         return Measurement(outputs, summary, self.uri, self.emulated)
 
@@ -243,17 +253,13 @@ class _JobBatch:
         spec = self.work / "jobs.json"
         spec.write_text(json.dumps({"inputs": str(self.work / "inputs.npy"), "jobs": self.jobs}))
         with open(self.work / "stderr.txt", "w+") as stderr:
-            try:
-                process = subprocess.Popen([*self.device.command, str(RUNNER), "--jobs", str(spec)],
-                                           stdout=subprocess.PIPE, stderr=stderr, text=True, errors="replace",
-                                           env=self.device.env)
-            except OSError as exc:
-                raise EdgembError(f"{self.device.uri}: cannot start the runner: {exc}") from None
+            process = _start_group([*self.device.command, str(RUNNER), "--jobs", str(spec)], self.device.env,
+                                   self.device.uri, stdout=subprocess.PIPE, stderr=stderr)
             watchdog = None
 
             def stop() -> None:
                 self.timed_out = True
-                process.kill()
+                _kill_group(process)
 
             try:
                 for line in process.stdout:
@@ -270,11 +276,25 @@ class _JobBatch:
             finally:
                 if watchdog is not None:
                     watchdog.cancel()
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
+                _kill_group(process)
             stderr.seek(0)
             self.stderr = stderr.read()
+
+
+def _start_group(command: list[str], env: dict[str, str] | None, uri: str, **pipes: Any) -> subprocess.Popen:
+    """The runner in its own process group, so that stopping it also stops what its runtime forked."""
+    try:
+        return subprocess.Popen(command, text=True, errors="replace", env=env, start_new_session=True, **pipes)
+    except OSError as exc:
+        raise EdgembError(f"{uri}: cannot start the runner: {exc}") from None
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the runner's whole process group (a forked child stuck on a lock ignores SIGTERM), then reap."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait()
 
 
 def _answer(out: Path, uri: str, emulated: bool, stderr: str) -> Measurement | EdgembError:
@@ -502,7 +522,7 @@ def open_device(uri: str | None, target_name: str | None = None, log=print) -> D
         from edgemb.device.emulate import prepare_board
 
         board = prepare_board(uri.split(":", 1)[1], log=log)
-        return SubprocessDevice(uri, board.python(), board.environment(), emulated=True)
+        return SubprocessDevice(uri, board.python(), board.environment(), emulated=True, timeout=EMULATED_TIMEOUT)
     parsed = urlparse(uri)
     query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
     if parsed.scheme == "ssh":

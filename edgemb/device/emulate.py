@@ -90,10 +90,26 @@ class EmulatedBoard:
         return [*self.python(), "-c", bootstrap]
 
     def environment(self) -> dict[str, str]:
-        """The board's site-packages only; none of the host's Python settings leak in."""
+        """The board's site-packages only; none of the host's Python settings leak in; the board's own HOME.
+
+        That HOME declines OpenVINO's telemetry: on compile_model it forks a process to post to the internet,
+        and a fork of a multithreaded program under qemu-user can deadlock (seen: an OpenVINO IR check of a
+        deploy hung, parent in wait4, child on a futex, until the runner's timeout)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        env.update(PYTHONPATH=str(self.site_packages), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1")
+        env.update(PYTHONPATH=str(self.site_packages), PYTHONNOUSERSITE="1", PYTHONDONTWRITEBYTECODE="1",
+                   HOME=str(self.home()))
         return env
+
+    def home(self) -> Path:
+        """The board user's home folder, with OpenVINO's telemetry declined (its consent file holds 0)."""
+        home = self.rootfs / "opt" / "edgemb" / "home"
+        consent = home / "intel" / "openvino_telemetry"
+        if not consent.is_file() or consent.read_text().strip() != "0":
+            consent.parent.mkdir(parents=True, exist_ok=True)
+            tmp = consent.with_suffix(".tmp")
+            tmp.write_text("0\n")
+            os.replace(tmp, consent)
+        return home
 
 
 def recipe_key() -> str:
