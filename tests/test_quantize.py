@@ -44,7 +44,8 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 def test_default_quantization_is_accurate_and_really_int8(default_run):
     out, report = default_run
-    assert sorted(p.name for p in out.iterdir()) == ["model.float.onnx", "model.int8.onnx", "quantize.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["eval.int8.npz", "model.float.onnx", "model.int8.onnx",
+                                                     "quantize.json"]
     assert json.loads((out / "quantize.json").read_text()) == report
     assert report["calibration"]["n"] == 128 and report["layers_kept_float"] == []
     assert report["eval"]["drop"] <= 1.0 and report["eval"]["agreement"] >= 0.97

@@ -144,7 +144,8 @@ def quantize_model(model_name: str | PreparedModel, calib: str | Data, out_dir: 
                    sha256: str | None = None, settings: QuantizeSettings = DEFAULT_SETTINGS,
                    eval_spec: str | Data | None = None, budget: Budget | None = None,
                    isa: Sequence[str] | None = None, arch: str = "x86_64") -> dict[str, Any]:
-    """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx and quantize.json.
+    """Quantize to a QDQ int8 ONNX model; writes model.int8.onnx, model.float.onnx, quantize.json (and with
+    evaluation data eval.int8.npz, the int8 model's outputs on it, which compile reuses).
 
     A deploy passes its prepared model and loaded data; names are resolved here otherwise. `settings` says how
     to quantize (edgemb/quant/options.py, checked when it is built). The accuracy `budget` (top-1 points on
