@@ -22,3 +22,15 @@ def qdq_model(model: str, target: str, folder: Path, calib: str | None = None, w
     board = get_target(target)
     quantize_model(prepared, as_data(calib_spec, prepared.preprocessing), folder, isa=board.isa, arch=board.arch)
     return folder / "model.int8.onnx"
+
+
+def qdq_as_float_session(model):
+    """onnxruntime running a QDQ model as float (no graph fusion into integer kernels): the reference on hosts
+    without VNNI, whose u8 x s8 kernels saturate the int16 pair sums of 8-bit weights."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    payload = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+    return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])

@@ -19,7 +19,7 @@ from edgemb.metrics import estimated_drop, sqnr_db
 from edgemb.onnx_graph import run_batched, session
 from edgemb.targets import get_target
 from edgemb.zoo.prepared import prepare_model
-from tests.stages import qdq_model
+from tests.stages import qdq_as_float_session, qdq_model
 
 MODEL = "v2_0.35@64"
 CALIB = "fashion-mnist:train:128"
@@ -196,12 +196,7 @@ def test_int8_tflite_keeps_no_buffer_that_nothing_reads(tmp_path):
     path, out = tmp_path / "qdq.onnx", tmp_path / "model.int8.tflite"
     qdq = build_qdq(graph, {"x": (-4.0, 4.0), "a1": (0.0, 16.0)}, QuantConfig("minmax", "per-channel", "uint8"))
     onnx.save(qdq, str(path))
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()  # the QDQ model as float: onnxruntime's u8 x s8 kernels saturate without VNNI
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    as_float = ort.InferenceSession(qdq.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    (y_qdq,) = run_batched(as_float, calibration)
+    (y_qdq,) = run_batched(qdq_as_float_session(qdq), calibration)
     qdq_int8_tflite(path, calibration, out, lambda: (float(y.min()), float(y.max())))
 
     model = flatbuffer_utils.read_model(str(out))

@@ -27,6 +27,7 @@ from edgemb.onnx_graph import Graph, session
 from edgemb.quant.qdq import QuantConfig, activation_tensors, build_qdq
 from edgemb.quant.ranges import choose_range, collect_stats, quant_params
 from edgemb.stages.export import export_simplified
+from tests.stages import qdq_as_float_session
 
 pytest.importorskip("tvm")
 RESOLUTION = 16
@@ -164,13 +165,7 @@ def reference_session(qdq: Path, weight_max: int):
     """onnxruntime on this host as the reference: its integer kernels where they are exact, else the QDQ model
     run as float (no graph fusion). Without VNNI its u8 x s8 kernels saturate the int16 pair sums of 8-bit
     weights (31 steps off on a Zen 3 host), so they are no reference for 8-bit weights there."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if weight_max > host_weight_max():
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(qdq), options, providers=["CPUExecutionProvider"])
+    return qdq_as_float_session(qdq) if weight_max > host_weight_max() else session(qdq)
 
 
 def assert_within_one_step(ours: np.ndarray, theirs: np.ndarray, scale: float) -> None:
